@@ -1,0 +1,183 @@
+//! Settings common to both binaries, read once at start from the environment.
+//!
+//! Each binary composes these with its own settings into one `clap` parser, so
+//! `--help` lists every variable with its default and a bad value fails with the
+//! variable's name. [`load_dotenv`] lets a `.env` file in the working directory fill in
+//! what the environment leaves unset.
+
+use clap::{Args, ValueEnum};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Reads `.env` from the working directory, if there is one; real environment
+/// variables win over it.
+pub fn load_dotenv() {
+    // A missing file is the normal case; a malformed one is worth a word on stderr
+    // (telemetry is not up yet).
+    if let Err(err) = dotenvy::dotenv()
+        && !err.not_found()
+    {
+        eprintln!("warning: ignoring .env: {err}");
+    }
+}
+
+/// How to reach PostgreSQL and how much of it to use.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/interviewer")]
+    pub database_url: DatabaseUrl,
+
+    /// Connections this process keeps at most (small pools are faster here; see APALIS.md).
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// Seconds to wait for a pooled connection before answering 503.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 3)]
+    pub database_acquire_timeout_secs: u64,
+
+    /// Apply pending migrations at start (false to leave the schema to a separate step).
+    #[arg(long, env = "MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+}
+
+impl DatabaseConfig {
+    /// Settings for `url` with the defaults above, for tests and tools.
+    pub fn for_url(url: impl Into<String>) -> Self {
+        Self {
+            database_url: DatabaseUrl(url.into()),
+            database_max_connections: 10,
+            database_acquire_timeout_secs: 3,
+            migrate: true,
+        }
+    }
+
+    /// How long a request may wait for a pooled connection.
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_secs(self.database_acquire_timeout_secs)
+    }
+}
+
+/// A PostgreSQL URL whose `Debug` and `Display` hide the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The full URL, password included: for connecting, never for logging.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err("expected a postgres:// or postgresql:// URL".to_owned())
+        }
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Hide everything between "scheme://user:" and "@".
+        match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                let userinfo = &self.0[scheme_end + 3..at];
+                match userinfo.split_once(':') {
+                    Some((user, _)) => {
+                        write!(f, "{}{user}:***{}", &self.0[..scheme_end + 3], &self.0[at..])
+                    }
+                    None => f.write_str(&self.0),
+                }
+            }
+            _ => f.write_str(&self.0),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// A secret string (a signing key, an API key) that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself: pass it straight to what needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    #[default]
+    Text,
+    /// One JSON object a line, for a log pipeline.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryConfig {
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_hides_its_password() {
+        let url: DatabaseUrl = "postgres://app:s3cret@db:5432/x".parse().expect("valid");
+        assert_eq!(url.to_string(), "postgres://app:***@db:5432/x");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert_eq!(url.expose(), "postgres://app:s3cret@db:5432/x");
+    }
+
+    #[test]
+    fn database_url_without_password_prints_as_is() {
+        let url: DatabaseUrl = "postgres://postgres@127.0.0.1/db".parse().expect("valid");
+        assert_eq!(url.to_string(), "postgres://postgres@127.0.0.1/db");
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        assert_eq!(format!("{:?}", Secret::new("k")), "Secret(***)");
+    }
+}

@@ -1,0 +1,136 @@
+//! SQL for `session_messages`: questions written by the worker, answers by the user.
+
+use crate::domain::{MessageId, MessageType, OperationId, QuestionType, SessionId};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use sqlx::types::Json;
+use utoipa::ToSchema;
+
+/// The constraint that allows one question message per operation.
+pub const OPERATION_ID_KEY: &str = "session_messages_operation_id_key";
+
+/// A question or an answer in a session.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct Message {
+    pub id: MessageId,
+    pub session_id: SessionId,
+    pub message_type: MessageType,
+    pub content: String,
+    /// Set for questions, `null` for answers.
+    pub question_type: Option<QuestionType>,
+    /// For questions: `operation_id`, `question_number`, `model`, `prompt_version`,
+    /// `attempts`, `latency_ms`, and token usage when the provider reports it.
+    #[schema(value_type = Object)]
+    pub metadata: Json<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A generated question, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewQuestion<'a> {
+    pub session_id: SessionId,
+    pub operation_id: OperationId,
+    pub content: &'a str,
+    pub question_type: QuestionType,
+    pub metadata: &'a serde_json::Value,
+}
+
+/// Stores a user's answer.
+pub async fn insert_answer(
+    conn: &mut PgConnection,
+    session_id: SessionId,
+    content: &str,
+) -> Result<Message, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO session_messages (id, session_id, message_type, content)
+         VALUES ($1, $2, 'answer', $3)
+         RETURNING id, session_id, message_type, content, question_type, metadata, created_at",
+    )
+    .bind(MessageId::new())
+    .bind(session_id)
+    .bind(content)
+    .fetch_one(conn)
+    .await
+}
+
+/// Stores a generated question, unless its operation already has one: `None` then.
+/// The UNIQUE `operation_id` decides, so two deliveries of one job cannot both insert.
+pub async fn insert_question(
+    conn: &mut PgConnection,
+    question: &NewQuestion<'_>,
+) -> Result<Option<Message>, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO session_messages
+             (id, session_id, message_type, content, question_type, metadata, operation_id)
+         VALUES ($1, $2, 'question', $3, $4, $5, $6)
+         ON CONFLICT ON CONSTRAINT session_messages_operation_id_key DO NOTHING
+         RETURNING id, session_id, message_type, content, question_type, metadata, created_at",
+    )
+    .bind(MessageId::new())
+    .bind(question.session_id)
+    .bind(question.content)
+    .bind(question.question_type)
+    .bind(Json(question.metadata))
+    .bind(question.operation_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// One page of a session's messages, oldest first (ids are time-ordered, so they break
+/// ties between messages of the same instant).
+pub async fn page(
+    conn: &mut PgConnection,
+    session_id: SessionId,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Message>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, session_id, message_type, content, question_type, metadata, created_at
+         FROM session_messages WHERE session_id = $1
+         ORDER BY created_at, id
+         LIMIT $2 OFFSET $3",
+    )
+    .bind(session_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(conn)
+    .await
+}
+
+/// How many messages the session has.
+pub async fn count(conn: &mut PgConnection, session_id: SessionId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM session_messages WHERE session_id = $1")
+        .bind(session_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// The session's questions so far, oldest first: what the next one must not repeat.
+pub async fn question_texts(
+    conn: &mut PgConnection,
+    session_id: SessionId,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT content FROM session_messages
+         WHERE session_id = $1 AND message_type = 'question'
+         ORDER BY created_at, id",
+    )
+    .bind(session_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// The question an operation produced, if any.
+pub async fn find_by_operation(
+    conn: &mut PgConnection,
+    operation_id: OperationId,
+) -> Result<Option<Message>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, session_id, message_type, content, question_type, metadata, created_at
+         FROM session_messages WHERE operation_id = $1",
+    )
+    .bind(operation_id)
+    .fetch_optional(conn)
+    .await
+}

@@ -1,0 +1,70 @@
+//! Database access: the pool, the migrators, and one module of SQL per table.
+//!
+//! Query functions take `&mut PgConnection` (or a pool where one statement is the
+//! whole story), so the caller owns the transaction and decides what commits together.
+
+pub mod job_postings;
+pub mod messages;
+pub mod operations;
+pub mod rate_limits;
+pub mod resumes;
+pub mod sessions;
+pub mod users;
+
+use crate::config::DatabaseConfig;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use std::str::FromStr;
+
+/// Our schema, embedded from `migrations/` (history in `public._sqlx_migrations`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// A pool sized by the configuration. Connections are opened lazily, so a process can
+/// start (and report `/readyz` 503) while the database is still coming up.
+pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(config.database_url.expose())?;
+    Ok(PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(config.acquire_timeout())
+        .connect_lazy_with(options))
+}
+
+/// Applies both schemas: apalis' queue tables (schema `apalis`, its own history) and
+/// ours. Safe to run concurrently from several processes: sqlx serialises migrators
+/// with an advisory lock, and both histories skip what is applied.
+pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
+    apalis_postgres::PostgresStorage::<()>::setup(pool).await.map_err(MigrateError::Queue)?;
+    MIGRATOR.run(pool).await.map_err(MigrateError::Schema)?;
+    Ok(())
+}
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// apalis' own migrations failed.
+    #[error("applying the job queue's migrations failed")]
+    Queue(#[source] apalis_postgres::Error),
+    /// Our migrations failed.
+    #[error("applying the service's migrations failed")]
+    Schema(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Whether a database error is the named constraint refusing a row.
+pub fn violates(err: &sqlx::Error, constraint: &str) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.constraint() == Some(constraint))
+}
+
+/// Whether an error means the database could not be reached or had no connection free,
+/// as opposed to refusing a statement: the api answers 503 for these.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        // 57P01..57P03: admin shutdown, crash shutdown, cannot connect now;
+        // 08xxx: connection exceptions.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
+}

@@ -1,0 +1,191 @@
+//! SQL for `operations`: the client-visible record of a question generation.
+//!
+//! State changes are guarded in SQL (`WHERE status IN …`), so a second delivery of a
+//! job, or a worker racing another, can never move an operation backwards or finish it
+//! twice. Reaching `completed` or `failed` fires the `operation_finished` NOTIFY
+//! (trigger in the migration), which wakes long-polls when the change commits.
+
+use crate::domain::{OperationId, OperationStatus, OperationType, SessionId, UserId};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use utoipa::ToSchema;
+
+/// An operation as the client sees it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct Operation {
+    pub id: OperationId,
+    pub operation_type: OperationType,
+    pub status: OperationStatus,
+    /// For a completed `question_generation`:
+    /// `{question_text, question_type, message_id, question_number}`.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Json<serde_json::Value>>,
+    /// Set only when `failed`: a sentence for a person.
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An operation found by its idempotency key, with the session it was made for.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Keyed {
+    #[sqlx(flatten)]
+    pub operation: Operation,
+    pub session_id: Option<SessionId>,
+}
+
+/// What a worker learns when it starts an attempt.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Started {
+    pub user_id: UserId,
+    pub session_id: Option<SessionId>,
+    /// Attempts started so far, this one included.
+    pub attempts: i32,
+}
+
+/// Inserts a `pending` question generation. With an idempotency key that the user has
+/// used already, nothing is inserted and `None` comes back: the database decides, so
+/// concurrent requests with one key create one operation.
+pub async fn insert_question_generation(
+    conn: &mut PgConnection,
+    id: OperationId,
+    user_id: UserId,
+    session_id: SessionId,
+    idempotency_key: Option<&str>,
+) -> Result<Option<Operation>, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO operations (id, user_id, session_id, operation_type, idempotency_key)
+         VALUES ($1, $2, $3, 'question_generation', $4)
+         ON CONFLICT ON CONSTRAINT operations_user_idempotency_key DO NOTHING
+         RETURNING id, operation_type, status, result, error_message, created_at, updated_at",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(session_id)
+    .bind(idempotency_key)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The user's operation holding this idempotency key, if any.
+pub async fn find_by_idempotency_key(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    key: &str,
+) -> Result<Option<Keyed>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, operation_type, status, result, error_message, created_at, updated_at, session_id
+         FROM operations WHERE user_id = $1 AND idempotency_key = $2",
+    )
+    .bind(user_id)
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Frees the key from an operation older than `ttl_secs`, so the key can start a new
+/// one: a key is only a promise for 24 hours.
+pub async fn release_expired_key(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    key: &str,
+    ttl_secs: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operations SET idempotency_key = NULL
+         WHERE user_id = $1 AND idempotency_key = $2
+           AND created_at < now() - make_interval(secs => $3)",
+    )
+    .bind(user_id)
+    .bind(key)
+    .bind(ttl_secs as f64)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The operation, if it exists and belongs to `user_id`.
+pub async fn find_owned(
+    conn: &mut PgConnection,
+    id: OperationId,
+    user_id: UserId,
+) -> Result<Option<Operation>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, operation_type, status, result, error_message, created_at, updated_at
+         FROM operations WHERE id = $1 AND user_id = $2",
+    )
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The operation, whoever owns it.
+pub async fn find(conn: &mut PgConnection, id: OperationId) -> Result<Option<Operation>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, operation_type, status, result, error_message, created_at, updated_at
+         FROM operations WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Moves the operation to `processing` and counts one more attempt; `None` when it is
+/// missing or already `completed`/`failed` (the job is then dropped).
+pub async fn start_attempt(
+    conn: &mut PgConnection,
+    id: OperationId,
+) -> Result<Option<Started>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE operations
+         SET status = 'processing', attempts = attempts + 1, updated_at = now()
+         WHERE id = $1 AND status IN ('pending', 'processing')
+         RETURNING user_id, session_id, attempts",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Completes the operation with its result if it is still `processing`; false when
+/// another delivery finished it first.
+pub async fn complete(
+    conn: &mut PgConnection,
+    id: OperationId,
+    result: &serde_json::Value,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE operations
+         SET status = 'completed', result = $2, error_message = NULL, updated_at = now()
+         WHERE id = $1 AND status = 'processing'",
+    )
+    .bind(id)
+    .bind(Json(result))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Fails the operation with a sentence for a person, unless it already ended.
+pub async fn fail(conn: &mut PgConnection, id: OperationId, message: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE operations
+         SET status = 'failed', error_message = $2, updated_at = now()
+         WHERE id = $1 AND status IN ('pending', 'processing')",
+    )
+    .bind(id)
+    .bind(message)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// How many operations are in each status (absent statuses have none).
+pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(OperationStatus, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, count(*) FROM operations GROUP BY status")
+        .fetch_all(pool)
+        .await
+}

@@ -1,0 +1,161 @@
+//! SQL for `interview_sessions`. Reads and writes made for a user are scoped to that
+//! user; the worker's lock-and-count pair is what keeps question numbers gap-free.
+
+use crate::domain::{JobPostingId, SessionId, SessionStatus, UserId};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+
+/// An interview session.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct Session {
+    pub id: SessionId,
+    pub user_id: UserId,
+    /// `null` once the job posting was deleted.
+    pub job_posting_id: Option<JobPostingId>,
+    pub status: SessionStatus,
+    /// Questions generated so far.
+    pub current_question_number: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Starts a session on a job posting, only if `user_id` owns the posting: `None` when
+/// it does not exist or is someone else's. One statement, so no race with a delete.
+pub async fn insert_for_posting(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    job_posting_id: JobPostingId,
+) -> Result<Option<Session>, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO interview_sessions (id, user_id, job_posting_id)
+         SELECT $1, jp.user_id, jp.id FROM job_postings jp WHERE jp.id = $2 AND jp.user_id = $3
+         RETURNING id, user_id, job_posting_id, status, current_question_number, created_at, updated_at",
+    )
+    .bind(SessionId::new())
+    .bind(job_posting_id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// One page of the user's sessions, newest first.
+pub async fn list(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Session>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, user_id, job_posting_id, status, current_question_number, created_at, updated_at
+         FROM interview_sessions WHERE user_id = $1
+         ORDER BY created_at DESC, id DESC
+         LIMIT $2 OFFSET $3",
+    )
+    .bind(user_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(conn)
+    .await
+}
+
+/// How many sessions the user has.
+pub async fn count(conn: &mut PgConnection, user_id: UserId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM interview_sessions WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// The session, if it exists and belongs to `user_id`.
+pub async fn find_owned(
+    conn: &mut PgConnection,
+    id: SessionId,
+    user_id: UserId,
+) -> Result<Option<Session>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, user_id, job_posting_id, status, current_question_number, created_at, updated_at
+         FROM interview_sessions WHERE id = $1 AND user_id = $2",
+    )
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Like [`find_owned`], and holds the row lock until the transaction ends, so a status
+/// check and what depends on it see the same status.
+pub async fn lock_owned(
+    conn: &mut PgConnection,
+    id: SessionId,
+    user_id: UserId,
+) -> Result<Option<Session>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, user_id, job_posting_id, status, current_question_number, created_at, updated_at
+         FROM interview_sessions WHERE id = $1 AND user_id = $2
+         FOR UPDATE",
+    )
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Locks the session row for the worker's commit: concurrent jobs of one session queue
+/// here, so each gets its own question number.
+pub async fn lock(conn: &mut PgConnection, id: SessionId) -> Result<Option<Session>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, user_id, job_posting_id, status, current_question_number, created_at, updated_at
+         FROM interview_sessions WHERE id = $1
+         FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The session, whoever owns it: for the worker, which acts for the owner already.
+pub async fn find(conn: &mut PgConnection, id: SessionId) -> Result<Option<Session>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, user_id, job_posting_id, status, current_question_number, created_at, updated_at
+         FROM interview_sessions WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Sets the status (the caller has checked the transition under [`lock_owned`]).
+pub async fn set_status(
+    conn: &mut PgConnection,
+    id: SessionId,
+    status: SessionStatus,
+) -> Result<Session, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE interview_sessions SET status = $2, updated_at = now()
+         WHERE id = $1
+         RETURNING id, user_id, job_posting_id, status, current_question_number, created_at, updated_at",
+    )
+    .bind(id)
+    .bind(status)
+    .fetch_one(conn)
+    .await
+}
+
+/// Counts one more question and returns its number. Call with the row locked by
+/// [`lock`], in the transaction that inserts the question.
+pub async fn increment_question_number(
+    conn: &mut PgConnection,
+    id: SessionId,
+) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE interview_sessions
+         SET current_question_number = current_question_number + 1, updated_at = now()
+         WHERE id = $1
+         RETURNING current_question_number",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await
+}
