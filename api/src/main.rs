@@ -1,1 +1,14 @@
-fn main() {}
+//! The `api` binary: configuration and telemetry, then [`api::run`].
+
+use api::config::ApiConfig;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::config::load_dotenv();
+    let config = ApiConfig::parse();
+    shared::telemetry::init(&config.telemetry);
+    tracing::info!(database = %config.database.database_url, "starting api");
+    let listener = tokio::net::TcpListener::bind(config.api_addr).await?;
+    api::run(config, listener, api::shutdown_signal()).await
+}

@@ -26,7 +26,11 @@ pub fn load_dotenv() {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
     /// PostgreSQL connection URL.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/interviewer")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/interviewer"
+    )]
     pub database_url: DatabaseUrl,
 
     /// Connections this process keeps at most (small pools are faster here; see APALIS.md).
@@ -90,7 +94,12 @@ impl fmt::Display for DatabaseUrl {
                 let userinfo = &self.0[scheme_end + 3..at];
                 match userinfo.split_once(':') {
                     Some((user, _)) => {
-                        write!(f, "{}{user}:***{}", &self.0[..scheme_end + 3], &self.0[at..])
+                        write!(
+                            f,
+                            "{}{user}:***{}",
+                            &self.0[..scheme_end + 3],
+                            &self.0[at..]
+                        )
                     }
                     None => f.write_str(&self.0),
                 }

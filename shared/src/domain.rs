@@ -210,7 +210,10 @@ mod tests {
         for status in OperationStatus::ALL {
             let json = serde_json::to_string(status).expect("serializes");
             assert_eq!(json, format!("\"{status}\""));
-            assert_eq!(status.as_str().parse::<OperationStatus>().ok(), Some(*status));
+            assert_eq!(
+                status.as_str().parse::<OperationStatus>().ok(),
+                Some(*status)
+            );
         }
     }
 }

@@ -12,6 +12,10 @@ use apalis_core::task::task_id::TaskId;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
+/// Why an enqueue failed (apalis' error type: a database error, or a payload that
+/// would not encode).
+pub use apalis_postgres::Error as EnqueueError;
+
 /// The apalis queue (`apalis.jobs.job_type`) that question generations go through.
 pub const QUESTION_GENERATION_QUEUE: &str = "question_generation";
 
@@ -41,8 +45,8 @@ pub async fn enqueue(
     conn: &mut PgConnection,
     job: &QuestionGenerationJob,
     max_attempts: u32,
-) -> Result<(), apalis_postgres::Error> {
-    let bytes = serde_json::to_vec(job).map_err(apalis_postgres::Error::JsonError)?;
+) -> Result<(), EnqueueError> {
+    let bytes = serde_json::to_vec(job).map_err(EnqueueError::JsonError)?;
     let task = TaskBuilder::new(bytes)
         .task_id(job.task_id())
         .idempotency_key(job.operation_id.to_string())

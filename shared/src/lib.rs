@@ -9,7 +9,8 @@
 //! - [`db`]: the pool, the migrators, and one module of SQL per table;
 //! - [`jobs`]: the `question_generation` job payload and its transactional enqueue;
 //! - [`metrics`]: the Prometheus recorder and the queue-depth gauges read from the database;
-//! - [`telemetry`]: tracing set-up (`RUST_LOG`, `LOG_FORMAT`).
+//! - [`telemetry`]: tracing set-up (`RUST_LOG`, `LOG_FORMAT`);
+//! - [`tls`]: the process's TLS crypto provider.
 
 pub mod config;
 pub mod db;
@@ -17,3 +18,4 @@ pub mod domain;
 pub mod jobs;
 pub mod metrics;
 pub mod telemetry;
+pub mod tls;

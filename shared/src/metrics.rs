@@ -11,8 +11,8 @@ use sqlx::PgPool;
 /// Histogram buckets for latencies from 1 ms to 30 s: HTTP requests sit at the low end,
 /// LLM calls and whole jobs (0.1–30 s) at the high end.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0,
-    30.0, 60.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0,
+    20.0, 30.0, 60.0,
 ];
 
 /// Installs the process-wide recorder (once; later calls return a handle to a fresh,
@@ -38,16 +38,44 @@ pub fn install_recorder() -> PrometheusHandle {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!("question_jobs", "Question-generation jobs in the queue, by state.");
-    describe_gauge!("question_jobs_oldest_pending_age_seconds", Unit::Seconds, "Age of the oldest job waiting to be picked up.");
+    describe_gauge!(
+        "question_jobs",
+        "Question-generation jobs in the queue, by state."
+    );
+    describe_gauge!(
+        "question_jobs_oldest_pending_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest job waiting to be picked up."
+    );
     describe_gauge!("operations", "Operations by status.");
-    describe_histogram!("question_job_duration_seconds", Unit::Seconds, "Wall time of one job attempt, LLM call included.");
-    describe_histogram!("llm_request_duration_seconds", Unit::Seconds, "Duration of one LLM request.");
+    describe_histogram!(
+        "question_job_duration_seconds",
+        Unit::Seconds,
+        "Wall time of one job attempt, LLM call included."
+    );
+    describe_histogram!(
+        "llm_request_duration_seconds",
+        Unit::Seconds,
+        "Duration of one LLM request."
+    );
     describe_counter!("llm_requests_total", "LLM requests by outcome.");
-    describe_counter!("question_job_retries_total", "Job attempts that failed and will be tried again.");
-    describe_gauge!("question_jobs_in_flight", "Jobs this worker process is running now.");
-    describe_counter!("http_requests_total", "HTTP requests by method, route template and status.");
-    describe_histogram!("http_request_duration_seconds", Unit::Seconds, "HTTP request latency by method and route template.");
+    describe_counter!(
+        "question_job_retries_total",
+        "Job attempts that failed and will be tried again."
+    );
+    describe_gauge!(
+        "question_jobs_in_flight",
+        "Jobs this worker process is running now."
+    );
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests by method, route template and status."
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by method and route template."
+    );
 }
 
 /// The contract's queue states, from apalis' job statuses.
@@ -64,7 +92,12 @@ fn queue_state(apalis_status: &str) -> Option<&'static str> {
 /// Reads queue depth and operation counts from the database into the gauges. Called on
 /// every scrape; states with no rows are set to 0 so a drained queue reads 0, not stale.
 pub async fn refresh_database_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let mut depth = [("pending", 0i64), ("running", 0), ("done", 0), ("failed", 0)];
+    let mut depth = [
+        ("pending", 0i64),
+        ("running", 0),
+        ("done", 0),
+        ("failed", 0),
+    ];
     for (status, count) in jobs::count_by_status(pool).await? {
         if let Some(state) = queue_state(&status)
             && let Some(slot) = depth.iter_mut().find(|(name, _)| *name == state)
@@ -75,11 +108,15 @@ pub async fn refresh_database_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
     for (state, count) in depth {
         gauge!("question_jobs", "state" => state).set(count as f64);
     }
-    gauge!("question_jobs_oldest_pending_age_seconds").set(jobs::oldest_pending_age_secs(pool).await?);
+    gauge!("question_jobs_oldest_pending_age_seconds")
+        .set(jobs::oldest_pending_age_secs(pool).await?);
 
     let counts = operations::count_by_status(pool).await?;
     for status in OperationStatus::ALL {
-        let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+        let count = counts
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n);
         gauge!("operations", "status" => status.as_str()).set(count as f64);
     }
     Ok(())

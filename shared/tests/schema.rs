@@ -16,15 +16,27 @@ struct Fixture {
 }
 
 async fn fixture(conn: &mut PgConnection) -> Fixture {
-    let user = users::insert(conn, "ada@example.com", "hash", Some("Ada")).await.expect("user");
-    let posting = job_postings::insert(conn, user.id, "Backend engineer", Some("Acme"), "Rust and SQL")
+    let user = users::insert(conn, "ada@example.com", "hash", Some("Ada"))
         .await
-        .expect("posting");
+        .expect("user");
+    let posting = job_postings::insert(
+        conn,
+        user.id,
+        "Backend engineer",
+        Some("Acme"),
+        "Rust and SQL",
+    )
+    .await
+    .expect("posting");
     let session = sessions::insert_for_posting(conn, user.id, posting.id)
         .await
         .expect("insert session")
         .expect("posting is the user's");
-    Fixture { user, posting, session }
+    Fixture {
+        user,
+        posting,
+        session,
+    }
 }
 
 async fn add_operation(conn: &mut PgConnection, f: &Fixture) -> OperationId {
@@ -36,7 +48,12 @@ async fn add_operation(conn: &mut PgConnection, f: &Fixture) -> OperationId {
     id
 }
 
-async fn add_question(conn: &mut PgConnection, f: &Fixture, op: OperationId, text: &str) -> Option<messages::Message> {
+async fn add_question(
+    conn: &mut PgConnection,
+    f: &Fixture,
+    op: OperationId,
+    text: &str,
+) -> Option<messages::Message> {
     let metadata = json!({ "operation_id": op });
     messages::insert_question(
         conn,
@@ -53,14 +70,21 @@ async fn add_question(conn: &mut PgConnection, f: &Fixture, op: OperationId, tex
 }
 
 async fn count(conn: &mut PgConnection, sql: &'static str, id: uuid::Uuid) -> i64 {
-    sqlx::query_scalar(sql).bind(id).fetch_one(conn).await.expect("count")
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(conn)
+        .await
+        .expect("count")
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_session_belongs_to_its_user_and_job_posting(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    let found = sessions::find_owned(&mut conn, f.session.id, f.user.id).await.expect("find").expect("exists");
+    let found = sessions::find_owned(&mut conn, f.session.id, f.user.id)
+        .await
+        .expect("find")
+        .expect("exists");
     assert_eq!(found.user_id, f.user.id);
     assert_eq!(found.job_posting_id, Some(f.posting.id));
 }
@@ -69,7 +93,9 @@ async fn a_session_belongs_to_its_user_and_job_posting(pool: PgPool) {
 async fn a_session_cannot_start_on_a_missing_job_posting(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    let none = sessions::insert_for_posting(&mut conn, f.user.id, JobPostingId::new()).await.expect("query");
+    let none = sessions::insert_for_posting(&mut conn, f.user.id, JobPostingId::new())
+        .await
+        .expect("query");
     assert!(none.is_none());
 }
 
@@ -78,7 +104,9 @@ async fn session_status_accepts_the_three_states_and_nothing_else(pool: PgPool) 
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
     for status in SessionStatus::ALL {
-        let s = sessions::set_status(&mut conn, f.session.id, *status).await.expect("valid status");
+        let s = sessions::set_status(&mut conn, f.session.id, *status)
+            .await
+            .expect("valid status");
         assert_eq!(s.status, *status);
     }
     let err = sqlx::query("UPDATE interview_sessions SET status = 'archived' WHERE id = $1")
@@ -86,7 +114,10 @@ async fn session_status_accepts_the_three_states_and_nothing_else(pool: PgPool) 
         .execute(&mut *conn)
         .await
         .expect_err("CHECK refuses an unknown status");
-    assert!(db::violates(&err, "interview_sessions_status_check"), "{err}");
+    assert!(
+        db::violates(&err, "interview_sessions_status_check"),
+        "{err}"
+    );
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -102,22 +133,55 @@ async fn deleting_a_user_deletes_their_sessions_messages_and_operations(pool: Pg
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
     let op = add_operation(&mut conn, &f).await;
-    add_question(&mut conn, &f, op, "Why Rust?").await.expect("inserted");
+    add_question(&mut conn, &f, op, "Why Rust?")
+        .await
+        .expect("inserted");
 
     assert!(users::delete(&mut conn, f.user.id).await.expect("delete"));
 
     let sid = f.session.id.0;
-    assert_eq!(count(&mut conn, "SELECT count(*) FROM interview_sessions WHERE id = $1", sid).await, 0);
-    assert_eq!(count(&mut conn, "SELECT count(*) FROM session_messages WHERE session_id = $1", sid).await, 0);
-    assert_eq!(count(&mut conn, "SELECT count(*) FROM operations WHERE id = $1", op.0).await, 0);
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM interview_sessions WHERE id = $1",
+            sid
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM session_messages WHERE session_id = $1",
+            sid
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM operations WHERE id = $1",
+            op.0
+        )
+        .await,
+        0
+    );
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn deleting_a_job_posting_keeps_its_sessions_with_a_null_posting(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    assert!(job_postings::delete_owned(&mut conn, f.posting.id, f.user.id).await.expect("delete"));
-    let kept = sessions::find(&mut conn, f.session.id).await.expect("find").expect("session kept");
+    assert!(
+        job_postings::delete_owned(&mut conn, f.posting.id, f.user.id)
+            .await
+            .expect("delete")
+    );
+    let kept = sessions::find(&mut conn, f.session.id)
+        .await
+        .expect("find")
+        .expect("session kept");
     assert_eq!(kept.job_posting_id, None);
 }
 
@@ -125,13 +189,23 @@ async fn deleting_a_job_posting_keeps_its_sessions_with_a_null_posting(pool: PgP
 async fn deleting_a_session_deletes_its_messages(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    messages::insert_answer(&mut conn, f.session.id, "An answer").await.expect("answer");
+    messages::insert_answer(&mut conn, f.session.id, "An answer")
+        .await
+        .expect("answer");
     sqlx::query("DELETE FROM interview_sessions WHERE id = $1")
         .bind(f.session.id)
         .execute(&mut *conn)
         .await
         .expect("delete");
-    assert_eq!(count(&mut conn, "SELECT count(*) FROM session_messages WHERE session_id = $1", f.session.id.0).await, 0);
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM session_messages WHERE session_id = $1",
+            f.session.id.0
+        )
+        .await,
+        0
+    );
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -152,7 +226,9 @@ async fn messages_come_back_ordered_by_created_at(pool: PgPool) {
         .await
         .expect("insert");
     }
-    let page = messages::page(&mut conn, f.session.id, 50, 0).await.expect("page");
+    let page = messages::page(&mut conn, f.session.id, 50, 0)
+        .await
+        .expect("page");
     let contents: Vec<_> = page.iter().map(|m| m.content.as_str()).collect();
     assert_eq!(contents, ["first", "second", "third"]);
 }
@@ -162,28 +238,41 @@ async fn message_type_accepts_only_question_and_answer(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
     for kind in MessageType::ALL {
-        sqlx::query("INSERT INTO session_messages (session_id, message_type, content) VALUES ($1, $2, 'x')")
-            .bind(f.session.id)
-            .bind(kind)
-            .execute(&mut *conn)
-            .await
-            .expect("valid message type");
+        sqlx::query(
+            "INSERT INTO session_messages (session_id, message_type, content) VALUES ($1, $2, 'x')",
+        )
+        .bind(f.session.id)
+        .bind(kind)
+        .execute(&mut *conn)
+        .await
+        .expect("valid message type");
     }
     let err = sqlx::query("INSERT INTO session_messages (session_id, message_type, content) VALUES ($1, 'comment', 'x')")
         .bind(f.session.id)
         .execute(&mut *conn)
         .await
         .expect_err("CHECK refuses an unknown type");
-    assert!(db::violates(&err, "session_messages_message_type_check"), "{err}");
+    assert!(
+        db::violates(&err, "session_messages_message_type_check"),
+        "{err}"
+    );
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_100_kb_message_round_trips(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    let content: String = "Ünïcode and ascii. ".chars().cycle().take(100 * 1024).collect();
-    let stored = messages::insert_answer(&mut conn, f.session.id, &content).await.expect("insert");
-    let read = messages::page(&mut conn, f.session.id, 1, 0).await.expect("page");
+    let content: String = "Ünïcode and ascii. "
+        .chars()
+        .cycle()
+        .take(100 * 1024)
+        .collect();
+    let stored = messages::insert_answer(&mut conn, f.session.id, &content)
+        .await
+        .expect("insert");
+    let read = messages::page(&mut conn, f.session.id, 1, 0)
+        .await
+        .expect("page");
     assert_eq!(stored.content, content);
     assert_eq!(read[0].content, content);
 }
@@ -192,29 +281,47 @@ async fn a_100_kb_message_round_trips(pool: PgPool) {
 async fn question_type_is_null_for_answers_and_set_for_questions(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    let answer = messages::insert_answer(&mut conn, f.session.id, "An answer").await.expect("answer");
+    let answer = messages::insert_answer(&mut conn, f.session.id, "An answer")
+        .await
+        .expect("answer");
     assert_eq!(answer.question_type, None);
     let op = add_operation(&mut conn, &f).await;
-    let question = add_question(&mut conn, &f, op, "Why?").await.expect("inserted");
+    let question = add_question(&mut conn, &f, op, "Why?")
+        .await
+        .expect("inserted");
     assert_eq!(question.question_type, Some(QuestionType::Technical));
     let err = sqlx::query("UPDATE session_messages SET question_type = 'trivia' WHERE id = $1")
         .bind(question.id)
         .execute(&mut *conn)
         .await
         .expect_err("CHECK refuses an unknown question type");
-    assert!(db::violates(&err, "session_messages_question_type_check"), "{err}");
+    assert!(
+        db::violates(&err, "session_messages_question_type_check"),
+        "{err}"
+    );
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn timestamps_come_back_in_utc(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     // A session time zone far from UTC must not leak into what we read.
-    sqlx::query("SET TIME ZONE 'Asia/Kolkata'").execute(&mut *conn).await.expect("set tz");
+    sqlx::query("SET TIME ZONE 'Asia/Kolkata'")
+        .execute(&mut *conn)
+        .await
+        .expect("set tz");
     let before = Utc::now();
     let f = fixture(&mut conn).await;
     let skew = (f.session.created_at - before).num_seconds().abs();
-    assert!(skew < 60, "created_at {} is not close to now {before} in UTC", f.session.created_at);
-    assert!(serde_json::to_string(&f.session.created_at).expect("json").ends_with("Z\""));
+    assert!(
+        skew < 60,
+        "created_at {} is not close to now {before} in UTC",
+        f.session.created_at
+    );
+    assert!(
+        serde_json::to_string(&f.session.created_at)
+            .expect("json")
+            .ends_with("Z\"")
+    );
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -222,15 +329,28 @@ async fn an_operation_result_round_trips_as_jsonb_and_error_message_is_nullable(
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
     let op = add_operation(&mut conn, &f).await;
-    let fresh = operations::find(&mut conn, op).await.expect("find").expect("exists");
+    let fresh = operations::find(&mut conn, op)
+        .await
+        .expect("find")
+        .expect("exists");
     assert_eq!(fresh.status, OperationStatus::Pending);
     assert_eq!(fresh.error_message, None);
     assert!(fresh.result.is_none());
 
     let result = json!({"question_text": "Why «Rust»?", "question_type": "technical", "question_number": 1, "nested": [1, 2.5, null]});
-    operations::start_attempt(&mut conn, op).await.expect("start").expect("pending");
-    assert!(operations::complete(&mut conn, op, &result).await.expect("complete"));
-    let done = operations::find(&mut conn, op).await.expect("find").expect("exists");
+    operations::start_attempt(&mut conn, op)
+        .await
+        .expect("start")
+        .expect("pending");
+    assert!(
+        operations::complete(&mut conn, op, &result)
+            .await
+            .expect("complete")
+    );
+    let done = operations::find(&mut conn, op)
+        .await
+        .expect("find")
+        .expect("exists");
     assert_eq!(done.status, OperationStatus::Completed);
     assert_eq!(done.result.map(|j| j.0), Some(result));
     assert_eq!(done.error_message, None);
@@ -241,20 +361,40 @@ async fn a_finished_operation_does_not_change_again(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
     let op = add_operation(&mut conn, &f).await;
-    assert!(operations::fail(&mut conn, op, "The question could not be generated.").await.expect("fail"));
-    assert!(operations::start_attempt(&mut conn, op).await.expect("start").is_none());
-    assert!(!operations::complete(&mut conn, op, &json!({})).await.expect("complete"));
-    let failed = operations::find(&mut conn, op).await.expect("find").expect("exists");
+    assert!(
+        operations::fail(&mut conn, op, "The question could not be generated.")
+            .await
+            .expect("fail")
+    );
+    assert!(
+        operations::start_attempt(&mut conn, op)
+            .await
+            .expect("start")
+            .is_none()
+    );
+    assert!(
+        !operations::complete(&mut conn, op, &json!({}))
+            .await
+            .expect("complete")
+    );
+    let failed = operations::find(&mut conn, op)
+        .await
+        .expect("find")
+        .expect("exists");
     assert_eq!(failed.status, OperationStatus::Failed);
-    assert_eq!(failed.error_message.as_deref(), Some("The question could not be generated."));
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("The question could not be generated.")
+    );
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn the_indexes_of_the_design_exist(pool: PgPool) {
-    let indexes: Vec<String> = sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'")
-        .fetch_all(&pool)
-        .await
-        .expect("pg_indexes");
+    let indexes: Vec<String> =
+        sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'")
+            .fetch_all(&pool)
+            .await
+            .expect("pg_indexes");
     for wanted in [
         "ON public.interview_sessions USING btree (user_id, created_at)",
         "ON public.session_messages USING btree (session_id, created_at)",
@@ -264,7 +404,10 @@ async fn the_indexes_of_the_design_exist(pool: PgPool) {
         "UNIQUE INDEX operations_user_idempotency_key ON public.operations USING btree (user_id, idempotency_key)",
         "UNIQUE INDEX users_email_key ON public.users USING btree (email)",
     ] {
-        assert!(indexes.iter().any(|def| def.contains(wanted)), "no index {wanted:?} in {indexes:#?}");
+        assert!(
+            indexes.iter().any(|def| def.contains(wanted)),
+            "no index {wanted:?} in {indexes:#?}"
+        );
     }
 }
 
@@ -286,22 +429,42 @@ async fn a_second_question_for_one_operation_is_refused(pool: PgPool) {
     .await
     .expect_err("UNIQUE (operation_id)");
     assert!(db::violates(&err, messages::OPERATION_ID_KEY), "{err}");
-    assert_eq!(messages::count(&mut conn, f.session.id).await.expect("count"), 1);
+    assert_eq!(
+        messages::count(&mut conn, f.session.id)
+            .await
+            .expect("count"),
+        1
+    );
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn an_idempotency_key_makes_one_operation_per_user(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    let first = operations::insert_question_generation(&mut conn, OperationId::new(), f.user.id, f.session.id, Some("k1"))
-        .await
-        .expect("insert");
-    let again = operations::insert_question_generation(&mut conn, OperationId::new(), f.user.id, f.session.id, Some("k1"))
-        .await
-        .expect("insert");
+    let first = operations::insert_question_generation(
+        &mut conn,
+        OperationId::new(),
+        f.user.id,
+        f.session.id,
+        Some("k1"),
+    )
+    .await
+    .expect("insert");
+    let again = operations::insert_question_generation(
+        &mut conn,
+        OperationId::new(),
+        f.user.id,
+        f.session.id,
+        Some("k1"),
+    )
+    .await
+    .expect("insert");
     assert!(first.is_some());
     assert!(again.is_none(), "the key is taken");
-    let keyed = operations::find_by_idempotency_key(&mut conn, f.user.id, "k1").await.expect("find").expect("kept");
+    let keyed = operations::find_by_idempotency_key(&mut conn, f.user.id, "k1")
+        .await
+        .expect("find")
+        .expect("kept");
     assert_eq!(Some(keyed.operation.id), first.map(|o| o.id));
     assert_eq!(keyed.session_id, Some(f.session.id));
 }
@@ -311,10 +474,21 @@ async fn a_question_number_increment_bumps_updated_at(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
     let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("tx");
-    sessions::lock(&mut tx, f.session.id).await.expect("lock").expect("exists");
-    assert_eq!(sessions::increment_question_number(&mut tx, f.session.id).await.expect("inc"), 1);
+    sessions::lock(&mut tx, f.session.id)
+        .await
+        .expect("lock")
+        .expect("exists");
+    assert_eq!(
+        sessions::increment_question_number(&mut tx, f.session.id)
+            .await
+            .expect("inc"),
+        1
+    );
     tx.commit().await.expect("commit");
-    let after = sessions::find(&mut conn, f.session.id).await.expect("find").expect("exists");
+    let after = sessions::find(&mut conn, f.session.id)
+        .await
+        .expect("find")
+        .expect("exists");
     assert_eq!(after.current_question_number, 1);
     assert!(after.updated_at >= f.session.updated_at);
 }
@@ -322,10 +496,20 @@ async fn a_question_number_increment_bumps_updated_at(pool: PgPool) {
 /// Both migrators, in either order and twice, on a database nobody migrated.
 #[sqlx::test(migrations = false)]
 async fn both_migrators_run_twice_on_a_fresh_database_in_either_order(pool: PgPool) {
-    shared::db::migrate(&pool).await.expect("first run: queue, then ours");
-    shared::db::migrate(&pool).await.expect("second run is a no-op");
-    let ours: i64 = sqlx::query_scalar("SELECT count(*) FROM public._sqlx_migrations").fetch_one(&pool).await.expect("ours");
-    let queue: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis._sqlx_migrations").fetch_one(&pool).await.expect("apalis");
+    shared::db::migrate(&pool)
+        .await
+        .expect("first run: queue, then ours");
+    shared::db::migrate(&pool)
+        .await
+        .expect("second run is a no-op");
+    let ours: i64 = sqlx::query_scalar("SELECT count(*) FROM public._sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .expect("ours");
+    let queue: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis._sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .expect("apalis");
     assert_eq!(ours as usize, shared::db::MIGRATOR.iter().count());
     assert!(queue > 0);
 }
@@ -335,6 +519,9 @@ async fn our_migrations_first_then_the_queue_also_works(pool: PgPool) {
     shared::db::MIGRATOR.run(&pool).await.expect("ours first");
     shared::db::migrate(&pool).await.expect("then both");
     shared::db::migrate(&pool).await.expect("and again");
-    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs").fetch_one(&pool).await.expect("apalis.jobs exists");
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(&pool)
+        .await
+        .expect("apalis.jobs exists");
     assert_eq!(jobs, 0);
 }

@@ -50,10 +50,10 @@ pub async fn find_owned(
         "SELECT id, user_id, title, company, description, created_at
          FROM job_postings WHERE id = $1 AND user_id = $2",
     )
-        .bind(id)
-        .bind(user_id)
-        .fetch_optional(conn)
-        .await
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// The posting, whoever owns it: for the worker, which acts for the owner already.
@@ -65,9 +65,9 @@ pub async fn find(
         "SELECT id, user_id, title, company, description, created_at
          FROM job_postings WHERE id = $1",
     )
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+    .bind(id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Deletes the posting if `user_id` owns it; its sessions keep their history with a

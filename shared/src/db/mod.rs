@@ -12,9 +12,9 @@ pub mod sessions;
 pub mod users;
 
 use crate::config::DatabaseConfig;
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
 use std::str::FromStr;
 
 /// Our schema, embedded from `migrations/` (history in `public._sqlx_migrations`).
@@ -34,7 +34,9 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
 /// ours. Safe to run concurrently from several processes: sqlx serialises migrators
 /// with an advisory lock, and both histories skip what is applied.
 pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
-    apalis_postgres::PostgresStorage::<()>::setup(pool).await.map_err(MigrateError::Queue)?;
+    apalis_postgres::PostgresStorage::<()>::setup(pool)
+        .await
+        .map_err(MigrateError::Queue)?;
     MIGRATOR.run(pool).await.map_err(MigrateError::Schema)?;
     Ok(())
 }
@@ -59,7 +61,10 @@ pub fn violates(err: &sqlx::Error, constraint: &str) -> bool {
 /// as opposed to refusing a statement: the api answers 503 for these.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
         // 57P01..57P03: admin shutdown, crash shutdown, cannot connect now;
         // 08xxx: connection exceptions.
         sqlx::Error::Database(db) => db

@@ -123,7 +123,10 @@ pub async fn find_owned(
 }
 
 /// The operation, whoever owns it.
-pub async fn find(conn: &mut PgConnection, id: OperationId) -> Result<Option<Operation>, sqlx::Error> {
+pub async fn find(
+    conn: &mut PgConnection,
+    id: OperationId,
+) -> Result<Option<Operation>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, operation_type, status, result, error_message, created_at, updated_at
          FROM operations WHERE id = $1",
@@ -170,7 +173,11 @@ pub async fn complete(
 }
 
 /// Fails the operation with a sentence for a person, unless it already ended.
-pub async fn fail(conn: &mut PgConnection, id: OperationId, message: &str) -> Result<bool, sqlx::Error> {
+pub async fn fail(
+    conn: &mut PgConnection,
+    id: OperationId,
+    message: &str,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE operations
          SET status = 'failed', error_message = $2, updated_at = now()

@@ -15,7 +15,11 @@ pub struct Window {
 
 /// Counts one hit against `bucket` for the user and returns the window's count. The
 /// upsert is atomic, so concurrent requests on any replica each get their own count.
-pub async fn hit(conn: &mut PgConnection, user_id: UserId, bucket: &str) -> Result<Window, sqlx::Error> {
+pub async fn hit(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    bucket: &str,
+) -> Result<Window, sqlx::Error> {
     // Finished windows are of no further use; dropping them here keeps the table at one
     // row per active user and bucket without a separate sweeper.
     sqlx::query(

@@ -58,6 +58,9 @@ pub async fn find_credentials(
 
 /// Deletes a user and, by cascade, everything they own.
 pub async fn delete(conn: &mut PgConnection, id: UserId) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(conn).await?;
+    let done = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected() == 1)
 }

@@ -1,0 +1,178 @@
+//! The api's one error type, and the one table from each variant to its status and
+//! contract code. Every failure a handler can meet becomes one of these; the body is
+//! always the contract's `{"detail": {"code", "message"}}`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use shared::jobs::EnqueueError;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    Validation {
+        message: String,
+        fields: BTreeMap<String, String>,
+    },
+    #[error("Authentication is required: send a valid bearer token.")]
+    NotAuthenticated,
+    #[error("The email or password is wrong.")]
+    InvalidCredentials,
+    #[error("An account with this email already exists.")]
+    EmailTaken,
+    #[error("No job posting with this id.")]
+    JobPostingNotFound,
+    #[error("No interview session with this id.")]
+    SessionNotFound,
+    #[error("No operation with this id.")]
+    OperationNotFound,
+    #[error("The interview session is {0}; only an active session can take this.")]
+    SessionNotActive(shared::domain::SessionStatus),
+    #[error("A {from} session cannot become {to}.")]
+    InvalidStatusTransition {
+        from: shared::domain::SessionStatus,
+        to: shared::domain::SessionStatus,
+    },
+    #[error("This Idempotency-Key was already used for another session.")]
+    IdempotencyKeyReused,
+    #[error("Too many requests: try again in {retry_after_secs} seconds.")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("No such resource.")]
+    NotFound,
+    #[error("This method is not allowed here.")]
+    MethodNotAllowed,
+    #[error("The request body is larger than 256 KiB.")]
+    PayloadTooLarge,
+    #[error("The service is temporarily unavailable; try again shortly.")]
+    ServiceUnavailable,
+    #[error("Something went wrong on our side.")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 422 for one field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let fields = BTreeMap::from([(field.to_owned(), message.clone())]);
+        ApiError::Validation {
+            message: format!("{field}: {message}"),
+            fields,
+        }
+    }
+
+    /// The one table: each variant's status and contract code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use ApiError::*;
+        match self {
+            Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR"),
+            NotAuthenticated => (StatusCode::UNAUTHORIZED, "NOT_AUTHENTICATED"),
+            InvalidCredentials => (StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS"),
+            EmailTaken => (StatusCode::CONFLICT, "EMAIL_TAKEN"),
+            JobPostingNotFound => (StatusCode::NOT_FOUND, "JOB_POSTING_NOT_FOUND"),
+            SessionNotFound => (StatusCode::NOT_FOUND, "SESSION_NOT_FOUND"),
+            OperationNotFound => (StatusCode::NOT_FOUND, "OPERATION_NOT_FOUND"),
+            SessionNotActive(_) => (StatusCode::BAD_REQUEST, "SESSION_NOT_ACTIVE"),
+            InvalidStatusTransition { .. } => {
+                (StatusCode::BAD_REQUEST, "INVALID_STATUS_TRANSITION")
+            }
+            IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
+            TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
+            NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        if shared::db::is_unavailable(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            ApiError::ServiceUnavailable
+        } else {
+            ApiError::Internal(err.into())
+        }
+    }
+}
+
+impl From<EnqueueError> for ApiError {
+    fn from(err: EnqueueError) -> Self {
+        match err {
+            EnqueueError::Database(db) => db.into(),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+/// The contract's error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub detail: ErrorDetail,
+}
+
+/// What went wrong, for a program (`code`) and for a person (`message`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// UPPER_SNAKE_CASE, stable: clients branch on it.
+    pub code: &'static str,
+    pub message: String,
+    /// For validation errors: what is wrong with each field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub fields: Option<BTreeMap<String, String>>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(cause) = &self {
+            // Logged once here with its chain; the client gets only the sentence.
+            tracing::error!(error = ?cause, "request failed");
+        }
+        let fields = match &self {
+            ApiError::Validation { fields, .. } if !fields.is_empty() => Some(fields.clone()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            detail: ErrorDetail {
+                code,
+                message: self.to_string(),
+                fields,
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::NotAuthenticated => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::ServiceUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// The error for a response that a layer outside the handlers produced with only a
+/// status (unknown route, body too large, timeout), so it too can speak the contract.
+pub fn for_status(status: StatusCode) -> Option<ApiError> {
+    match status {
+        StatusCode::NOT_FOUND => Some(ApiError::NotFound),
+        StatusCode::METHOD_NOT_ALLOWED => Some(ApiError::MethodNotAllowed),
+        StatusCode::PAYLOAD_TOO_LARGE => Some(ApiError::PayloadTooLarge),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
+            Some(ApiError::ServiceUnavailable)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,138 @@
+//! The interview service's HTTP api: authentication, ownership, validation, the
+//! transactional enqueue of question generations, and reads (with long-poll).
+//!
+//! Layout:
+//! - [`config`]: every setting, from the environment;
+//! - [`routes`]: the router, one module per resource, and the OpenAPI document;
+//! - [`error`]: the one error type and its table of statuses and codes;
+//! - [`extract`]: extractors whose rejections speak the contract, and the current user;
+//! - [`auth`]: password hashing and access tokens;
+//! - [`long_poll`]: the NOTIFY listener that wakes waiting polls;
+//! - [`http_metrics`], [`state`], [`validate`]: the small parts the handlers share.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod http_metrics;
+pub mod long_poll;
+pub mod routes;
+pub mod state;
+pub mod validate;
+
+use crate::config::ApiConfig;
+use crate::state::{AppState, Limits};
+use sqlx::PgPool;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Runs the api on `listener` until `shutdown` completes: connects, migrates (unless
+/// `MIGRATE=false`), then serves; in-flight requests finish before it returns.
+pub async fn run(
+    config: ApiConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let pool = shared::db::pool(&config.database)?;
+    if config.database.migrate {
+        shared::db::migrate(&pool).await?;
+    }
+    serve(&config, pool, listener, shutdown).await
+}
+
+/// Serves on an existing pool (already migrated): what [`run`] does after start-up, and
+/// what tests call with their own database.
+pub async fn serve(
+    config: &ApiConfig,
+    pool: PgPool,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    App::new(config, pool).serve(listener, shutdown).await
+}
+
+/// The api, built and not yet serving.
+#[derive(Debug)]
+pub struct App {
+    state: AppState,
+    request_timeout: std::time::Duration,
+}
+
+impl App {
+    /// Builds the state from the configuration and an (already migrated) pool.
+    pub fn new(config: &ApiConfig, pool: PgPool) -> Self {
+        let state = AppState {
+            pool,
+            jwt: Arc::new(auth::JwtKeys::new(
+                config.jwt_secret.as_ref(),
+                config.jwt_ttl_secs,
+            )),
+            waiters: Arc::new(long_poll::Waiters::default()),
+            metrics: shared::metrics::install_recorder(),
+            limits: Limits {
+                generate_per_minute: config.rate_limit_generate_per_minute,
+                llm_max_attempts: config.llm_max_attempts,
+            },
+        };
+        Self {
+            state,
+            request_timeout: config.request_timeout(),
+        }
+    }
+
+    /// The long-polls waiting now (tests use it to know a request is asleep).
+    pub fn waiters(&self) -> Arc<long_poll::Waiters> {
+        self.state.waiters.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` completes and requests in flight finish.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let listener_task = tokio::spawn(long_poll::listen(
+            self.state.pool.clone(),
+            self.state.waiters.clone(),
+        ));
+        let app = routes::router(self.state, self.request_timeout);
+        tracing::info!(addr = %listener.local_addr()?, "api listening");
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        listener_task.abort();
+        served?;
+        tracing::info!("api stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C: the production shutdown signal.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested: finishing requests in flight");
+}

@@ -1,0 +1,150 @@
+//! Long-poll wake-ups: one `LISTEN operation_finished` connection per api process,
+//! fanned out in memory to the requests waiting on each operation.
+//!
+//! A waiting request holds no pooled connection: it registers here, reads the
+//! operation, and sleeps until this module wakes it or its `wait` runs out. The NOTIFY
+//! is sent by a trigger when an operation becomes `completed` or `failed`, and is
+//! delivered only when that transaction commits, so a woken request always reads the
+//! final state.
+//!
+//! When the listening connection drops (database restart), every waiter is woken to
+//! re-read its operation (a notification may have been lost in the gap), and the
+//! listener reconnects with backoff by itself.
+
+use shared::domain::OperationId;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The channel the `operations_notify_finished` trigger sends on.
+pub const CHANNEL: &str = "operation_finished";
+
+/// The requests waiting on each operation.
+#[derive(Debug, Default)]
+pub struct Waiters {
+    /// One `Notify` per operation with at least one waiter, and how many wait on it.
+    by_operation: Mutex<HashMap<OperationId, (Arc<Notify>, usize)>>,
+}
+
+/// A request's place in [`Waiters`]; leaving it (drop) removes the entry when it was
+/// the last one, so the map only ever holds operations somebody is waiting on.
+#[derive(Debug)]
+pub struct Registration<'a> {
+    waiters: &'a Waiters,
+    id: OperationId,
+    notify: Arc<Notify>,
+}
+
+impl Registration<'_> {
+    /// The `Notify` to wait on. Create and `enable()` the `notified()` future *before*
+    /// reading the operation, so a wake-up between the read and the wait is not lost.
+    pub fn notify(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .waiters
+            .by_operation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = map.get_mut(&self.id) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                map.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Waiters {
+    /// Registers interest in `id` finishing.
+    pub fn register(&self, id: OperationId) -> Registration<'_> {
+        let mut map = self.by_operation.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map
+            .entry(id)
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
+        entry.1 += 1;
+        Registration {
+            waiters: self,
+            id,
+            notify: entry.0.clone(),
+        }
+    }
+
+    /// Wakes the requests waiting on `id`.
+    pub fn wake(&self, id: OperationId) {
+        let map = self.by_operation.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((notify, _)) = map.get(&id) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Wakes every waiting request, to re-read its operation.
+    pub fn wake_all(&self) {
+        let map = self.by_operation.lock().unwrap_or_else(|e| e.into_inner());
+        for (notify, _) in map.values() {
+            notify.notify_waiters();
+        }
+    }
+
+    /// How many operations have waiters (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.by_operation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Whether nobody waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Listens for finished operations until the process ends, reconnecting by itself.
+pub async fn listen(pool: PgPool, waiters: Arc<Waiters>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match listen_once(&pool, &waiters).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "long-poll listener lost the database");
+                waiters.wake_all();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// One connection's life: returns `Ok` when the connection dropped after working.
+async fn listen_once(pool: &PgPool, waiters: &Waiters) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    tracing::info!(channel = CHANNEL, "long-poll listener connected");
+    // Anything that finished while we were not listening has been missed.
+    waiters.wake_all();
+    loop {
+        match listener.try_recv().await? {
+            Some(notification) => match notification.payload().parse() {
+                Ok(id) => waiters.wake(OperationId(id)),
+                Err(_) => tracing::warn!(
+                    payload = notification.payload(),
+                    "unexpected payload on {CHANNEL}"
+                ),
+            },
+            // The connection dropped (sqlx has already tried to reconnect): whatever
+            // was sent in the gap is lost, so everyone re-reads.
+            None => {
+                waiters.wake_all();
+                return Ok(());
+            }
+        }
+    }
+}

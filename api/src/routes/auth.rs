@@ -1,0 +1,94 @@
+//! `POST /auth/register` and `POST /auth/login`.
+
+use crate::auth;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::Json;
+use crate::state::AppState;
+use crate::validate;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use shared::db::users::{self, User};
+use utoipa::ToSchema;
+
+/// A new account.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    pub email: String,
+    /// At least 8 characters.
+    pub password: String,
+    pub full_name: Option<String>,
+}
+
+/// Credentials to exchange for a token.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+/// An access token for `Authorization: Bearer …`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+}
+
+/// Registers a user.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = User),
+        (status = 409, description = "EMAIL_TAKEN", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: bad email, password under 8 characters", body = ErrorBody),
+    ))]
+pub async fn register(
+    State(state): State<AppState>,
+    Json(req): Json<RegisterRequest>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
+    let email = validate::email(&req.email)?;
+    let password = validate::password(&req.password)?.to_owned();
+    let full_name = validate::optional_text("full_name", req.full_name.as_deref(), 200)?;
+    let hash = auth::hash_password(password).await?;
+    let mut conn = state.pool.acquire().await?;
+    match users::insert(&mut conn, &email, &hash, full_name).await {
+        Ok(user) => Ok((StatusCode::CREATED, Json(user))),
+        Err(err) if shared::db::violates(&err, users::EMAIL_KEY) => Err(ApiError::EmailTaken),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Exchanges email and password for an access token.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 401, description = "INVALID_CREDENTIALS", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR", body = ErrorBody),
+    ))]
+pub async fn login(
+    State(state): State<AppState>,
+    Json(req): Json<LoginRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let email = req.email.trim().to_lowercase();
+    let credentials = {
+        let mut conn = state.pool.acquire().await?;
+        users::find_credentials(&mut conn, &email).await?
+    };
+    // Verify against a dummy hash when the account is unknown, so the answer takes as
+    // long either way and does not reveal which emails are registered.
+    let (user, stored) = match credentials {
+        Some(c) => (Some(c.id), c.password_hash),
+        None => (None, auth::dummy_hash().to_owned()),
+    };
+    let matches = auth::verify_password(req.password, stored).await?;
+    match user {
+        Some(user) if matches => Ok(Json(TokenResponse {
+            access_token: state.jwt.issue(user)?,
+            token_type: "bearer",
+            expires_in: state.jwt.ttl_secs(),
+        })),
+        _ => Err(ApiError::InvalidCredentials),
+    }
+}

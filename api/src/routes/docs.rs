@@ -1,0 +1,62 @@
+//! The OpenAPI document, generated from the handlers' annotations, and a page to read it.
+
+use crate::error::{ErrorBody, ErrorDetail};
+use crate::routes::{auth, generate, health, job_postings, messages, operations, resume, sessions};
+use axum::response::Html;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// The api's OpenAPI 3 document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Interview service API", description = "Durable, asynchronous question generation for AI mock interviews."),
+    paths(
+        auth::register, auth::login,
+        resume::put_resume,
+        job_postings::create, job_postings::get, job_postings::delete,
+        sessions::create, sessions::list, sessions::get, sessions::update,
+        generate::generate_question,
+        operations::get,
+        messages::list, messages::answer,
+        health::healthz, health::readyz, health::metrics,
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth),
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("JWT".to_owned());
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
+
+/// `GET /docs`: an interactive page (Scalar, loaded from its CDN) over our document.
+pub async fn docs_page() -> Html<&'static str> {
+    Html(
+        r#"<!doctype html>
+<html>
+<head>
+  <title>Interview service API</title>
+  <meta charset="utf-8" />
+  <meta name="viewport" content="width=device-width, initial-scale=1" />
+</head>
+<body>
+  <script id="api-reference" data-url="/api/v1/openapi.json"></script>
+  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+  <noscript>The machine-readable document is at <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</noscript>
+</body>
+</html>"#,
+    )
+}

@@ -1,0 +1,143 @@
+//! `POST /sessions/{id}/generate-question`: records the request durably and answers at
+//! once; a worker does the generation.
+//!
+//! The operation row and its job are written in ONE transaction, so either both exist
+//! or neither does: a crash in between can neither leave an operation `pending` forever
+//! nor a job for nothing.
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{CurrentUser, Path};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use shared::db::operations::{self, Operation};
+use shared::db::{rate_limits, sessions};
+use shared::domain::{OperationId, SessionId, SessionStatus, UserId};
+use shared::jobs::{self, QuestionGenerationJob};
+use sqlx::PgConnection;
+
+/// The header that makes a retried request return the first one's operation.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// How long an idempotency key keeps pointing at its operation.
+const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
+/// What the client should wait before its first poll: generation takes 2–10 s.
+pub const RETRY_AFTER_SECS: u64 = 2;
+
+/// Queues the generation of the session's next question.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/generate-question", tag = "questions",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Session id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters; a repeat within 24 h returns the same operation"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Queued (or the operation of an earlier request with this Idempotency-Key)", body = Operation,
+            headers(("Location" = String, description = "/api/v1/operations/{op_id}"), ("Retry-After" = u64, description = "Seconds before the first poll"))),
+        (status = 400, description = "SESSION_NOT_ACTIVE", body = ErrorBody),
+        (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR (bad id or key) or IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the limit resets"))),
+    ))]
+pub async fn generate_question(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(session_id): Path<SessionId>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let mut tx = state.pool.begin().await?;
+    let session = sessions::find_owned(&mut tx, session_id, user)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+
+    if let Some(key) = key {
+        operations::release_expired_key(&mut tx, user, key, IDEMPOTENCY_TTL_SECS).await?;
+        if let Some(earlier) = replay(&mut tx, user, session_id, key).await? {
+            return Ok(accepted(earlier));
+        }
+    }
+    if session.status != SessionStatus::Active {
+        return Err(ApiError::SessionNotActive(session.status));
+    }
+    if state.limits.generate_per_minute > 0 {
+        let window = rate_limits::hit(&mut tx, user, "generate_question").await?;
+        if window.hits > state.limits.generate_per_minute as i32 {
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: window.seconds_left.ceil().max(1.0) as u64,
+            });
+        }
+    }
+
+    let id = OperationId::new();
+    let Some(operation) =
+        operations::insert_question_generation(&mut tx, id, user, session_id, key).await?
+    else {
+        // A concurrent request with the same key committed first (ON CONFLICT waited
+        // for it): answer with its operation.
+        drop(tx);
+        let mut conn = state.pool.acquire().await?;
+        let key = key.unwrap_or_default();
+        return replay(&mut conn, user, session_id, key)
+            .await?
+            .map(accepted)
+            .ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!(
+                    "idempotency key conflict without a stored operation"
+                ))
+            });
+    };
+    let job = QuestionGenerationJob {
+        operation_id: id,
+        session_id,
+    };
+    jobs::enqueue(&mut tx, &job, state.limits.llm_max_attempts).await?;
+    tx.commit().await?;
+    tracing::info!(operation_id = %id, session_id = %session_id, "question generation queued");
+    Ok(accepted(operation))
+}
+
+/// The operation an earlier request with `key` created, if it was for this session;
+/// `IDEMPOTENCY_KEY_REUSED` if it was for another.
+async fn replay(
+    conn: &mut PgConnection,
+    user: UserId,
+    session_id: SessionId,
+    key: &str,
+) -> Result<Option<Operation>, ApiError> {
+    match operations::find_by_idempotency_key(conn, user, key).await? {
+        Some(earlier) if earlier.session_id == Some(session_id) => Ok(Some(earlier.operation)),
+        Some(_) => Err(ApiError::IdempotencyKeyReused),
+        None => Ok(None),
+    }
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 255 printable ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value.to_str().ok().filter(|k| {
+        (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    });
+    key.map(Some).ok_or_else(|| {
+        ApiError::field(
+            "Idempotency-Key",
+            "must be 1 to 255 printable ASCII characters",
+        )
+    })
+}
+
+/// `202` with the operation, where to poll it, and when.
+fn accepted(operation: Operation) -> Response {
+    let location = format!("/api/v1/operations/{}", operation.id);
+    let mut response = (StatusCode::ACCEPTED, axum::Json(operation)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    response
+}

@@ -1,0 +1,52 @@
+//! `/healthz`, `/readyz` and `/metrics`: for load balancers, orchestrators and Prometheus.
+
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// How long readiness waits for the database before saying no.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Alive while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operability", responses((status = 200, description = "The process runs")))]
+pub async fn healthz() -> axum::Json<Value> {
+    axum::Json(json!({"status": "ok"}))
+}
+
+/// Ready when the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operability", responses(
+    (status = 200, description = "The database answers"),
+    (status = 503, description = "SERVICE_UNAVAILABLE: the database does not answer", body = ErrorBody),
+))]
+pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+    let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool);
+    match tokio::time::timeout(READY_TIMEOUT, ping).await {
+        Ok(Ok(_)) => Ok(axum::Json(json!({"status": "ready"}))),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "not ready: database error");
+            Err(ApiError::ServiceUnavailable)
+        }
+        Err(_) => {
+            tracing::warn!("not ready: database did not answer in time");
+            Err(ApiError::ServiceUnavailable)
+        }
+    }
+}
+
+/// Prometheus text: this process's counters, plus queue depth and operations by status
+/// read from the database at scrape time (so every replica reports the whole queue).
+#[utoipa::path(get, path = "/metrics", tag = "operability", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Err(err) = shared::metrics::refresh_database_gauges(&state.pool).await {
+        // Still serve the process's own metrics; the gauges keep their last values.
+        tracing::warn!(error = %err, "could not read queue depth for /metrics");
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

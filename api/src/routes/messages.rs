@@ -1,0 +1,110 @@
+//! `/sessions/{id}/messages` (read) and `/sessions/{id}/answers` (the user's answers).
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{CurrentUser, Json, Path, Query};
+use crate::routes::BODY_LIMIT;
+use crate::state::AppState;
+use crate::validate;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use shared::db::messages::{self, Message};
+use shared::db::sessions;
+use shared::domain::{SessionId, SessionStatus};
+use utoipa::{IntoParams, ToSchema};
+
+/// Paging of a session's messages.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// 1 or more; default 1.
+    pub page: Option<i64>,
+    /// 1 to 200; default 50.
+    pub limit: Option<i64>,
+}
+
+/// One page of messages, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagePage {
+    pub items: Vec<Message>,
+    pub total: i64,
+    pub page: i64,
+    pub limit: i64,
+}
+
+/// The user's answer to the last question.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AnswerRequest {
+    pub content: String,
+}
+
+/// Lists a session's messages, oldest first.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/messages", tag = "messages", params(("id" = uuid::Uuid, Path, description = "Session id"), PageParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of messages", body = MessagePage),
+        (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: page < 1, limit outside 1–200, bad id", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(session_id): Path<SessionId>,
+    Query(params): Query<PageParams>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let page = params.page.unwrap_or(1);
+    let limit = params.limit.unwrap_or(50);
+    if page < 1 {
+        return Err(ApiError::field("page", "must be 1 or more"));
+    }
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 200"));
+    }
+    let offset = (page - 1)
+        .checked_mul(limit)
+        .ok_or_else(|| ApiError::field("page", "is too large"))?;
+    let mut conn = state.pool.acquire().await?;
+    sessions::find_owned(&mut conn, session_id, user)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    let items = messages::page(&mut conn, session_id, limit, offset).await?;
+    let total = messages::count(&mut conn, session_id).await?;
+    Ok(Json(MessagePage {
+        items,
+        total,
+        page,
+        limit,
+    }))
+}
+
+/// Records the user's answer in an active session.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/answers", tag = "messages", request_body = AnswerRequest,
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Stored, with message_type answer", body = Message),
+        (status = 400, description = "SESSION_NOT_ACTIVE", body = ErrorBody),
+        (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: empty content", body = ErrorBody),
+    ))]
+pub async fn answer(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(session_id): Path<SessionId>,
+    Json(req): Json<AnswerRequest>,
+) -> Result<(StatusCode, Json<Message>), ApiError> {
+    let content = validate::text("content", &req.content, BODY_LIMIT)?;
+    let mut tx = state.pool.begin().await?;
+    // Locked so a concurrent PATCH cannot complete the session between check and insert.
+    let session = sessions::lock_owned(&mut tx, session_id, user)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    if session.status != SessionStatus::Active {
+        return Err(ApiError::SessionNotActive(session.status));
+    }
+    let message = messages::insert_answer(&mut tx, session_id, content).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(message)))
+}

@@ -1,0 +1,100 @@
+//! `GET /operations/{id}`: poll, or long-poll with `wait`, an operation.
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{CurrentUser, Path, Query};
+use crate::routes::generate::RETRY_AFTER_SECS;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use shared::db::operations::{self, Operation};
+use shared::domain::{OperationId, UserId};
+use std::time::Duration;
+use tokio::time::Instant;
+use utoipa::IntoParams;
+
+/// The longest a long poll may wait.
+pub const MAX_WAIT_SECS: u64 = 30;
+
+/// How long to wait for the operation to finish.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitParams {
+    /// 0 to 30 seconds; default 0 (answer at once).
+    pub wait: Option<u64>,
+}
+
+/// Reads an operation; with `wait`, answers as soon as it finishes or when `wait` ends.
+#[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations", params(("id" = uuid::Uuid, Path, description = "Operation id"), WaitParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The operation; Retry-After while pending or processing", body = Operation,
+            headers(("Retry-After" = u64, description = "Seconds before the next poll (only while unfinished)"))),
+        (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 404, description = "OPERATION_NOT_FOUND", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: wait outside 0–30, bad id", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<OperationId>,
+    Query(params): Query<WaitParams>,
+) -> Result<Response, ApiError> {
+    let wait = params.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(ApiError::field("wait", "must be between 0 and 30 seconds"));
+    }
+    let operation = if wait == 0 {
+        read(&state, id, user).await?
+    } else {
+        wait_for(&state, id, user, Duration::from_secs(wait)).await?
+    };
+    Ok(respond(operation))
+}
+
+async fn read(state: &AppState, id: OperationId, user: UserId) -> Result<Operation, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    operations::find_owned(&mut conn, id, user)
+        .await?
+        .ok_or(ApiError::OperationNotFound)
+}
+
+/// Reads the operation until it is finished or `wait` has passed, sleeping between
+/// reads until the NOTIFY listener wakes us; no connection is held while asleep.
+async fn wait_for(
+    state: &AppState,
+    id: OperationId,
+    user: UserId,
+    wait: Duration,
+) -> Result<Operation, ApiError> {
+    let deadline = Instant::now() + wait;
+    let registration = state.waiters.register(id);
+    loop {
+        // Armed before the read: a wake-up that lands between the read and the
+        // wait below is kept, not lost.
+        let notified = registration.notify().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        let operation = read(state, id, user).await?;
+        if operation.status.is_terminal() || Instant::now() >= deadline {
+            return Ok(operation);
+        }
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep_until(deadline) => return read(state, id, user).await,
+        }
+    }
+}
+
+fn respond(operation: Operation) -> Response {
+    let unfinished = !operation.status.is_terminal();
+    let mut response = axum::Json(operation).into_response();
+    if unfinished {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    response
+}

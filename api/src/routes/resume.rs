@@ -1,0 +1,35 @@
+//! `PUT /resume`: one resume per user, replaced on every write.
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{CurrentUser, Json};
+use crate::routes::BODY_LIMIT;
+use crate::state::AppState;
+use crate::validate;
+use axum::extract::State;
+use serde::Deserialize;
+use shared::db::resumes::{self, Resume};
+use utoipa::ToSchema;
+
+/// The resume's text.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ResumeRequest {
+    pub content: String,
+}
+
+/// Creates or replaces the user's resume.
+#[utoipa::path(put, path = "/api/v1/resume", tag = "resume", request_body = ResumeRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Stored", body = Resume),
+        (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: empty content", body = ErrorBody),
+    ))]
+pub async fn put_resume(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Json(req): Json<ResumeRequest>,
+) -> Result<Json<Resume>, ApiError> {
+    let content = validate::text("content", &req.content, BODY_LIMIT)?;
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(resumes::upsert(&mut conn, user, content).await?))
+}

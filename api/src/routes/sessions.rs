@@ -1,0 +1,153 @@
+//! `/sessions`: start, list, read and change the status of interview sessions.
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{CurrentUser, Json, Path, Query};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use shared::db::sessions::{self, Session};
+use shared::domain::{JobPostingId, SessionId, SessionStatus};
+use utoipa::{IntoParams, ToSchema};
+
+/// The job posting to interview for.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateSessionRequest {
+    pub job_posting_id: JobPostingId,
+}
+
+/// The status to move a session to.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateSessionRequest {
+    pub status: SessionStatus,
+}
+
+/// Paging of the session list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// 1 to 100; default 20.
+    pub limit: Option<i64>,
+    /// 0 or more; default 0.
+    pub offset: Option<i64>,
+}
+
+/// One page of sessions, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionPage {
+    pub items: Vec<Session>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Starts a session on one of the user's job postings.
+#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions", request_body = CreateSessionRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Started: status active, current_question_number 0", body = Session),
+        (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 404, description = "JOB_POSTING_NOT_FOUND", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Json(req): Json<CreateSessionRequest>,
+) -> Result<(StatusCode, Json<Session>), ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let session = sessions::insert_for_posting(&mut conn, user, req.job_posting_id)
+        .await?
+        .ok_or(ApiError::JobPostingNotFound)?;
+    Ok((StatusCode::CREATED, Json(session)))
+}
+
+/// Lists the user's sessions, newest first.
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions", params(ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of sessions", body = SessionPage),
+        (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: limit outside 1–100 or negative offset", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Query(params): Query<ListParams>,
+) -> Result<Json<SessionPage>, ApiError> {
+    let limit = params.limit.unwrap_or(20);
+    let offset = params.offset.unwrap_or(0);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 100"));
+    }
+    if offset < 0 {
+        return Err(ApiError::field("offset", "must not be negative"));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let items = sessions::list(&mut conn, user, limit, offset).await?;
+    let total = sessions::count(&mut conn, user).await?;
+    Ok(Json(SessionPage {
+        items,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+/// Reads one of the user's sessions.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", tag = "sessions",
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session", body = Session),
+        (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: id is not a UUID", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<SessionId>,
+) -> Result<Json<Session>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    sessions::find_owned(&mut conn, id, user)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::SessionNotFound)
+}
+
+/// Pauses, resumes or completes a session: `active` ⇄ `paused`, either → `completed`.
+#[utoipa::path(patch, path = "/api/v1/sessions/{id}", tag = "sessions", request_body = UpdateSessionRequest,
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated session (unchanged when already in that status)", body = Session),
+        (status = 400, description = "INVALID_STATUS_TRANSITION: out of completed", body = ErrorBody),
+        (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: unknown status", body = ErrorBody),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<SessionId>,
+    Json(req): Json<UpdateSessionRequest>,
+) -> Result<Json<Session>, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    // Locked so the transition is checked against the status it replaces.
+    let session = sessions::lock_owned(&mut tx, id, user)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    if session.status == req.status {
+        return Ok(Json(session));
+    }
+    if !session.status.can_become(req.status) {
+        return Err(ApiError::InvalidStatusTransition {
+            from: session.status,
+            to: req.status,
+        });
+    }
+    let updated = sessions::set_status(&mut tx, id, req.status).await?;
+    tx.commit().await?;
+    Ok(Json(updated))
+}

@@ -1,0 +1,182 @@
+//! `TestApp`: the real api server on a port-0 listener over the test's own database,
+//! driven over HTTP like a client would.
+
+use api::long_poll::Waiters;
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub pool: PgPool,
+    pub waiters: Arc<Waiters>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+/// A registered user with a token.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub token: String,
+    pub id: String,
+}
+
+impl TestApp {
+    pub async fn spawn(pool: PgPool) -> Self {
+        Self::spawn_with(pool, |_| {}).await
+    }
+
+    pub async fn spawn_with(
+        pool: PgPool,
+        configure: impl FnOnce(&mut api::config::ApiConfig),
+    ) -> Self {
+        shared::tls::install_crypto_provider();
+        shared::db::migrate(&pool).await.expect("migrate");
+        let mut config = api::config::ApiConfig::for_tests("postgres://unused@127.0.0.1/unused");
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = api::App::new(&config, pool.clone());
+        let waiters = app.waiters();
+        tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            app.serve(listener, shutdown).await.expect("server");
+        });
+        Self {
+            addr,
+            client: Client::new(),
+            pool,
+            waiters,
+            _shutdown: tx,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn request(&self, method: Method, path: &str, user: Option<&User>) -> RequestBuilder {
+        let builder = self.client.request(method, self.url(path));
+        match user {
+            Some(user) => builder.bearer_auth(&user.token),
+            None => builder,
+        }
+    }
+
+    pub async fn post(&self, path: &str, user: Option<&User>, body: Value) -> Response {
+        self.request(Method::POST, path, user)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str, user: Option<&User>) -> Response {
+        self.request(Method::GET, path, user)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn register(&self, email: &str) -> User {
+        let response = self
+            .post(
+                "/api/v1/auth/register",
+                None,
+                json!({"email": email, "password": "correct horse", "full_name": "Test User"}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let user: Value = response.json().await.expect("json");
+        let login = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                json!({"email": email, "password": "correct horse"}),
+            )
+            .await;
+        assert_eq!(login.status(), StatusCode::OK);
+        let token: Value = login.json().await.expect("json");
+        User {
+            token: token["access_token"].as_str().expect("token").to_owned(),
+            id: user["id"].as_str().expect("id").to_owned(),
+        }
+    }
+
+    pub async fn create_posting(&self, user: &User) -> String {
+        let response = self
+            .post("/api/v1/job-postings", Some(user), json!({"title": "Backend engineer", "company": "Acme", "description": "Rust, PostgreSQL, queues"}))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        id_of(response).await
+    }
+
+    pub async fn create_session(&self, user: &User) -> String {
+        let posting = self.create_posting(user).await;
+        let response = self
+            .post(
+                "/api/v1/sessions",
+                Some(user),
+                json!({"job_posting_id": posting}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        id_of(response).await
+    }
+
+    pub async fn generate(&self, user: &User, session: &str) -> Response {
+        self.post(
+            &format!("/api/v1/sessions/{session}/generate-question"),
+            Some(user),
+            json!({}),
+        )
+        .await
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+}
+
+pub async fn id_of(response: Response) -> String {
+    let body: Value = response.json().await.expect("json");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+/// Asserts the contract's error body with `code`, and returns it.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    let body: Value = response.json().await.expect("error body is JSON");
+    assert_eq!(body["detail"]["code"], code, "body: {body}");
+    assert!(
+        body["detail"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "body: {body}"
+    );
+    body
+}
+
+/// Polls `condition` until it holds, failing after a generous deadline (no sleeps that
+/// stand for waiting: each round yields a few milliseconds and checks again).
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

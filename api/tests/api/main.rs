@@ -1,0 +1,11 @@
+//! The api's integration tests, one binary (one link step).
+
+mod helpers;
+
+mod auth;
+mod errors;
+mod generate;
+mod openapi;
+mod operations;
+mod ownership;
+mod resources;

@@ -1,0 +1,145 @@
+//! `GET /operations/{id}`, plain and long-poll.
+
+use crate::helpers::{TestApp, assert_error, eventually};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
+
+async fn pending_operation(app: &TestApp) -> (crate::helpers::User, String) {
+    let user = app.register("ada@example.com").await;
+    let session = app.create_session(&user).await;
+    let op: Value = app
+        .generate(&user, &session)
+        .await
+        .json()
+        .await
+        .expect("json");
+    (user, op["id"].as_str().expect("id").to_owned())
+}
+
+async fn complete(pool: &PgPool, id: &str) {
+    sqlx::query("UPDATE operations SET status = 'completed', result = $2 WHERE id = $1::uuid")
+        .bind(id)
+        .bind(json!({"question_text": "Why?", "question_type": "technical", "message_id": uuid::Uuid::nil(), "question_number": 1}))
+        .execute(pool)
+        .await
+        .expect("complete");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_pending_operation_reads_with_retry_after_and_a_finished_one_without(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (user, id) = pending_operation(&app).await;
+    let pending = app
+        .get(&format!("/api/v1/operations/{id}"), Some(&user))
+        .await;
+    assert_eq!(pending.status(), StatusCode::OK);
+    assert!(pending.headers().contains_key("retry-after"));
+    complete(&app.pool, &id).await;
+    let done = app
+        .get(&format!("/api/v1/operations/{id}?wait=0"), Some(&user))
+        .await;
+    assert!(!done.headers().contains_key("retry-after"));
+    let done: Value = done.json().await.expect("json");
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["result"]["question_number"], 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_long_poll_is_woken_by_the_commit(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (user, id) = pending_operation(&app).await;
+    let request = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/v1/operations/{id}?wait=30"),
+            Some(&user),
+        )
+        .send();
+    let poll = tokio::spawn(async move {
+        let response = request.await.expect("request");
+        (
+            Instant::now(),
+            response.status(),
+            response.json::<Value>().await.expect("json"),
+        )
+    });
+    // Complete only once the request is asleep in the long poll, so the wake-up must
+    // come from the NOTIFY and not from its first read.
+    let waiters = app.waiters.clone();
+    eventually("the long poll to wait", || !waiters.is_empty()).await;
+    let committed = Instant::now();
+    complete(&app.pool, &id).await;
+    let (answered, status, body) = poll.await.expect("poll task");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "completed");
+    let latency = answered.duration_since(committed);
+    eprintln!("long-poll wake latency: {latency:?}");
+    // A safety net, not a measurement: far below the 30 s it would otherwise wait.
+    assert!(latency < Duration::from_secs(10), "woken after {latency:?}");
+    assert!(app.waiters.is_empty(), "the waiter is gone once answered");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_long_poll_answers_with_the_current_state_when_wait_runs_out(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (user, id) = pending_operation(&app).await;
+    let started = Instant::now();
+    let response = app
+        .get(&format!("/api/v1/operations/{id}?wait=1"), Some(&user))
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "pending");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_long_poll_on_a_finished_operation_answers_at_once(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (user, id) = pending_operation(&app).await;
+    complete(&app.pool, &id).await;
+    let started = Instant::now();
+    let body: Value = app
+        .get(&format!("/api/v1/operations/{id}?wait=30"), Some(&user))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["status"], "completed");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[sqlx::test(migrations = false)]
+async fn wait_out_of_range_missing_operations_and_bad_ids_are_refused(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (user, id) = pending_operation(&app).await;
+    for bad in ["wait=31", "wait=-1", "wait=soon"] {
+        assert_error(
+            app.get(&format!("/api/v1/operations/{id}?{bad}"), Some(&user))
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        )
+        .await;
+    }
+    let missing = app
+        .get(
+            &format!("/api/v1/operations/{}", uuid::Uuid::new_v4()),
+            Some(&user),
+        )
+        .await;
+    assert_error(missing, StatusCode::NOT_FOUND, "OPERATION_NOT_FOUND").await;
+    assert_error(
+        app.get("/api/v1/operations/123", Some(&user)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await;
+}
