@@ -1,1 +1,15 @@
-fn main() {}
+//! The `worker` binary: configuration and telemetry, then [`worker::run`].
+
+use clap::Parser;
+use worker::config::WorkerConfig;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::config::load_dotenv();
+    shared::tls::install_crypto_provider();
+    let config = WorkerConfig::parse();
+    shared::telemetry::init(&config.telemetry);
+    tracing::info!(database = %config.database.database_url, "starting worker");
+    let listener = tokio::net::TcpListener::bind(config.worker_addr).await?;
+    worker::run(config, listener, worker::shutdown_signal()).await
+}

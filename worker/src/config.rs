@@ -1,0 +1,181 @@
+//! The worker's settings: one `clap` parse of the environment (and `.env`).
+
+use crate::llm::openai::ReplyFormat;
+use clap::{Parser, ValueEnum};
+use shared::config::{DatabaseConfig, Secret, TelemetryConfig};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Which LLM provider writes the questions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Provider {
+    /// Any OpenAI-compatible chat-completions server.
+    Openai,
+    /// The built-in deterministic generator: no network, for laptops, demos and CI.
+    Offline,
+}
+
+/// Every setting of the `worker` binary; `worker --help` lists them with their defaults.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "The interview service's question-generation worker"
+)]
+pub struct WorkerConfig {
+    /// Address of the worker's /healthz and /metrics.
+    #[arg(long, env = "WORKER_ADDR", default_value = "127.0.0.1:9090")]
+    pub worker_addr: SocketAddr,
+
+    /// Jobs in flight per worker process (the work waits on the LLM, not the CPU).
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub worker_concurrency: u32,
+
+    /// LLM provider [default: openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else offline].
+    #[arg(long, env = "LLM_PROVIDER", value_enum)]
+    pub llm_provider: Option<Provider>,
+
+    /// API key of the OpenAI-compatible server.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<Secret>,
+
+    /// Base URL of the OpenAI-compatible server [default: OpenAI's own endpoint].
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+
+    /// Model name sent to the server.
+    #[arg(long, env = "LLM_MODEL", default_value = "gpt-4o-mini")]
+    pub llm_model: String,
+
+    /// Seconds one LLM request may take.
+    #[arg(long, env = "LLM_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub llm_timeout_secs: f64,
+
+    /// LLM attempts per question in all, first one included.
+    #[arg(long, env = "LLM_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub llm_max_attempts: u32,
+
+    /// How the reply is requested: json_schema, json_object, or text.
+    #[arg(long, env = "LLM_RESPONSE_FORMAT", value_enum, default_value_t = ReplyFormat::JsonSchema)]
+    pub llm_response_format: ReplyFormat,
+
+    /// First retry delay in milliseconds; doubles each retry, with jitter.
+    #[arg(long, env = "LLM_BACKOFF_BASE_MS", default_value_t = 500)]
+    pub llm_backoff_base_ms: u64,
+
+    /// Longest retry delay in milliseconds.
+    #[arg(long, env = "LLM_BACKOFF_MAX_MS", default_value_t = 8_000)]
+    pub llm_backoff_max_ms: u64,
+
+    /// Seconds to finish jobs in flight after SIGTERM before exiting.
+    #[arg(long, env = "WORKER_SHUTDOWN_SECS", default_value_t = 30)]
+    pub worker_shutdown_secs: u64,
+
+    /// Seconds of silence after which a worker's jobs are taken over by others
+    /// [default: LLM_MAX_ATTEMPTS × (LLM_TIMEOUT_SECS + LLM_BACKOFF_MAX_MS) + 10 s].
+    #[arg(long, env = "WORKER_HEARTBEAT_SECS")]
+    pub worker_heartbeat_secs: Option<u64>,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Added to the worst-case job time, for a slow database or a long garbage pause.
+const HEARTBEAT_MARGIN: Duration = Duration::from_secs(10);
+
+impl WorkerConfig {
+    /// The provider in use: explicit, else `openai` when a key or base URL is set.
+    pub fn provider(&self) -> Provider {
+        self.llm_provider.unwrap_or(
+            if self.openai_api_key.is_some() || self.openai_base_url.is_some() {
+                Provider::Openai
+            } else {
+                Provider::Offline
+            },
+        )
+    }
+
+    pub fn llm_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.llm_timeout_secs.max(0.001))
+    }
+
+    pub fn backoff_base(&self) -> Duration {
+        Duration::from_millis(self.llm_backoff_base_ms)
+    }
+
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.llm_backoff_max_ms.max(self.llm_backoff_base_ms))
+    }
+
+    pub fn shutdown_deadline(&self) -> Duration {
+        Duration::from_secs(self.worker_shutdown_secs)
+    }
+
+    /// How long a worker may stay silent before its jobs are taken over. A worker whose
+    /// slots are all busy sends no heartbeat (APALIS.md), so this must exceed a job's
+    /// worst-case wall time, or a live worker's jobs would be run twice:
+    /// attempts × (timeout + longest backoff) + margin.
+    pub fn heartbeat_window(&self) -> Duration {
+        match self.worker_heartbeat_secs {
+            Some(secs) => Duration::from_secs(secs.max(1)),
+            None => {
+                (self.llm_timeout() + self.backoff_max()) * self.llm_max_attempts + HEARTBEAT_MARGIN
+            }
+        }
+    }
+
+    /// Settings for tests: the offline provider, short timeouts and backoff.
+    pub fn for_tests(database_url: &str) -> Self {
+        Self {
+            worker_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            worker_concurrency: 16,
+            llm_provider: Some(Provider::Offline),
+            openai_api_key: None,
+            openai_base_url: None,
+            llm_model: "test-model".into(),
+            llm_timeout_secs: 2.0,
+            llm_max_attempts: 5,
+            llm_response_format: ReplyFormat::JsonSchema,
+            llm_backoff_base_ms: 10,
+            llm_backoff_max_ms: 50,
+            worker_shutdown_secs: 30,
+            worker_heartbeat_secs: None,
+            database: DatabaseConfig::for_url(database_url),
+            telemetry: TelemetryConfig {
+                rust_log: "info".into(),
+                log_format: Default::default(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heartbeat_window_with_defaults_is_about_two_minutes() {
+        let config = WorkerConfig::try_parse_from(["worker"]).expect("defaults parse");
+        // 5 × (10 s + 8 s) + 10 s
+        assert_eq!(config.heartbeat_window(), Duration::from_secs(100));
+        assert_eq!(config.provider(), Provider::Offline);
+    }
+
+    #[test]
+    fn a_base_url_selects_the_openai_provider() {
+        let config =
+            WorkerConfig::try_parse_from(["worker", "--openai-base-url", "http://127.0.0.1:1/v1"])
+                .expect("parse");
+        assert_eq!(config.provider(), Provider::Openai);
+    }
+
+    #[test]
+    fn an_explicit_heartbeat_wins() {
+        let config = WorkerConfig::try_parse_from(["worker", "--worker-heartbeat-secs", "7"])
+            .expect("parse");
+        assert_eq!(config.heartbeat_window(), Duration::from_secs(7));
+    }
+}

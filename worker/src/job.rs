@@ -1,0 +1,249 @@
+//! The `question_generation` job, from claim to commit.
+//!
+//! One attempt: move the operation to `processing` (counting the attempt), load the
+//! context, ask the LLM once, and commit the question, the session's counter and the
+//! operation's result in ONE transaction. What makes it exactly-once:
+//! - the operation only moves forward (`start_attempt` refuses a finished one, so a
+//!   late or second delivery is acknowledged and dropped);
+//! - the session row is locked for the commit, so concurrent jobs of one session get
+//!   consecutive question numbers;
+//! - `session_messages.operation_id` is UNIQUE, so a second delivery racing the first
+//!   cannot add a second message, and then it adds no increment either.
+//!
+//! Failures: one that may pass returns a retryable error, and apalis' retry layer runs
+//! the next attempt after an exponential backoff with jitter; on the last attempt, or
+//! for one that will not pass, the operation is set `failed` with a sentence for a
+//! person and the job ends with [`AbortError`]. The attempt count lives in our
+//! `operations.attempts`, so a job re-delivered after a crash keeps its budget.
+
+use crate::llm::{Generated, Llm, LlmError, QuestionWriter};
+use crate::prompt::{PROMPT_VERSION, QuestionContext};
+use apalis::prelude::{AbortError, BoxDynError, Data, TaskId};
+use futures::FutureExt;
+use metrics::{counter, gauge, histogram};
+use serde_json::json;
+use shared::db::{job_postings, messages, operations, resumes, sessions};
+use shared::domain::{OperationId, QuestionType, SessionStatus};
+use shared::jobs::QuestionGenerationJob;
+use sqlx::PgPool;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+/// What every job of this worker shares.
+#[derive(Debug)]
+pub struct JobState {
+    pub pool: PgPool,
+    pub llm: Llm,
+    /// LLM attempts per operation in all (`LLM_MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+}
+
+/// How one attempt ended, before it is told to apalis.
+#[derive(Debug)]
+enum Ending {
+    /// Committed, or nothing left to do (finished already, by this or another delivery).
+    Done,
+    /// Another attempt may succeed.
+    Retry(String),
+    /// The operation is `failed` now; no further attempt.
+    Abort(String),
+}
+
+/// A retryable failure, as apalis' retry layer sees it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Retryable(String);
+
+/// The apalis handler.
+pub async fn handle(
+    job: QuestionGenerationJob,
+    state: Data<Arc<JobState>>,
+    task_id: TaskId,
+) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!(
+        "job",
+        job_id = %task_id,
+        operation_id = %job.operation_id,
+        session_id = %job.session_id,
+        attempt = tracing::field::Empty,
+    );
+    let state = Arc::clone(&state);
+    let started = Instant::now();
+    gauge!("question_jobs_in_flight").increment(1.0);
+    // A panic inside one attempt must not take the worker down or leave the job
+    // claimed for good: it is caught here and treated as a failure that may pass.
+    let ending = AssertUnwindSafe(attempt(&state, job).instrument(span.clone()))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Ending::Retry("the attempt panicked".to_owned()));
+    gauge!("question_jobs_in_flight").decrement(1.0);
+    histogram!("question_job_duration_seconds").record(started.elapsed().as_secs_f64());
+
+    let _entered = span.enter();
+    match ending {
+        Ending::Done => Ok(()),
+        Ending::Retry(why) => {
+            counter!("question_job_retries_total").increment(1);
+            tracing::warn!(reason = %why, "attempt failed; will retry");
+            Err(Retryable(why).into())
+        }
+        Ending::Abort(why) => {
+            tracing::warn!(reason = %why, "operation failed");
+            Err(AbortError::new(Retryable(why)).into())
+        }
+    }
+}
+
+/// One attempt. Database errors are failures that may pass (the database may be back
+/// on the next attempt); nothing here leaves a partial write behind.
+async fn attempt(state: &JobState, job: QuestionGenerationJob) -> Ending {
+    match try_attempt(state, job).await {
+        Ok(ending) => ending,
+        Err(err) => {
+            tracing::error!(error = ?err, "database error during the attempt");
+            Ending::Retry(format!("database error: {err}"))
+        }
+    }
+}
+
+async fn try_attempt(state: &JobState, job: QuestionGenerationJob) -> Result<Ending, sqlx::Error> {
+    let mut conn = state.pool.acquire().await?;
+    let Some(started) = operations::start_attempt(&mut conn, job.operation_id).await? else {
+        tracing::info!("operation already finished or gone; dropping the job");
+        return Ok(Ending::Done);
+    };
+    tracing::Span::current().record("attempt", started.attempts);
+    let attempts = u32::try_from(started.attempts).unwrap_or(u32::MAX);
+    if attempts > state.max_attempts {
+        // Re-delivered after its budget was spent (e.g. a worker died on the last
+        // attempt before it could record the failure).
+        return fail(state, job.operation_id, ATTEMPTS_SPENT).await;
+    }
+    let is_last = attempts >= state.max_attempts;
+
+    let Some(session) = sessions::find(&mut conn, job.session_id).await? else {
+        return fail(state, job.operation_id, SESSION_GONE).await;
+    };
+    if session.status != SessionStatus::Active {
+        return fail(state, job.operation_id, SESSION_NOT_ACTIVE).await;
+    }
+    let job_posting = match session.job_posting_id {
+        Some(id) => job_postings::find(&mut conn, id).await?,
+        None => None,
+    };
+    let context = QuestionContext {
+        job_posting,
+        resume: resumes::find_by_user(&mut conn, session.user_id)
+            .await?
+            .map(|r| r.content),
+        earlier_questions: messages::question_texts(&mut conn, job.session_id).await?,
+        requested_type: QuestionType::for_position(session.current_question_number),
+    };
+    // No connection is held while the LLM thinks.
+    drop(conn);
+
+    let llm_started = Instant::now();
+    let written = state.llm.write(&context).await;
+    let latency = llm_started.elapsed();
+    histogram!("llm_request_duration_seconds").record(latency.as_secs_f64());
+    let generated = match written {
+        Ok(generated) => {
+            counter!("llm_requests_total", "outcome" => "ok").increment(1);
+            generated
+        }
+        Err(err) => {
+            counter!("llm_requests_total", "outcome" => err.outcome.label()).increment(1);
+            return llm_failure(state, job.operation_id, err, is_last).await;
+        }
+    };
+    commit(state, job, generated, attempts, latency.as_millis() as u64).await
+}
+
+const ATTEMPTS_SPENT: &str = "The question could not be generated: every attempt failed.";
+const SESSION_GONE: &str =
+    "The question could not be generated: the interview session no longer exists.";
+const SESSION_NOT_ACTIVE: &str =
+    "The question could not be generated: the interview session is no longer active.";
+
+async fn llm_failure(
+    state: &JobState,
+    id: OperationId,
+    err: LlmError,
+    is_last: bool,
+) -> Result<Ending, sqlx::Error> {
+    tracing::warn!(error = %err, is_last, "LLM request failed");
+    if err.outcome.may_pass() && !is_last {
+        Ok(Ending::Retry(err.to_string()))
+    } else {
+        fail(state, id, err.outcome.sentence()).await
+    }
+}
+
+/// Sets the operation `failed` (only if it has not finished) and ends the job.
+async fn fail(state: &JobState, id: OperationId, sentence: &str) -> Result<Ending, sqlx::Error> {
+    let mut conn = state.pool.acquire().await?;
+    operations::fail(&mut conn, id, sentence).await?;
+    Ok(Ending::Abort(sentence.to_owned()))
+}
+
+/// The ONE transaction: message, counter and result together, or nothing.
+async fn commit(
+    state: &JobState,
+    job: QuestionGenerationJob,
+    generated: Generated,
+    attempts: u32,
+    latency_ms: u64,
+) -> Result<Ending, sqlx::Error> {
+    let mut tx = state.pool.begin().await?;
+    // The lock orders concurrent commits of one session: each sees the number the
+    // previous one left, so numbers are consecutive with no gap or repeat.
+    let Some(session) = sessions::lock(&mut tx, job.session_id).await? else {
+        drop(tx);
+        return fail(state, job.operation_id, SESSION_GONE).await;
+    };
+    if session.status != SessionStatus::Active {
+        drop(tx);
+        return fail(state, job.operation_id, SESSION_NOT_ACTIVE).await;
+    }
+    let question_number = session.current_question_number + 1;
+    let mut metadata = json!({
+        "operation_id": job.operation_id,
+        "question_number": question_number,
+        "model": generated.model,
+        "prompt_version": PROMPT_VERSION,
+        "attempts": attempts,
+        "latency_ms": latency_ms,
+    });
+    if let Some(usage) = generated.usage {
+        metadata["usage"] = json!(usage);
+    }
+    let new = messages::NewQuestion {
+        session_id: job.session_id,
+        operation_id: job.operation_id,
+        content: &generated.question.text,
+        question_type: generated.question.question_type,
+        metadata: &metadata,
+    };
+    let Some(message) = messages::insert_question(&mut tx, &new).await? else {
+        tracing::info!("another delivery already stored this operation's question");
+        return Ok(Ending::Done);
+    };
+    let counted = sessions::increment_question_number(&mut tx, job.session_id).await?;
+    debug_assert_eq!(counted, question_number);
+    let result = json!({
+        "question_text": message.content,
+        "question_type": generated.question.question_type,
+        "message_id": message.id,
+        "question_number": question_number,
+    });
+    if !operations::complete(&mut tx, job.operation_id, &result).await? {
+        // Failed meanwhile by another delivery: keep its verdict, add nothing.
+        tracing::info!("operation finished elsewhere; discarding this question");
+        return Ok(Ending::Done);
+    }
+    tx.commit().await?;
+    tracing::info!(question_number, message_id = %message.id, "question committed");
+    Ok(Ending::Done)
+}

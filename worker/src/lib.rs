@@ -1,0 +1,126 @@
+//! The question-generation worker: takes `question_generation` jobs from PostgreSQL
+//! (apalis), asks the LLM, and commits each question exactly once.
+//!
+//! Layout:
+//! - [`config`]: every setting, from the environment, and the derived heartbeat window;
+//! - [`queue`]: apalis wiring (storage, layers, monitor);
+//! - [`job`]: one attempt, from claim to the one commit transaction;
+//! - [`llm`]: the provider trait, `openai` and `offline`;
+//! - [`prompt`], [`output`]: what the LLM is asked, and the strict reading of its reply;
+//! - [`server`]: `/healthz` and `/metrics`.
+
+pub mod config;
+pub mod job;
+pub mod llm;
+pub mod output;
+pub mod prompt;
+pub mod queue;
+pub mod server;
+
+use crate::config::{Provider, WorkerConfig};
+use crate::job::JobState;
+use crate::llm::Llm;
+use crate::llm::openai::{OpenAiSettings, OpenAiWriter};
+use sqlx::PgPool;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Runs the worker until `shutdown` completes: connects, migrates (unless
+/// `MIGRATE=false`), serves `/healthz` and `/metrics` on `listener`, and works the
+/// queue. On shutdown it stops taking jobs and finishes those in flight, up to
+/// `WORKER_SHUTDOWN_SECS`.
+pub async fn run(
+    config: WorkerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let pool = shared::db::pool(&config.database)?;
+    if config.database.migrate {
+        shared::db::migrate(&pool).await?;
+    }
+    work(&config, pool, listener, shutdown).await
+}
+
+/// Works the queue on an existing (migrated) pool: what [`run`] does after start-up, and
+/// what tests call with their own database.
+pub async fn work(
+    config: &WorkerConfig,
+    pool: PgPool,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let llm = llm(config)?;
+    tracing::info!(provider = ?config.provider(), model = %llm::QuestionWriter::model(&llm), "LLM provider ready");
+    let state = Arc::new(JobState {
+        pool: pool.clone(),
+        llm,
+        max_attempts: config.llm_max_attempts,
+    });
+
+    let metrics = shared::metrics::install_recorder();
+    let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, server::router(pool, metrics))
+            .with_graceful_shutdown(async {
+                let _ = server_stopped.await;
+            })
+            .await
+    });
+
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: taking no new jobs, finishing those in flight");
+        Ok(())
+    };
+    let outcome = queue::monitor(config, state).run_with_signal(signal).await;
+    let _ = server_stop.send(());
+    let _ = server.await;
+    outcome?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// The configured LLM provider.
+pub fn llm(config: &WorkerConfig) -> anyhow::Result<Llm> {
+    Ok(match config.provider() {
+        Provider::Offline => {
+            tracing::warn!(
+                "LLM_PROVIDER=offline: questions come from the built-in generator, not a language model"
+            );
+            Llm::Offline(llm::offline::OfflineWriter)
+        }
+        Provider::Openai => Llm::OpenAi(Box::new(OpenAiWriter::new(OpenAiSettings {
+            base_url: config.openai_base_url.clone(),
+            api_key: config.openai_api_key.clone(),
+            model: config.llm_model.clone(),
+            timeout: config.llm_timeout(),
+            format: config.llm_response_format,
+        })?)),
+    })
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

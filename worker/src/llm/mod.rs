@@ -1,0 +1,149 @@
+//! The LLM layer: one trait, [`QuestionWriter`], and two providers — `openai` (any
+//! OpenAI-compatible server, through async-openai) and `offline` (deterministic, no
+//! network). Errors are classified here once: which may pass on another attempt, which
+//! will not, and the sentence a person is shown for each.
+
+pub mod offline;
+pub mod openai;
+
+use crate::output::Question;
+use crate::prompt::QuestionContext;
+use std::future::Future;
+
+/// Token counts, when the provider reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+/// A question and what produced it.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub question: Question,
+    /// The model that wrote it, as the provider names it.
+    pub model: String,
+    pub usage: Option<Usage>,
+}
+
+/// Writes one interview question from its context.
+pub trait QuestionWriter: Send + Sync {
+    /// Asks for one question: one request to the provider, no retries of its own
+    /// (the job's retry policy is the only one, and it is visible in metrics).
+    fn write(
+        &self,
+        context: &QuestionContext,
+    ) -> impl Future<Output = Result<Generated, LlmError>> + Send;
+
+    /// The configured model name, for logs and metadata.
+    fn model(&self) -> &str;
+}
+
+/// The configured provider.
+#[derive(Debug)]
+pub enum Llm {
+    OpenAi(Box<openai::OpenAiWriter>),
+    Offline(offline::OfflineWriter),
+}
+
+impl QuestionWriter for Llm {
+    async fn write(&self, context: &QuestionContext) -> Result<Generated, LlmError> {
+        match self {
+            Llm::OpenAi(writer) => writer.write(context).await,
+            Llm::Offline(writer) => writer.write(context).await,
+        }
+    }
+
+    fn model(&self) -> &str {
+        match self {
+            Llm::OpenAi(writer) => writer.model(),
+            Llm::Offline(writer) => writer.model(),
+        }
+    }
+}
+
+/// What kind of failure an LLM request met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// No answer within `LLM_TIMEOUT_SECS`.
+    Timeout,
+    /// The server could not be reached, or the connection broke.
+    Connection,
+    /// `429`: the provider's rate limit.
+    RateLimited,
+    /// `5xx`.
+    ServerError,
+    /// `400`, `401`, `403`, `404` and other refusals that will not pass by retrying.
+    Rejected,
+    /// An answer that is not one valid question.
+    InvalidOutput,
+}
+
+impl Outcome {
+    /// Whether another attempt may succeed.
+    pub fn may_pass(self) -> bool {
+        !matches!(self, Outcome::Rejected)
+    }
+
+    /// The `outcome` label of `llm_requests_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Timeout => "timeout",
+            Outcome::Connection => "connection_error",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::ServerError => "server_error",
+            Outcome::Rejected => "rejected",
+            Outcome::InvalidOutput => "invalid_output",
+        }
+    }
+
+    /// What a person is told when the operation fails this way: never a key, a URL or
+    /// what the provider said.
+    pub fn sentence(self) -> &'static str {
+        match self {
+            Outcome::Timeout => {
+                "The question could not be generated: the language model did not answer in time."
+            }
+            Outcome::Connection => {
+                "The question could not be generated: the language model service could not be reached."
+            }
+            Outcome::RateLimited => {
+                "The question could not be generated: the language model service is busy. Please try again later."
+            }
+            Outcome::ServerError => {
+                "The question could not be generated: the language model service had an error."
+            }
+            Outcome::Rejected => {
+                "The question could not be generated: the language model service refused the request. The service's configuration needs attention."
+            }
+            Outcome::InvalidOutput => {
+                "The question could not be generated: the language model did not produce a usable question."
+            }
+        }
+    }
+}
+
+/// A failed LLM request: its kind, and a detail for the logs only.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("LLM request failed ({}): {detail}", outcome.label())]
+pub struct LlmError {
+    pub outcome: Outcome,
+    /// For logs: may quote the provider. Never shown to users.
+    pub detail: String,
+}
+
+impl LlmError {
+    pub fn new(outcome: Outcome, detail: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<crate::output::InvalidOutput> for LlmError {
+    fn from(err: crate::output::InvalidOutput) -> Self {
+        LlmError::new(Outcome::InvalidOutput, err.0)
+    }
+}

@@ -1,0 +1,83 @@
+//! A job delivered twice, or two workers on one queue: one message per operation.
+
+use crate::helpers::*;
+use shared::domain::OperationId;
+use shared::jobs::QuestionGenerationJob;
+use sqlx::PgPool;
+
+#[sqlx::test(migrations = false)]
+async fn the_same_job_delivered_twice_makes_one_message(pool: PgPool) {
+    migrated(&pool).await;
+    let (user, session) = session(&pool, 1).await;
+    let op = enqueue(&pool, user, session, 5).await;
+    // A second delivery of the same job: same payload, another queue row.
+    let bytes = serde_json::to_vec(&QuestionGenerationJob {
+        operation_id: op,
+        session_id: session,
+    })
+    .expect("json");
+    let task = apalis_core::task::builder::TaskBuilder::new(bytes)
+        .max_attempts(5)
+        .build();
+    let mut conn = pool.acquire().await.expect("conn");
+    apalis_postgres::queries::push_tasks(
+        &mut *conn,
+        shared::jobs::QUESTION_GENERATION_QUEUE,
+        vec![task],
+    )
+    .await
+    .expect("push");
+    drop(conn);
+
+    let worker = RunningWorker::start(&pool, config(|_| {})).await;
+    finished(&pool, op).await;
+    // Both rows must be worked off before we count.
+    assert_eq!(settled_jobs(&pool).await, ["Done", "Done"]);
+    worker.stop().await;
+    assert_eq!(question_count(&pool, session).await, 1);
+    assert_eq!(counter(&pool, session).await, 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn two_workers_on_many_jobs_of_few_sessions_number_every_question_once(pool: PgPool) {
+    migrated(&pool).await;
+    let mut sessions = Vec::new();
+    for n in 0..5 {
+        sessions.push(session(&pool, n).await);
+    }
+    let mut ops: Vec<OperationId> = Vec::new();
+    for round in 0..20 {
+        for (user, session) in &sessions {
+            let _ = round;
+            ops.push(enqueue(&pool, *user, *session, 5).await);
+        }
+    }
+    let one = RunningWorker::start(&pool, config(|c| c.worker_concurrency = 8)).await;
+    let two = RunningWorker::start(&pool, config(|c| c.worker_concurrency = 8)).await;
+    for op in &ops {
+        assert_eq!(finished(&pool, *op).await.status.as_str(), "completed");
+    }
+    one.stop().await;
+    two.stop().await;
+
+    let total: i64 =
+        sqlx::query_scalar("SELECT sum(current_question_number)::bigint FROM interview_sessions")
+            .fetch_one(&pool)
+            .await
+            .expect("sum");
+    assert_eq!(total, 100);
+    for (_, session) in &sessions {
+        let numbers: Vec<i64> = sqlx::query_scalar(
+            "SELECT (metadata->>'question_number')::bigint FROM session_messages WHERE session_id = $1 ORDER BY 1",
+        )
+        .bind(session)
+        .fetch_all(&pool)
+        .await
+        .expect("numbers");
+        assert_eq!(
+            numbers,
+            (1..=20).collect::<Vec<i64>>(),
+            "gap or repeat in {session}"
+        );
+    }
+}
