@@ -83,6 +83,7 @@ impl Drop for RunningWorker {
 }
 
 pub async fn migrated(pool: &PgPool) {
+    shared::tls::install_crypto_provider();
     shared::db::migrate(pool).await.expect("migrate");
 }
 

@@ -1,7 +1,9 @@
 //! The worker's integration tests, one binary (one link step).
 
 mod helpers;
+mod processes;
 
+mod e2e;
 mod exactly_once;
 mod failures;
 mod generation;

@@ -1,0 +1,359 @@
+//! End to end with the real binaries: the client's path over HTTP, two workers sharing a
+//! queue, a worker killed mid-run, and a graceful shutdown with jobs in flight.
+
+use crate::helpers::*;
+use crate::processes::{Process, database_url};
+use serde_json::{Value, json};
+use shared::domain::OperationId;
+use sqlx::PgPool;
+use std::time::Duration;
+use wiremock::MockServer;
+
+fn worker_env(pool: &PgPool, extra: &[(&str, &str)]) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("DATABASE_URL", database_url(pool)),
+        ("WORKER_CONCURRENCY", "8".to_owned()),
+        ("LLM_BACKOFF_BASE_MS", "10".to_owned()),
+        ("LLM_BACKOFF_MAX_MS", "50".to_owned()),
+    ];
+    for (k, v) in extra {
+        let key: &'static str = Box::leak(k.to_string().into_boxed_str());
+        env.push((key, v.to_string()));
+    }
+    env
+}
+
+/// A fake LLM that takes `delay` for each question.
+async fn slow_llm(delay: Duration) -> MockServer {
+    let server = MockServer::start().await;
+    mount(
+        &server,
+        1,
+        None,
+        question("How would you keep a queue exactly-once?", "technical").set_delay(delay),
+    )
+    .await;
+    server
+}
+
+fn openai_env(server: &MockServer) -> [(&'static str, String); 3] {
+    [
+        ("OPENAI_BASE_URL", format!("{}/v1", server.uri())),
+        ("OPENAI_API_KEY", "sk-test".to_owned()),
+        ("LLM_MODEL", "test-model".to_owned()),
+    ]
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_client_gets_a_question_through_the_real_api_and_worker_binaries(pool: PgPool) {
+    let db = database_url(&pool);
+    let api = Process::start(
+        "api",
+        "e2e",
+        &[
+            ("DATABASE_URL", db.clone()),
+            ("JWT_SECRET", "e2e-secret".into()),
+        ],
+    )
+    .await;
+    let worker = Process::start(
+        "worker",
+        "e2e",
+        &worker_env(&pool, &[("LLM_PROVIDER", "offline")]),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", api.addr);
+
+    let registered = client
+        .post(url("/api/v1/auth/register"))
+        .json(&json!({"email": "e2e@example.com", "password": "long enough"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), 201);
+    let login: Value = client
+        .post(url("/api/v1/auth/login"))
+        .json(&json!({"email": "e2e@example.com", "password": "long enough"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    client
+        .put(url("/api/v1/resume"))
+        .bearer_auth(&token)
+        .json(&json!({"content": "Rust, PostgreSQL"}))
+        .send()
+        .await
+        .expect("resume");
+    let posting: Value = client
+        .post(url("/api/v1/job-postings"))
+        .bearer_auth(&token)
+        .json(&json!({"title": "Backend engineer", "description": "Queues and databases"}))
+        .send()
+        .await
+        .expect("posting")
+        .json()
+        .await
+        .expect("json");
+    let session: Value = client
+        .post(url("/api/v1/sessions"))
+        .bearer_auth(&token)
+        .json(&json!({"job_posting_id": posting["id"]}))
+        .send()
+        .await
+        .expect("session")
+        .json()
+        .await
+        .expect("json");
+    let sid = session["id"].as_str().expect("id");
+
+    let accepted = client
+        .post(url(&format!("/api/v1/sessions/{sid}/generate-question")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("generate");
+    assert_eq!(accepted.status(), 202);
+    let location = accepted.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let mut op: Value = accepted.json().await.expect("json");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while op["status"] != "completed" && op["status"] != "failed" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "operation stuck: {op}"
+        );
+        op = client
+            .get(url(&format!("{location}?wait=10")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("poll")
+            .json()
+            .await
+            .expect("json");
+    }
+    assert_eq!(op["status"], "completed", "{op}");
+    assert_eq!(op["result"]["question_number"], 1);
+
+    let messages: Value = client
+        .get(url(&format!("/api/v1/sessions/{sid}/messages")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("messages")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(messages["total"], 1);
+    assert_eq!(
+        messages["items"][0]["content"],
+        op["result"]["question_text"]
+    );
+    let session: Value = client
+        .get(url(&format!("/api/v1/sessions/{sid}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("session")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(session["current_question_number"], 1);
+
+    // One operation can be followed across processes: the worker's JSON log line of the
+    // commit carries the operation id, the job id and the attempt.
+    let op_id = op["id"].as_str().expect("id").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let logs = worker.logs();
+        if let Some(line) = logs
+            .lines()
+            .find(|l| l.contains("question committed") && l.contains(&op_id))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no commit line for {op_id} in {}",
+            worker.log_path().display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let line: Value = serde_json::from_str(&line).expect("a JSON log line");
+    let span = &line["span"];
+    assert_eq!(span["operation_id"], op_id.as_str(), "{line}");
+    assert!(span["job_id"].is_string(), "{line}");
+    assert_eq!(span["attempt"], 1, "{line}");
+}
+
+async fn sessions_with_jobs(
+    pool: &PgPool,
+    sessions: usize,
+    per_session: usize,
+) -> Vec<OperationId> {
+    let mut fixtures = Vec::new();
+    for n in 0..sessions {
+        fixtures.push(session(pool, n).await);
+    }
+    let mut ops = Vec::new();
+    for _ in 0..per_session {
+        for (user, session) in &fixtures {
+            ops.push(enqueue(pool, *user, *session, 5).await);
+        }
+    }
+    ops
+}
+
+/// Every operation completed once: one message each, counters summing to the total,
+/// and numbers 1..n in each session with no gap or repeat.
+async fn assert_each_completed_once(pool: &PgPool, ops: &[OperationId], per_session: i64) {
+    for op in ops {
+        assert_eq!(finished(pool, *op).await.status.as_str(), "completed");
+    }
+    let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM session_messages")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    assert_eq!(messages, ops.len() as i64);
+    let counters: i64 =
+        sqlx::query_scalar("SELECT sum(current_question_number)::bigint FROM interview_sessions")
+            .fetch_one(pool)
+            .await
+            .expect("sum");
+    assert_eq!(counters, ops.len() as i64);
+    let bad: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT session_id, array_agg((metadata->>'question_number')::int ORDER BY (metadata->>'question_number')::int) AS numbers
+             FROM session_messages GROUP BY session_id
+         ) s WHERE numbers <> ARRAY(SELECT generate_series(1, $1::int))",
+    )
+    .bind(per_session)
+    .fetch_one(pool)
+    .await
+    .expect("numbering");
+    assert_eq!(
+        bad, 0,
+        "a session has a gap or a repeat in its question numbers"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn two_worker_processes_on_300_jobs_over_10_sessions_make_300_questions(pool: PgPool) {
+    migrated(&pool).await;
+    let ops = sessions_with_jobs(&pool, 10, 30).await;
+    let _one = Process::start(
+        "worker",
+        "pair-1",
+        &worker_env(&pool, &[("LLM_PROVIDER", "offline")]),
+    )
+    .await;
+    let _two = Process::start(
+        "worker",
+        "pair-2",
+        &worker_env(&pool, &[("LLM_PROVIDER", "offline")]),
+    )
+    .await;
+    assert_each_completed_once(&pool, &ops, 30).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_worker_killed_mid_run_and_restarted_loses_and_duplicates_nothing(pool: PgPool) {
+    migrated(&pool).await;
+    let llm = slow_llm(Duration::from_millis(150)).await;
+    let mut env = worker_env(&pool, &[("WORKER_HEARTBEAT_SECS", "3")]);
+    env.extend(openai_env(&llm));
+    let ops = sessions_with_jobs(&pool, 10, 20).await;
+    let mut victim = Process::start("worker", "victim", &env).await;
+    let _survivor = Process::start("worker", "survivor", &env).await;
+
+    // Kill once the run is well under way, with jobs in flight on both workers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM operations WHERE status = 'completed'")
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+        if done >= 40 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The crash must interrupt real work: jobs claimed by the victim at that moment.
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE lock_by LIKE '%-' || $1 || '-%' AND status IN ('Queued', 'Running')")
+        .bind(victim.pid().to_string())
+        .fetch_one(&pool)
+        .await
+        .expect("held");
+    victim.kill();
+    assert!(held > 0, "the victim held no jobs when it was killed");
+    let _restarted = Process::start("worker", "restarted", &env).await;
+    assert_each_completed_once(&pool, &ops, 20).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn sigterm_with_jobs_in_flight_exits_0_and_loses_nothing(pool: PgPool) {
+    migrated(&pool).await;
+    let llm = slow_llm(Duration::from_millis(800)).await;
+    let mut env = worker_env(
+        &pool,
+        &[
+            ("WORKER_SHUTDOWN_SECS", "20"),
+            ("WORKER_HEARTBEAT_SECS", "3"),
+        ],
+    );
+    env.extend(openai_env(&llm));
+    let ops = sessions_with_jobs(&pool, 5, 6).await;
+    let mut worker = Process::start("worker", "sigterm", &env).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let processing: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM operations WHERE status = 'processing'")
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+        if processing >= 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "jobs never got in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let in_flight: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM operations WHERE status = 'processing'")
+            .fetch_all(&pool)
+            .await
+            .expect("in flight");
+    let status = worker.terminate(Duration::from_secs(40)).await;
+    assert!(
+        status.success(),
+        "exit status {status:?}; log: {}",
+        worker.logs()
+    );
+    // What was in flight was finished before the exit, not left for others.
+    let drained: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM operations WHERE id = ANY($1) AND status = 'completed'",
+    )
+    .bind(&in_flight)
+    .fetch_one(&pool)
+    .await
+    .expect("drained");
+    assert_eq!(
+        drained,
+        in_flight.len() as i64,
+        "jobs in flight at SIGTERM were not finished"
+    );
+    // Whatever it had not started goes to the next worker; nothing is lost.
+    let _next = Process::start("worker", "after-sigterm", &env).await;
+    assert_each_completed_once(&pool, &ops, 6).await;
+}
