@@ -36,6 +36,10 @@ pub struct ApiConfig {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     pub request_timeout_secs: u64,
 
+    /// Print the OpenAPI document and exit (for validators and client generators).
+    #[arg(long)]
+    pub print_openapi: bool,
+
     #[command(flatten)]
     pub database: DatabaseConfig,
 
@@ -53,6 +57,7 @@ impl ApiConfig {
             rate_limit_generate_per_minute: 0,
             llm_max_attempts: 5,
             request_timeout_secs: 10,
+            print_openapi: false,
             database: DatabaseConfig::for_url(database_url),
             telemetry: TelemetryConfig {
                 rust_log: "info".into(),

@@ -7,6 +7,10 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     shared::config::load_dotenv();
     let config = ApiConfig::parse();
+    if config.print_openapi {
+        println!("{}", api::routes::docs::openapi_document()?);
+        return Ok(());
+    }
     shared::telemetry::init(&config.telemetry);
     tracing::info!(database = %config.database.database_url, "starting api");
     let listener = tokio::net::TcpListener::bind(config.api_addr).await?;

@@ -525,3 +525,31 @@ async fn our_migrations_first_then_the_queue_also_works(pool: PgPool) {
         .expect("apalis.jobs exists");
     assert_eq!(jobs, 0);
 }
+
+/// Several processes starting at once on a fresh database (api and workers) must not
+/// trip over each other: the migrators serialise on an advisory lock.
+#[sqlx::test(migrations = false)]
+async fn concurrent_migrations_of_a_fresh_database_all_succeed(pool: PgPool) {
+    let runs = (0..4).map(|_| {
+        let pool = pool.clone();
+        tokio::spawn(async move { shared::db::migrate(&pool).await })
+    });
+    for run in futures_join(runs).await {
+        run.expect("task").expect("migration");
+    }
+    let ours: i64 = sqlx::query_scalar("SELECT count(*) FROM public._sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .expect("ours");
+    assert_eq!(ours as usize, shared::db::MIGRATOR.iter().count());
+}
+
+async fn futures_join<T>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut results = Vec::new();
+    for handle in handles.collect::<Vec<_>>() {
+        results.push(handle.await);
+    }
+    results
+}

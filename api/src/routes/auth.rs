@@ -38,7 +38,7 @@ pub struct TokenResponse {
 }
 
 /// Registers a user.
-#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
+#[utoipa::path(post, path = "/api/v1/auth/register", operation_id = "register", tag = "auth", request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = User),
         (status = 409, description = "EMAIL_TAKEN", body = ErrorBody),
@@ -61,7 +61,7 @@ pub async fn register(
 }
 
 /// Exchanges email and password for an access token.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+#[utoipa::path(post, path = "/api/v1/auth/login", operation_id = "login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 401, description = "INVALID_CREDENTIALS", body = ErrorBody),

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 /// The api's OpenAPI 3 document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Interview service API", description = "Durable, asynchronous question generation for AI mock interviews."),
+    info(title = "Interview service API", description = "Durable, asynchronous question generation for AI mock interviews.", license(name = "MIT", identifier = "MIT")),
     paths(
         auth::register, auth::login,
         resume::put_resume,
@@ -35,6 +35,11 @@ impl Modify for BearerAuth {
         scheme.bearer_format = Some("JWT".to_owned());
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
+}
+
+/// The document as pretty JSON.
+pub fn openapi_document() -> Result<String, serde_json::Error> {
+    ApiDoc::openapi().to_pretty_json()
 }
 
 /// `GET /api/v1/openapi.json`.

@@ -25,7 +25,7 @@ const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
 pub const RETRY_AFTER_SECS: u64 = 2;
 
 /// Queues the generation of the session's next question.
-#[utoipa::path(post, path = "/api/v1/sessions/{id}/generate-question", tag = "questions",
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/generate-question", operation_id = "generate_question", tag = "questions",
     params(
         ("id" = uuid::Uuid, Path, description = "Session id"),
         ("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters; a repeat within 24 h returns the same operation"),

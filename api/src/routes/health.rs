@@ -12,13 +12,13 @@ use std::time::Duration;
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Alive while the process runs.
-#[utoipa::path(get, path = "/healthz", tag = "operability", responses((status = 200, description = "The process runs")))]
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operability", responses((status = 200, description = "The process runs")))]
 pub async fn healthz() -> axum::Json<Value> {
     axum::Json(json!({"status": "ok"}))
 }
 
 /// Ready when the database answers.
-#[utoipa::path(get, path = "/readyz", tag = "operability", responses(
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operability", responses(
     (status = 200, description = "The database answers"),
     (status = 503, description = "SERVICE_UNAVAILABLE: the database does not answer", body = ErrorBody),
 ))]
@@ -39,7 +39,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Value>, 
 
 /// Prometheus text: this process's counters, plus queue depth and operations by status
 /// read from the database at scrape time (so every replica reports the whole queue).
-#[utoipa::path(get, path = "/metrics", tag = "operability", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operability", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Err(err) = shared::metrics::refresh_database_gauges(&state.pool).await {
         // Still serve the process's own metrics; the gauges keep their last values.

@@ -20,7 +20,7 @@ pub struct JobPostingRequest {
 }
 
 /// Creates a job posting.
-#[utoipa::path(post, path = "/api/v1/job-postings", tag = "job postings", request_body = JobPostingRequest,
+#[utoipa::path(post, path = "/api/v1/job-postings", operation_id = "create_job_posting", tag = "job postings", request_body = JobPostingRequest,
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = JobPosting),
@@ -41,7 +41,7 @@ pub async fn create(
 }
 
 /// Reads one of the user's job postings.
-#[utoipa::path(get, path = "/api/v1/job-postings/{id}", tag = "job postings",
+#[utoipa::path(get, path = "/api/v1/job-postings/{id}", operation_id = "get_job_posting", tag = "job postings",
     params(("id" = uuid::Uuid, Path, description = "Job posting id")),
     security(("bearer" = [])),
     responses(
@@ -63,7 +63,7 @@ pub async fn get(
 }
 
 /// Deletes one of the user's job postings; its sessions keep their history.
-#[utoipa::path(delete, path = "/api/v1/job-postings/{id}", tag = "job postings",
+#[utoipa::path(delete, path = "/api/v1/job-postings/{id}", operation_id = "delete_job_posting", tag = "job postings",
     params(("id" = uuid::Uuid, Path, description = "Job posting id")),
     security(("bearer" = [])),
     responses(

@@ -39,7 +39,7 @@ pub struct AnswerRequest {
 }
 
 /// Lists a session's messages, oldest first.
-#[utoipa::path(get, path = "/api/v1/sessions/{id}/messages", tag = "messages", params(("id" = uuid::Uuid, Path, description = "Session id"), PageParams),
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/messages", operation_id = "list_messages", tag = "messages", params(("id" = uuid::Uuid, Path, description = "Session id"), PageParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of messages", body = MessagePage),
@@ -79,7 +79,7 @@ pub async fn list(
 }
 
 /// Records the user's answer in an active session.
-#[utoipa::path(post, path = "/api/v1/sessions/{id}/answers", tag = "messages", request_body = AnswerRequest,
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/answers", operation_id = "create_answer", tag = "messages", request_body = AnswerRequest,
     params(("id" = uuid::Uuid, Path, description = "Session id")),
     security(("bearer" = [])),
     responses(

@@ -26,7 +26,7 @@ pub struct WaitParams {
 }
 
 /// Reads an operation; with `wait`, answers as soon as it finishes or when `wait` ends.
-#[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations", params(("id" = uuid::Uuid, Path, description = "Operation id"), WaitParams),
+#[utoipa::path(get, path = "/api/v1/operations/{id}", operation_id = "get_operation", tag = "operations", params(("id" = uuid::Uuid, Path, description = "Operation id"), WaitParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The operation; Retry-After while pending or processing", body = Operation,

@@ -17,7 +17,7 @@ pub struct ResumeRequest {
 }
 
 /// Creates or replaces the user's resume.
-#[utoipa::path(put, path = "/api/v1/resume", tag = "resume", request_body = ResumeRequest,
+#[utoipa::path(put, path = "/api/v1/resume", operation_id = "put_resume", tag = "resume", request_body = ResumeRequest,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Stored", body = Resume),

@@ -42,7 +42,7 @@ pub struct SessionPage {
 }
 
 /// Starts a session on one of the user's job postings.
-#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions", request_body = CreateSessionRequest,
+#[utoipa::path(post, path = "/api/v1/sessions", operation_id = "create_session", tag = "sessions", request_body = CreateSessionRequest,
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Started: status active, current_question_number 0", body = Session),
@@ -63,7 +63,7 @@ pub async fn create(
 }
 
 /// Lists the user's sessions, newest first.
-#[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions", params(ListParams),
+#[utoipa::path(get, path = "/api/v1/sessions", operation_id = "list_sessions", tag = "sessions", params(ListParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of sessions", body = SessionPage),
@@ -95,7 +95,7 @@ pub async fn list(
 }
 
 /// Reads one of the user's sessions.
-#[utoipa::path(get, path = "/api/v1/sessions/{id}", tag = "sessions",
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", operation_id = "get_session", tag = "sessions",
     params(("id" = uuid::Uuid, Path, description = "Session id")),
     security(("bearer" = [])),
     responses(
@@ -117,7 +117,7 @@ pub async fn get(
 }
 
 /// Pauses, resumes or completes a session: `active` ⇄ `paused`, either → `completed`.
-#[utoipa::path(patch, path = "/api/v1/sessions/{id}", tag = "sessions", request_body = UpdateSessionRequest,
+#[utoipa::path(patch, path = "/api/v1/sessions/{id}", operation_id = "update_session", tag = "sessions", request_body = UpdateSessionRequest,
     params(("id" = uuid::Uuid, Path, description = "Session id")),
     security(("bearer" = [])),
     responses(

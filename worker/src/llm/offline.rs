@@ -126,7 +126,8 @@ fn fill(template: &str, words: &Words, topic: &str) -> String {
         .replace("{experience}", &words.experience)
 }
 
-/// Distinctive words of a text: the longest ones, first come first served on ties.
+/// Distinctive words of a text: names first (a capital inside a sentence, as in
+/// PostgreSQL, Kubernetes, APIs), then the longest other words.
 fn keywords(text: &str, n: usize) -> Vec<String> {
     const STOP: &[&str] = &[
         "experience",
@@ -137,14 +138,27 @@ fn keywords(text: &str, n: usize) -> Vec<String> {
         "working",
         "years",
     ];
-    let mut words: Vec<&str> = text
-        .split(|c: char| !(c.is_alphanumeric() || c == '+' || c == '#'))
-        .filter(|w| w.chars().count() >= 4 && !STOP.contains(&w.to_lowercase().as_str()))
-        .collect();
+    let mut ranked: Vec<(bool, usize, &str)> = Vec::new();
+    let mut sentence_start = true;
+    for token in text.split_whitespace() {
+        let word = token.trim_matches(|c: char| !(c.is_alphanumeric() || c == '+' || c == '#'));
+        let is_name = !sentence_start && word.chars().next().is_some_and(char::is_uppercase)
+            || word.chars().skip(1).any(char::is_uppercase);
+        sentence_start = token.ends_with(['.', '!', '?', ':']);
+        if word.chars().count() >= 3 && !STOP.contains(&word.to_lowercase().as_str()) {
+            ranked.push((is_name, word.chars().count(), word));
+        }
+    }
     let mut seen = std::collections::HashSet::new();
-    words.retain(|w| seen.insert(w.to_lowercase()));
-    words.sort_by_key(|w| std::cmp::Reverse(w.chars().count()));
-    words.into_iter().take(n).map(str::to_owned).collect()
+    ranked.retain(|(_, _, w)| seen.insert(w.to_lowercase()));
+    // Stable: ties keep their order in the text.
+    ranked.sort_by_key(|(is_name, len, _)| (std::cmp::Reverse(*is_name), std::cmp::Reverse(*len)));
+    ranked
+        .into_iter()
+        .filter(|(is_name, len, _)| *is_name || *len >= 5)
+        .take(n)
+        .map(|(_, _, w)| w.to_owned())
+        .collect()
 }
 
 /// A stable number from the context (FNV-1a), so the same context gives the same question.
@@ -210,6 +224,15 @@ mod tests {
             .any(|w| text.contains(w)),
             "{text}"
         );
+    }
+
+    #[test]
+    fn keywords_prefer_names_of_technologies() {
+        let words = keywords(
+            "Design durable job queues and APIs on PostgreSQL and Kubernetes.",
+            3,
+        );
+        assert_eq!(words, ["PostgreSQL", "Kubernetes", "APIs"]);
     }
 
     #[tokio::test]
