@@ -81,3 +81,67 @@ async fn two_workers_on_many_jobs_of_few_sessions_number_every_question_once(poo
         );
     }
 }
+
+/// The work waits on the LLM, not the CPU: one worker process at WORKER_CONCURRENCY
+/// 1,000 must run on the order of a thousand jobs at once.
+#[sqlx::test(migrations = false)]
+async fn one_worker_at_concurrency_1000_runs_a_thousand_jobs_at_once(pool: PgPool) {
+    migrated(&pool).await;
+    let server = wiremock::MockServer::start().await;
+    mount(
+        &server,
+        1,
+        None,
+        question("Slow and steady?", "technical").set_delay(std::time::Duration::from_secs(2)),
+    )
+    .await;
+    let mut fixtures = Vec::new();
+    for n in 0..50 {
+        fixtures.push(session(&pool, n).await);
+    }
+    let mut ops = Vec::new();
+    for round in 0..20 {
+        let _ = round;
+        for (user, session) in &fixtures {
+            ops.push(enqueue(&pool, *user, *session, 5).await);
+        }
+    }
+    let worker = RunningWorker::start(
+        &pool,
+        openai_config(&server, |c| {
+            c.worker_concurrency = 1000;
+            c.llm_timeout_secs = 30.0;
+        }),
+    )
+    .await;
+    // Sample how many operations are in flight until all are done.
+    let mut peak = 0;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let (processing, open): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status = 'processing'), count(*) FILTER (WHERE status IN ('pending', 'processing')) FROM operations",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("counts");
+        peak = peak.max(processing);
+        if open == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} operations still open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    worker.stop().await;
+    let completed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM operations WHERE status = 'completed'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(completed, 1000);
+    eprintln!("peak in flight: {peak} of 1000");
+    // Serial or batch-bound processing would show a few dozen at most.
+    assert!(peak >= 500, "only {peak} jobs were ever in flight at once");
+}
