@@ -75,3 +75,14 @@ pub async fn oldest_pending_age_secs(pool: &PgPool) -> Result<f64, sqlx::Error> 
     .fetch_one(pool)
     .await
 }
+
+/// Seconds since the freshest heartbeat of any worker on the queue; `None` when no
+/// worker ever registered.
+pub async fn freshest_worker_heartbeat_age_secs(pool: &PgPool) -> Result<Option<f64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - max(last_seen))::float8 FROM apalis.workers WHERE worker_type = $1",
+    )
+    .bind(QUESTION_GENERATION_QUEUE)
+    .fetch_one(pool)
+    .await
+}

@@ -4,7 +4,7 @@
 use crate::db::operations;
 use crate::domain::OperationStatus;
 use crate::jobs;
-use metrics::gauge;
+use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
@@ -48,6 +48,11 @@ fn describe() {
         "Age of the oldest job waiting to be picked up."
     );
     describe_gauge!("operations", "Operations by status.");
+    describe_gauge!(
+        "question_worker_heartbeat_age_seconds",
+        Unit::Seconds,
+        "Seconds since the freshest worker heartbeat (+Inf when no worker ever ran)."
+    );
     describe_histogram!(
         "question_job_duration_seconds",
         Unit::Seconds,
@@ -120,4 +125,14 @@ pub async fn refresh_database_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
         gauge!("operations", "status" => status.as_str()).set(count as f64);
     }
     Ok(())
+}
+
+/// Registers the worker's own series at zero, so that dashboards and alerts find them
+/// from the first scrape, before the first job.
+pub fn register_worker_series() {
+    let _ = histogram!("question_job_duration_seconds");
+    let _ = histogram!("llm_request_duration_seconds");
+    counter!("llm_requests_total", "outcome" => "ok").increment(0);
+    counter!("question_job_retries_total").increment(0);
+    gauge!("question_jobs_in_flight").set(0.0);
 }

@@ -173,6 +173,28 @@ mod tests {
     }
 
     #[test]
+    fn response_formats_are_spelled_as_in_the_contract() {
+        for (value, format) in [
+            ("json_schema", ReplyFormat::JsonSchema),
+            ("json_object", ReplyFormat::JsonObject),
+            ("text", ReplyFormat::Text),
+        ] {
+            let config = WorkerConfig::try_parse_from(["worker", "--llm-response-format", value])
+                .expect(value);
+            assert_eq!(config.llm_response_format, format);
+        }
+        let config = WorkerConfig::try_parse_from([
+            "worker",
+            "--llm-provider",
+            "openai",
+            "--log-format",
+            "json",
+        ])
+        .expect("parse");
+        assert_eq!(config.provider(), Provider::Openai);
+    }
+
+    #[test]
     fn an_explicit_heartbeat_wins() {
         let config = WorkerConfig::try_parse_from(["worker", "--worker-heartbeat-secs", "7"])
             .expect("parse");

@@ -59,6 +59,7 @@ pub async fn work(
     });
 
     let metrics = shared::metrics::install_recorder();
+    shared::metrics::register_worker_series();
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, server::router(pool, metrics))

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 /// How the reply is asked for (`LLM_RESPONSE_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum ReplyFormat {
     /// Structured output against our JSON schema (OpenAI and servers that support it).
     #[default]
