@@ -68,6 +68,10 @@ fn describe() {
         "question_job_retries_total",
         "Job attempts that failed and will be tried again."
     );
+    describe_counter!(
+        "question_jobs_finished_total",
+        "Jobs that ended, by outcome (completed or failed)."
+    );
     describe_gauge!(
         "question_jobs_in_flight",
         "Jobs this worker process is running now."
@@ -115,6 +119,8 @@ pub async fn refresh_database_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
     }
     gauge!("question_jobs_oldest_pending_age_seconds")
         .set(jobs::oldest_pending_age_secs(pool).await?);
+    let heartbeat_age = jobs::freshest_worker_heartbeat_age_secs(pool).await?;
+    gauge!("question_worker_heartbeat_age_seconds").set(heartbeat_age.unwrap_or(f64::INFINITY));
 
     let counts = operations::count_by_status(pool).await?;
     for status in OperationStatus::ALL {
@@ -134,5 +140,8 @@ pub fn register_worker_series() {
     let _ = histogram!("llm_request_duration_seconds");
     counter!("llm_requests_total", "outcome" => "ok").increment(0);
     counter!("question_job_retries_total").increment(0);
+    for outcome in ["completed", "failed"] {
+        counter!("question_jobs_finished_total", "outcome" => outcome).increment(0);
+    }
     gauge!("question_jobs_in_flight").set(0.0);
 }

@@ -83,13 +83,17 @@ pub async fn handle(
 
     let _entered = span.enter();
     match ending {
-        Ending::Done => Ok(()),
+        Ending::Done => {
+            counter!("question_jobs_finished_total", "outcome" => "completed").increment(1);
+            Ok(())
+        }
         Ending::Retry(why) => {
             counter!("question_job_retries_total").increment(1);
             tracing::warn!(reason = %why, "attempt failed; will retry");
             Err(Retryable(why).into())
         }
         Ending::Abort(why) => {
+            counter!("question_jobs_finished_total", "outcome" => "failed").increment(1);
             tracing::warn!(reason = %why, "operation failed");
             Err(AbortError::new(Retryable(why)).into())
         }

@@ -7,3 +7,4 @@ mod e2e;
 mod exactly_once;
 mod failures;
 mod generation;
+mod observability;

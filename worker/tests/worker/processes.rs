@@ -33,25 +33,16 @@ fn free_addr() -> String {
     listener.local_addr().expect("addr").to_string()
 }
 
-/// The path of a workspace binary; built on demand when only this package was built.
+/// The path of a workspace binary. `cargo test --workspace` (the README's test command)
+/// builds every binary of the workspace before the tests run; `cargo test -p worker`
+/// alone builds only the worker's, hence the hint.
 fn binary(name: &str) -> PathBuf {
-    let worker = PathBuf::from(env!("CARGO_BIN_EXE_worker"));
-    if name == "worker" {
-        return worker;
-    }
-    let path = worker.with_file_name(name);
-    static BUILD: std::sync::Once = std::sync::Once::new();
-    BUILD.call_once(|| {
-        if !path.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "api", "--bin", "api"])
-                .status()
-                .expect("cargo build");
-            assert!(status.success(), "building the api binary failed");
-        }
-    });
-    assert!(path.exists(), "no {name} binary at {}", path.display());
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_worker")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "no {name} binary at {}: run `cargo build --bin {name}` or `cargo test --workspace`",
+        path.display()
+    );
     path
 }
 
