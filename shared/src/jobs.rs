@@ -86,3 +86,19 @@ pub async fn freshest_worker_heartbeat_age_secs(pool: &PgPool) -> Result<Option<
     .fetch_one(pool)
     .await
 }
+
+/// Deletes finished jobs (Done, Killed) of the queue that ended more than
+/// `older_than_days` ago; apalis never deletes rows itself. Returns how many went.
+/// The operations and messages they produced are kept: only the queue's rows go.
+pub async fn purge_finished(pool: &PgPool, older_than_days: u32) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM apalis.jobs
+         WHERE job_type = $1 AND status IN ('Done', 'Killed')
+           AND coalesce(done_at, lock_at, run_at) < now() - make_interval(days => $2)",
+    )
+    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(older_than_days as i32)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}

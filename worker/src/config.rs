@@ -76,6 +76,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "WORKER_HEARTBEAT_SECS")]
     pub worker_heartbeat_secs: Option<u64>,
 
+    /// Days a finished job's queue row is kept before it is deleted (0: keep them all).
+    /// Operations and messages are never deleted by this.
+    #[arg(long, env = "JOB_RETENTION_DAYS", default_value_t = 7)]
+    pub job_retention_days: u32,
+
     #[command(flatten)]
     pub database: DatabaseConfig,
 
@@ -143,6 +148,7 @@ impl WorkerConfig {
             llm_backoff_max_ms: 50,
             worker_shutdown_secs: 30,
             worker_heartbeat_secs: None,
+            job_retention_days: 7,
             database: DatabaseConfig::for_url(database_url),
             telemetry: TelemetryConfig {
                 rust_log: "info".into(),

@@ -61,25 +61,45 @@ pub async fn work(
     let metrics = shared::metrics::install_recorder();
     shared::metrics::register_worker_series();
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server_pool = pool.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, server::router(pool, metrics))
+        axum::serve(listener, server::router(server_pool, metrics))
             .with_graceful_shutdown(async {
                 let _ = server_stopped.await;
             })
             .await
     });
 
+    let retention = tokio::spawn(purge_finished_jobs(pool.clone(), config.job_retention_days));
     let signal = async move {
         shutdown.await;
         tracing::info!("shutdown requested: taking no new jobs, finishing those in flight");
         Ok(())
     };
     let outcome = queue::monitor(config, state).run_with_signal(signal).await;
+    retention.abort();
     let _ = server_stop.send(());
     let _ = server.await;
     outcome?;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Deletes old finished jobs once an hour (every replica does; the DELETE is idempotent
+/// and cheap on apalis' indexes).
+async fn purge_finished_jobs(pool: PgPool, days: u32) {
+    if days == 0 {
+        return;
+    }
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match shared::jobs::purge_finished(&pool, days).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, days, "deleted finished jobs past retention"),
+            Err(err) => tracing::warn!(error = %err, "could not delete old finished jobs"),
+        }
+    }
 }
 
 /// The configured LLM provider.

@@ -145,3 +145,32 @@ async fn one_worker_at_concurrency_1000_runs_a_thousand_jobs_at_once(pool: PgPoo
     // Serial or batch-bound processing would show a few dozen at most.
     assert!(peak >= 500, "only {peak} jobs were ever in flight at once");
 }
+
+#[sqlx::test(migrations = false)]
+async fn finished_jobs_past_retention_are_purged_and_their_results_kept(pool: PgPool) {
+    migrated(&pool).await;
+    let (user, session) = session(&pool, 1).await;
+    let worker = RunningWorker::start(&pool, config(|_| {})).await;
+    let old = enqueue(&pool, user, session, 5).await;
+    let recent = enqueue(&pool, user, session, 5).await;
+    finished(&pool, old).await;
+    finished(&pool, recent).await;
+    settled_jobs(&pool).await;
+    worker.stop().await;
+    let old_job = old.0.as_u128();
+    sqlx::query("UPDATE apalis.jobs SET done_at = now() - interval '8 days' WHERE id = $1")
+        .bind(ulid::Ulid(old_job).to_string())
+        .execute(&pool)
+        .await
+        .expect("age the job");
+    assert_eq!(
+        shared::jobs::purge_finished(&pool, 7).await.expect("purge"),
+        1
+    );
+    assert_eq!(settled_jobs(&pool).await.len(), 1, "the recent job is kept");
+    assert_eq!(
+        question_count(&pool, session).await,
+        2,
+        "results are not touched"
+    );
+}
