@@ -6,5 +6,6 @@ mod processes;
 mod e2e;
 mod exactly_once;
 mod failures;
+mod faults;
 mod generation;
 mod observability;
