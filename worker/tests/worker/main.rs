@@ -9,3 +9,4 @@ mod failures;
 mod faults;
 mod generation;
 mod observability;
+mod outage;

@@ -1,0 +1,363 @@
+//! PostgreSQL restarted under load, on a throwaway cluster this test owns (initdb in a
+//! temporary directory, a free port), so it can stop and start it at will.
+
+use crate::helpers::*;
+use crate::processes::Process;
+use serde_json::{Value, json};
+use shared::domain::OperationId;
+use sqlx::PgPool;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A PostgreSQL server of our own; stopped and removed when dropped.
+struct Cluster {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+fn pg_bin() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.into_iter()
+        .rev()
+        .find(|d| d.join("initdb").exists())
+        .expect("PostgreSQL server binaries (initdb, pg_ctl) are installed")
+}
+
+impl Cluster {
+    fn command(&self, program: &str) -> Command {
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join(program));
+            command
+        } else {
+            Command::new(self.bin.join(program))
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self.command(program).args(args).output().expect(program);
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn create() -> Self {
+        let root = std::env::temp_dir().join(format!("pg-outage-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&root).expect("temp dir");
+        // PostgreSQL refuses to run as root.
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if as_postgres {
+            Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&root)
+                .status()
+                .expect("chown");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let cluster = Cluster {
+            bin: pg_bin(),
+            data: root.join("data"),
+            port,
+            as_postgres,
+        };
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                path(&cluster.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
+        );
+        cluster.start();
+        cluster
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            path(self.data.parent().expect("root"))
+        );
+        let log = self.data.parent().expect("root").join("postgres.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                path(&self.data),
+                "-l",
+                path(&log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+    }
+
+    fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", path(&self.data), "-m", "fast", "-w", "stop"],
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", path(&self.data), "-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(self.data.parent().expect("root"));
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The database outage as a client and an operator see it: 503s (never a 500, never a
+/// hang), `/readyz` 503, and afterwards every accepted request completes, with the
+/// workers and the long-poll listener back by themselves.
+#[tokio::test]
+async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_request() {
+    shared::tls::install_crypto_provider();
+    let cluster = Cluster::create();
+    let pool = PgPool::connect(&cluster.url()).await.expect("connect");
+    migrated(&pool).await;
+    let server = wiremock::MockServer::start().await;
+    mount(
+        &server,
+        1,
+        None,
+        question("Still here?", "technical").set_delay(Duration::from_millis(300)),
+    )
+    .await;
+
+    let db = cluster.url();
+    let api = Process::start(
+        "api",
+        "outage",
+        &[
+            ("DATABASE_URL", db.clone()),
+            ("JWT_SECRET", "outage-secret".into()),
+            ("RATE_LIMIT_GENERATE_PER_MINUTE", "0".into()),
+            ("DATABASE_ACQUIRE_TIMEOUT_SECS", "2".into()),
+        ],
+    )
+    .await;
+    let _worker = Process::start(
+        "worker",
+        "outage",
+        &[
+            ("DATABASE_URL", db),
+            ("OPENAI_BASE_URL", format!("{}/v1", server.uri())),
+            ("OPENAI_API_KEY", "sk-test".into()),
+            ("LLM_BACKOFF_BASE_MS", "50".into()),
+            ("LLM_BACKOFF_MAX_MS", "500".into()),
+            ("WORKER_HEARTBEAT_SECS", "5".into()),
+        ],
+    )
+    .await;
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let url = |p: &str| format!("http://{}{p}", api.addr);
+    client
+        .post(url("/api/v1/auth/register"))
+        .json(&json!({"email": "o@example.com", "password": "long enough"}))
+        .send()
+        .await
+        .expect("register");
+    let login: Value = client
+        .post(url("/api/v1/auth/login"))
+        .json(&json!({"email": "o@example.com", "password": "long enough"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    let posting: Value = client
+        .post(url("/api/v1/job-postings"))
+        .bearer_auth(&token)
+        .json(&json!({"title": "DBA", "description": "Failover drills"}))
+        .send()
+        .await
+        .expect("posting")
+        .json()
+        .await
+        .expect("json");
+    let session: Value = client
+        .post(url("/api/v1/sessions"))
+        .bearer_auth(&token)
+        .json(&json!({"job_posting_id": posting["id"]}))
+        .send()
+        .await
+        .expect("session")
+        .json()
+        .await
+        .expect("json");
+    let generate = url(&format!(
+        "/api/v1/sessions/{}/generate-question",
+        session["id"].as_str().expect("id")
+    ));
+
+    let mut accepted: Vec<uuid::Uuid> = Vec::new();
+    let send = |client: &reqwest::Client| client.post(&generate).bearer_auth(&token).send();
+    for _ in 0..80 {
+        let response = send(&client).await.expect("request");
+        assert_eq!(response.status(), 202);
+        accepted.push(
+            response.json::<Value>().await.expect("json")["id"]
+                .as_str()
+                .expect("id")
+                .parse()
+                .expect("uuid"),
+        );
+    }
+
+    cluster.stop();
+    let started = Instant::now();
+    let during = futures::future::join_all((0..40).map(|_| send(&client))).await;
+    for response in during {
+        let response = response.expect("an answer, not a hang");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("contract body");
+        assert_eq!(status, 503, "during the outage: {body}");
+        assert_eq!(body["detail"]["code"], "SERVICE_UNAVAILABLE");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "503s took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        client
+            .get(url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status(),
+        503
+    );
+    assert_eq!(
+        client
+            .get(url("/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+    cluster.start();
+
+    // Back: requests are accepted again as soon as the pool reconnects.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while accepted.len() < 160 {
+        // 80 before, 40 refused during, 80 after: 200 requests.
+        let response = send(&client).await.expect("request");
+        match response.status().as_u16() {
+            202 => accepted.push(
+                response.json::<Value>().await.expect("json")["id"]
+                    .as_str()
+                    .expect("id")
+                    .parse()
+                    .expect("uuid"),
+            ),
+            503 => assert!(
+                tokio::time::Instant::now() < deadline,
+                "still 503 a minute after the restart"
+            ),
+            other => panic!(
+                "unexpected {other} after the restart: {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
+    }
+    assert_eq!(
+        client
+            .get(url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status(),
+        200
+    );
+
+    // The long-poll listener is back too: a poll asleep on a fresh operation is woken by
+    // its commit (the fake LLM takes 300 ms; without a wake-up it would sleep 25 s).
+    let op: Value = send(&client)
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let id = op["id"].as_str().expect("id").to_owned();
+    accepted.push(id.parse().expect("uuid"));
+    let started = Instant::now();
+    let polled: Value = client
+        .get(url(&format!("/api/v1/operations/{id}?wait=25")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("poll")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(polled["status"], "completed", "{polled}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the long poll was not woken: {:?}",
+        started.elapsed()
+    );
+
+    // Every request that got a 202 completes: the workers reconnected by themselves.
+    let pool = PgPool::connect(&cluster.url()).await.expect("reconnect");
+    for id in &accepted {
+        assert_eq!(
+            finished(&pool, OperationId(*id)).await.status.as_str(),
+            "completed"
+        );
+    }
+    let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM session_messages")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(messages, accepted.len() as i64);
+}
