@@ -4,6 +4,7 @@ use crate::error::ApiError;
 
 /// A required text field: not blank, at most `max_chars` characters.
 pub fn text<'a>(field: &str, value: &'a str, max_chars: usize) -> Result<&'a str, ApiError> {
+    no_nul(field, value)?;
     if value.trim().is_empty() {
         return Err(ApiError::field(field, "must not be empty"));
     }
@@ -28,20 +29,46 @@ pub fn optional_text<'a>(
     }
 }
 
-/// An email address, lower-cased. Deliberately simple (one `@`, a dotted domain, no
-/// spaces): the real check is whether mail arrives, which is not ours to do here.
+/// The OpenAPI pattern of free text: something other than white space, and no NUL.
+pub const TEXT_PATTERN: &str = r"^[^\x00]*[^\s\x00][^\x00]*$";
+/// The OpenAPI pattern of optional text: no NUL (blank counts as absent).
+pub const OPTIONAL_TEXT_PATTERN: &str = r"^[^\x00]*$";
+/// The OpenAPI pattern of an email address, exactly what [`email`] accepts.
+pub const EMAIL_PATTERN: &str =
+    r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$";
+
+/// PostgreSQL text cannot hold NUL: refuse it as bad input, never let it reach SQL.
+fn no_nul(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        Err(ApiError::field(
+            field,
+            "must not contain NUL (\\u0000) characters",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The most characters of a long free-text field (resume, answer, job description).
+/// Chosen so that even a body of the longest text, every character JSON-escaped (12
+/// bytes for one outside the BMP), stays under the 256 KiB body limit: "too long" is
+/// then always a 422 naming the field, never a 413 for the whole body.
+pub const MAX_CONTENT_CHARS: usize = 20_000;
+
+/// An email address, lower-cased. Deliberately simple (one `@`, a dotted domain of
+/// non-empty labels, no spaces or control characters; [`EMAIL_PATTERN`]): the real
+/// check is whether mail arrives, which is not ours to do here.
 pub fn email(value: &str) -> Result<String, ApiError> {
-    let value = value.trim();
-    let valid = value.len() <= 254
-        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+    let plain = |c: char| c != '@' && !c.is_whitespace() && !c.is_control();
+    let valid = value.chars().count() <= 254
         && match value.split_once('@') {
             Some((local, domain)) => {
                 !local.is_empty()
-                    && !domain.contains('@')
+                    && local.chars().all(plain)
                     && domain.contains('.')
-                    && !domain.starts_with('.')
-                    && !domain.ends_with('.')
-                    && !domain.contains("..")
+                    && domain
+                        .split('.')
+                        .all(|label| !label.is_empty() && label.chars().all(plain))
             }
             None => false,
         };
@@ -71,7 +98,7 @@ mod tests {
     #[test]
     fn emails_are_checked_and_lower_cased() {
         assert_eq!(
-            email(" Ada@Example.COM ").ok().as_deref(),
+            email("Ada@Example.COM").ok().as_deref(),
             Some("ada@example.com")
         );
         for bad in [
@@ -83,6 +110,8 @@ mod tests {
             "a b@example.com",
             "ada@@example.com",
             "ada@example..com",
+            " ada@example.com",
+            "ada@exa\u{85}mple.com",
         ] {
             assert!(email(bad).is_err(), "{bad:?} should be refused");
         }
@@ -93,6 +122,13 @@ mod tests {
         assert!(password("1234567").is_err());
         assert!(password("12345678").is_ok());
         assert!(password(&"x".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn nul_characters_are_refused() {
+        assert!(text("title", "a\0b", 10).is_err());
+        assert!(optional_text("company", Some("\0"), 10).is_err());
+        assert!(email("a\0@example.com").is_err());
     }
 
     #[test]

@@ -14,9 +14,15 @@ use utoipa::ToSchema;
 /// A new account.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$"
+    )]
     pub email: String,
     /// At least 8 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
+    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
     pub full_name: Option<String>,
 }
 
@@ -42,6 +48,7 @@ pub struct TokenResponse {
     responses(
         (status = 201, description = "Registered", body = User),
         (status = 409, description = "EMAIL_TAKEN", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR: bad email, password under 8 characters", body = ErrorBody),
     ))]
 pub async fn register(
@@ -65,6 +72,7 @@ pub async fn register(
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 401, description = "INVALID_CREDENTIALS", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR", body = ErrorBody),
     ))]
 pub async fn login(
@@ -72,6 +80,10 @@ pub async fn login(
     Json(req): Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let email = req.email.trim().to_lowercase();
+    if email.contains('\0') {
+        // No account can have it (registration refuses it), and SQL cannot take it.
+        return Err(ApiError::InvalidCredentials);
+    }
     let credentials = {
         let mut conn = state.pool.acquire().await?;
         users::find_credentials(&mut conn, &email).await?

@@ -28,7 +28,7 @@ pub const RETRY_AFTER_SECS: u64 = 2;
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/generate-question", operation_id = "generate_question", tag = "questions",
     params(
         ("id" = uuid::Uuid, Path, description = "Session id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters; a repeat within 24 h returns the same operation"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters; a repeat within 24 h returns the same operation", min_length = 1, max_length = 255, pattern = r"^[\x20-\x7e]{1,255}$"),
     ),
     security(("bearer" = [])),
     responses(
@@ -37,6 +37,7 @@ pub const RETRY_AFTER_SECS: u64 = 2;
         (status = 400, description = "SESSION_NOT_ACTIVE", body = ErrorBody),
         (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR (bad id or key) or IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
         (status = 429, description = "TOO_MANY_REQUESTS", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the limit resets"))),

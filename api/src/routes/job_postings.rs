@@ -14,8 +14,11 @@ use utoipa::ToSchema;
 /// A job posting to practise for.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct JobPostingRequest {
+    #[schema(max_length = 200, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub title: String,
+    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
     pub company: Option<String>,
+    #[schema(max_length = 20000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub description: String,
 }
 
@@ -25,6 +28,7 @@ pub struct JobPostingRequest {
     responses(
         (status = 201, description = "Created", body = JobPosting),
         (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR", body = ErrorBody),
     ))]
 pub async fn create(
@@ -34,7 +38,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<JobPosting>), ApiError> {
     let title = validate::text("title", &req.title, 200)?;
     let company = validate::optional_text("company", req.company.as_deref(), 200)?;
-    let description = validate::text("description", &req.description, 50_000)?;
+    let description = validate::text("description", &req.description, validate::MAX_CONTENT_CHARS)?;
     let mut conn = state.pool.acquire().await?;
     let posting = job_postings::insert(&mut conn, user, title, company, description).await?;
     Ok((StatusCode::CREATED, Json(posting)))

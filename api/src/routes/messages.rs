@@ -2,7 +2,6 @@
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{CurrentUser, Json, Path, Query};
-use crate::routes::BODY_LIMIT;
 use crate::state::AppState;
 use crate::validate;
 use axum::extract::State;
@@ -13,13 +12,18 @@ use shared::db::sessions;
 use shared::domain::{SessionId, SessionStatus};
 use utoipa::{IntoParams, ToSchema};
 
+/// The last page number accepted (it keeps `page × limit` far from overflow).
+const MAX_PAGE: i64 = 10_000_000;
+
 /// Paging of a session's messages.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
-    /// 1 or more; default 1.
+    /// 1 to 10,000,000; default 1.
+    #[param(minimum = 1, maximum = 10_000_000)]
     pub page: Option<i64>,
     /// 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
@@ -35,6 +39,7 @@ pub struct MessagePage {
 /// The user's answer to the last question.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AnswerRequest {
+    #[schema(max_length = 20000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: String,
 }
 
@@ -55,15 +60,13 @@ pub async fn list(
 ) -> Result<Json<MessagePage>, ApiError> {
     let page = params.page.unwrap_or(1);
     let limit = params.limit.unwrap_or(50);
-    if page < 1 {
-        return Err(ApiError::field("page", "must be 1 or more"));
+    if !(1..=MAX_PAGE).contains(&page) {
+        return Err(ApiError::field("page", "must be between 1 and 10,000,000"));
     }
     if !(1..=200).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 200"));
     }
-    let offset = (page - 1)
-        .checked_mul(limit)
-        .ok_or_else(|| ApiError::field("page", "is too large"))?;
+    let offset = (page - 1) * limit;
     let mut conn = state.pool.acquire().await?;
     sessions::find_owned(&mut conn, session_id, user)
         .await?
@@ -87,6 +90,7 @@ pub async fn list(
         (status = 400, description = "SESSION_NOT_ACTIVE", body = ErrorBody),
         (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR: empty content", body = ErrorBody),
     ))]
 pub async fn answer(
@@ -95,7 +99,7 @@ pub async fn answer(
     Path(session_id): Path<SessionId>,
     Json(req): Json<AnswerRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
-    let content = validate::text("content", &req.content, BODY_LIMIT)?;
+    let content = validate::text("content", &req.content, validate::MAX_CONTENT_CHARS)?;
     let mut tx = state.pool.begin().await?;
     // Locked so a concurrent PATCH cannot complete the session between check and insert.
     let session = sessions::lock_owned(&mut tx, session_id, user)

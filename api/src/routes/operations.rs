@@ -22,6 +22,7 @@ pub const MAX_WAIT_SECS: u64 = 30;
 #[into_params(parameter_in = Query)]
 pub struct WaitParams {
     /// 0 to 30 seconds; default 0 (answer at once).
+    #[param(minimum = 0, maximum = 30)]
     pub wait: Option<u64>,
 }
 

@@ -2,7 +2,6 @@
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{CurrentUser, Json};
-use crate::routes::BODY_LIMIT;
 use crate::state::AppState;
 use crate::validate;
 use axum::extract::State;
@@ -13,6 +12,7 @@ use utoipa::ToSchema;
 /// The resume's text.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ResumeRequest {
+    #[schema(max_length = 20000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: String,
 }
 
@@ -22,6 +22,7 @@ pub struct ResumeRequest {
     responses(
         (status = 200, description = "Stored", body = Resume),
         (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR: empty content", body = ErrorBody),
     ))]
 pub async fn put_resume(
@@ -29,7 +30,7 @@ pub async fn put_resume(
     CurrentUser(user): CurrentUser,
     Json(req): Json<ResumeRequest>,
 ) -> Result<Json<Resume>, ApiError> {
-    let content = validate::text("content", &req.content, BODY_LIMIT)?;
+    let content = validate::text("content", &req.content, validate::MAX_CONTENT_CHARS)?;
     let mut conn = state.pool.acquire().await?;
     Ok(Json(resumes::upsert(&mut conn, user, content).await?))
 }

@@ -27,8 +27,10 @@ pub struct UpdateSessionRequest {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// 1 to 100; default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// 0 or more; default 0.
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -48,6 +50,7 @@ pub struct SessionPage {
         (status = 201, description = "Started: status active, current_question_number 0", body = Session),
         (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
         (status = 404, description = "JOB_POSTING_NOT_FOUND", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR", body = ErrorBody),
     ))]
 pub async fn create(
@@ -125,6 +128,7 @@ pub async fn get(
         (status = 400, description = "INVALID_STATUS_TRANSITION: out of completed", body = ErrorBody),
         (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR: unknown status", body = ErrorBody),
     ))]
 pub async fn update(

@@ -122,15 +122,34 @@ async fn bodies_over_256_kib_are_413_and_store_nothing(pool: PgPool) {
         .expect("request");
     assert_error(chunked, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
     assert_eq!(app.count("SELECT count(*) FROM session_messages").await, 0);
-    // Just under the limit is fine.
+    // The longest text allowed, every character JSON-escaped as a surrogate pair (12
+    // bytes each), still fits under the body limit: it is stored, not refused as a 413.
+    let longest = format!(r#"{{"content": "{}"}}"#, r"\ud83d\ude00".repeat(20_000));
+    assert!(longest.len() > 230 * 1024 && longest.len() < 256 * 1024);
     let fits = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/sessions/{session}/answers"),
+            Some(&user),
+        )
+        .header("content-type", "application/json")
+        .body(longest)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(fits.status(), StatusCode::CREATED);
+    // One character more is a 422 naming the field, and nothing is stored.
+    let too_long = app
         .post(
             &format!("/api/v1/sessions/{session}/answers"),
             Some(&user),
-            json!({"content": "y".repeat(100 * 1024)}),
+            json!({"content": "ü".repeat(20_001)}),
         )
         .await;
-    assert_eq!(fits.status(), StatusCode::CREATED);
+    assert_eq!(too_long.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = too_long.json().await.expect("error body");
+    assert!(body["detail"]["fields"]["content"].is_string(), "{body}");
+    assert_eq!(app.count("SELECT count(*) FROM session_messages").await, 1);
 }
 
 #[sqlx::test(migrations = false)]
