@@ -470,19 +470,15 @@ async fn an_idempotency_key_makes_one_operation_per_user(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn a_question_number_increment_bumps_updated_at(pool: PgPool) {
+async fn a_question_is_counted_only_in_an_active_session(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
     let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("tx");
-    sessions::lock(&mut tx, f.session.id)
-        .await
-        .expect("lock")
-        .expect("exists");
     assert_eq!(
-        sessions::increment_question_number(&mut tx, f.session.id)
+        sessions::count_question(&mut tx, f.session.id)
             .await
-            .expect("inc"),
-        1
+            .expect("count"),
+        Some(1)
     );
     tx.commit().await.expect("commit");
     let after = sessions::find(&mut conn, f.session.id)
@@ -491,6 +487,25 @@ async fn a_question_number_increment_bumps_updated_at(pool: PgPool) {
         .expect("exists");
     assert_eq!(after.current_question_number, 1);
     assert!(after.updated_at >= f.session.updated_at);
+
+    sqlx::query("UPDATE interview_sessions SET status = 'paused' WHERE id = $1")
+        .bind(f.session.id)
+        .execute(&mut *conn)
+        .await
+        .expect("pause");
+    let paused = sessions::count_question(&mut conn, f.session.id)
+        .await
+        .expect("count");
+    assert_eq!(paused, None);
+    let gone = sessions::count_question(&mut conn, shared::domain::SessionId::new())
+        .await
+        .expect("count");
+    assert_eq!(gone, None);
+    let after = sessions::find(&mut conn, f.session.id)
+        .await
+        .expect("find")
+        .expect("exists");
+    assert_eq!(after.current_question_number, 1);
 }
 
 /// Both migrators, in either order and twice, on a database nobody migrated.

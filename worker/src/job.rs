@@ -5,8 +5,8 @@
 //! operation's result in ONE transaction. What makes it exactly-once:
 //! - the operation only moves forward (`start_attempt` refuses a finished one, so a
 //!   late or second delivery is acknowledged and dropped);
-//! - the session row is locked for the commit, so concurrent jobs of one session get
-//!   consecutive question numbers;
+//! - the commit counts the question first, which locks the session row, so concurrent
+//!   jobs of one session get consecutive question numbers;
 //! - `session_messages.operation_id` is UNIQUE, so a second delivery racing the first
 //!   cannot add a second message, and then it adds no increment either.
 //!
@@ -22,7 +22,7 @@ use apalis::prelude::{AbortError, BoxDynError, Data, TaskId};
 use futures::FutureExt;
 use metrics::{counter, gauge, histogram};
 use serde_json::json;
-use shared::db::{job_postings, messages, operations, resumes, sessions};
+use shared::db::{messages, operations, question_inputs, sessions};
 use shared::domain::{OperationId, QuestionType, SessionStatus};
 use shared::jobs::QuestionGenerationJob;
 use sqlx::PgPool;
@@ -127,23 +127,17 @@ async fn try_attempt(state: &JobState, job: QuestionGenerationJob) -> Result<End
     }
     let is_last = attempts >= state.max_attempts;
 
-    let Some(session) = sessions::find(&mut conn, job.session_id).await? else {
+    let Some(inputs) = question_inputs::load(&mut conn, job.session_id).await? else {
         return fail(state, job.operation_id, SESSION_GONE).await;
     };
-    if session.status != SessionStatus::Active {
+    if inputs.status != SessionStatus::Active {
         return fail(state, job.operation_id, SESSION_NOT_ACTIVE).await;
     }
-    let job_posting = match session.job_posting_id {
-        Some(id) => job_postings::find(&mut conn, id).await?,
-        None => None,
-    };
     let context = QuestionContext {
-        job_posting,
-        resume: resumes::find_by_user(&mut conn, session.user_id)
-            .await?
-            .map(|r| r.content),
-        earlier_questions: messages::question_texts(&mut conn, job.session_id).await?,
-        requested_type: QuestionType::for_position(session.current_question_number),
+        job_posting: inputs.job_posting,
+        resume: inputs.resume,
+        earlier_questions: inputs.earlier_questions,
+        requested_type: QuestionType::for_position(inputs.current_question_number),
     };
     // No connection is held while the LLM thinks.
     drop(conn);
@@ -201,17 +195,19 @@ async fn commit(
     latency_ms: u64,
 ) -> Result<Ending, sqlx::Error> {
     let mut tx = state.pool.begin().await?;
-    // The lock orders concurrent commits of one session: each sees the number the
-    // previous one left, so numbers are consecutive with no gap or repeat.
-    let Some(session) = sessions::lock(&mut tx, job.session_id).await? else {
+    // Counting first takes the session's row lock, which orders concurrent commits of
+    // one session: each sees the number the previous one left, so numbers are
+    // consecutive with no gap or repeat. Every early return below drops the
+    // transaction, and the count with it.
+    let Some(question_number) = sessions::count_question(&mut tx, job.session_id).await? else {
         drop(tx);
-        return fail(state, job.operation_id, SESSION_GONE).await;
+        let session = sessions::find(&mut *state.pool.acquire().await?, job.session_id).await?;
+        let sentence = match session {
+            Some(_) => SESSION_NOT_ACTIVE,
+            None => SESSION_GONE,
+        };
+        return fail(state, job.operation_id, sentence).await;
     };
-    if session.status != SessionStatus::Active {
-        drop(tx);
-        return fail(state, job.operation_id, SESSION_NOT_ACTIVE).await;
-    }
-    let question_number = session.current_question_number + 1;
     let mut metadata = json!({
         "operation_id": job.operation_id,
         "question_number": question_number,
@@ -234,8 +230,6 @@ async fn commit(
         tracing::info!("another delivery already stored this operation's question");
         return Ok(Ending::Done);
     };
-    let counted = sessions::increment_question_number(&mut tx, job.session_id).await?;
-    debug_assert_eq!(counted, question_number);
     let result = json!({
         "question_text": message.content,
         "question_type": generated.question.question_type,

@@ -56,20 +56,6 @@ pub async fn find_owned(
     .await
 }
 
-/// The posting, whoever owns it: for the worker, which acts for the owner already.
-pub async fn find(
-    conn: &mut PgConnection,
-    id: JobPostingId,
-) -> Result<Option<JobPosting>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, user_id, title, company, description, created_at
-         FROM job_postings WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-}
-
 /// Deletes the posting if `user_id` owns it; its sessions keep their history with a
 /// NULL `job_posting_id` (foreign key ON DELETE SET NULL).
 pub async fn delete_owned(

@@ -106,21 +106,6 @@ pub async fn count(conn: &mut PgConnection, session_id: SessionId) -> Result<i64
         .await
 }
 
-/// The session's questions so far, oldest first: what the next one must not repeat.
-pub async fn question_texts(
-    conn: &mut PgConnection,
-    session_id: SessionId,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT content FROM session_messages
-         WHERE session_id = $1 AND message_type = 'question'
-         ORDER BY created_at, id",
-    )
-    .bind(session_id)
-    .fetch_all(conn)
-    .await
-}
-
 /// The question an operation produced, if any.
 pub async fn find_by_operation(
     conn: &mut PgConnection,

@@ -6,6 +6,7 @@
 pub mod job_postings;
 pub mod messages;
 pub mod operations;
+pub mod question_inputs;
 pub mod rate_limits;
 pub mod resumes;
 pub mod sessions;

@@ -35,13 +35,3 @@ pub async fn upsert(
     .await
 }
 
-/// The user's resume, if they wrote one.
-pub async fn find_by_user(
-    conn: &mut PgConnection,
-    user_id: UserId,
-) -> Result<Option<Resume>, sqlx::Error> {
-    sqlx::query_as("SELECT id, user_id, content, updated_at FROM resumes WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(conn)
-        .await
-}

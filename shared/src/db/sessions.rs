@@ -102,19 +102,6 @@ pub async fn lock_owned(
     .await
 }
 
-/// Locks the session row for the worker's commit: concurrent jobs of one session queue
-/// here, so each gets its own question number.
-pub async fn lock(conn: &mut PgConnection, id: SessionId) -> Result<Option<Session>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, user_id, job_posting_id, status, current_question_number, created_at, updated_at
-         FROM interview_sessions WHERE id = $1
-         FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-}
-
 /// The session, whoever owns it: for the worker, which acts for the owner already.
 pub async fn find(conn: &mut PgConnection, id: SessionId) -> Result<Option<Session>, sqlx::Error> {
     sqlx::query_as(
@@ -143,19 +130,21 @@ pub async fn set_status(
     .await
 }
 
-/// Counts one more question and returns its number. Call with the row locked by
-/// [`lock`], in the transaction that inserts the question.
-pub async fn increment_question_number(
+/// Counts one more question in an `active` session and returns its number; `None` when
+/// the session is gone or not active. The update takes the row lock until the
+/// transaction ends, so concurrent commits of one session queue here and each gets the
+/// next number: call it first in the transaction that inserts the question.
+pub async fn count_question(
     conn: &mut PgConnection,
     id: SessionId,
-) -> Result<i32, sqlx::Error> {
+) -> Result<Option<i32>, sqlx::Error> {
     sqlx::query_scalar(
         "UPDATE interview_sessions
          SET current_question_number = current_question_number + 1, updated_at = now()
-         WHERE id = $1
+         WHERE id = $1 AND status = 'active'
          RETURNING current_question_number",
     )
     .bind(id)
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await
 }
