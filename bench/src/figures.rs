@@ -1,0 +1,349 @@
+//! One function per figure of BENCHMARKS.md; each does one run on a fresh stack and
+//! returns its numbers.
+
+use crate::fake_llm;
+use crate::load::{self, Outcome};
+use crate::stack::{self, Database, Process, Setup, User};
+use crate::stats::{Figures, percentile, round};
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const WARMUP: Duration = Duration::from_secs(2);
+const MEASURE: Duration = Duration::from_secs(10);
+/// Generous: a run that takes longer than this is broken, not slow.
+const FINISH_DEADLINE: Duration = Duration::from_secs(900);
+
+/// 1. `POST …/generate-question` on `connections` connections (no worker running, so
+///    the api and PostgreSQL have the machine).
+pub async fn enqueue(setup: &Setup, connections: usize) -> anyhow::Result<Figures> {
+    let db = Database::create(setup).await?;
+    let api = Process::api(setup, &db).await?;
+    let user = User::create(&api, 100).await?;
+    let cpu_before = cpu_snapshot(&[&api]);
+    let outcome = load::closed_loop(connections, WARMUP, MEASURE, move |http, n| {
+        let user = user.clone();
+        async move { Ok(user.generate(&http, n as usize).await.is_ok()) }
+    })
+    .await?;
+    let cpu = cpu_snapshot(&[&api]).since(&cpu_before, WARMUP + MEASURE);
+    drop(api);
+    db.drop_database().await?;
+    Ok(with_cpu(load_figures(outcome), "api", cpu))
+}
+
+/// 2. `GET /operations/{id}` on `connections` connections, over 1,000 operations.
+pub async fn poll(setup: &Setup, connections: usize) -> anyhow::Result<Figures> {
+    let db = Database::create(setup).await?;
+    let api = Process::api(setup, &db).await?;
+    let user = User::create(&api, 100).await?;
+    let ids = user.generate_many(1_000, 32).await?;
+    let cpu_before = cpu_snapshot(&[&api]);
+    let outcome = load::closed_loop(connections, WARMUP, MEASURE, move |http, n| {
+        let url = format!("{}/operations/{}", user.base, ids[n as usize % ids.len()]);
+        let token = user.token.clone();
+        async move {
+            let response = http.get(url).bearer_auth(token).send().await?;
+            let ok = response.status().is_success();
+            response.bytes().await?;
+            Ok(ok)
+        }
+    })
+    .await?;
+    let cpu = cpu_snapshot(&[&api]).since(&cpu_before, WARMUP + MEASURE);
+    drop(api);
+    db.drop_database().await?;
+    Ok(with_cpu(load_figures(outcome), "api", cpu))
+}
+
+/// 3. Jobs/s end to end with an instant LLM: `jobs` queued first, then `workers`
+///    worker processes started; timed from the first claim to the last commit.
+pub async fn end_to_end(setup: &Setup, jobs: usize, workers: usize) -> anyhow::Result<Figures> {
+    let db = Database::create(setup).await?;
+    let api = Process::api(setup, &db).await?;
+    let llm = fake_llm::start(Duration::ZERO).await?;
+    // Ten questions per session, as in a real interview.
+    let user = User::create(&api, jobs.div_ceil(10)).await?;
+    user.generate_many(jobs, 64).await?;
+    let started = Instant::now();
+    let cpu_before = stack::postgres_cpu_seconds();
+    let mut running = Vec::new();
+    for _ in 0..workers {
+        running.push(Process::worker(setup, &db, &llm, 64).await?);
+    }
+    let failed = db.wait_finished(jobs as i64, FINISH_DEADLINE).await?;
+    let wall = started.elapsed();
+    let span = claim_to_commit_seconds(&db).await?;
+    // Workers started inside the window: all their CPU time counts.
+    let cpu = CpuSnapshot {
+        service: running.iter().map(|w| stack::cpu_seconds(w.pid())).sum(),
+        postgres: stack::postgres_cpu_seconds() - cpu_before,
+        harness: 0.0,
+    }
+    .since(
+        &CpuSnapshot {
+            service: 0.0,
+            postgres: 0.0,
+            harness: 0.0,
+        },
+        wall,
+    );
+    drop(running);
+    drop(api);
+    db.drop_database().await?;
+    let wall = wall.as_secs_f64();
+    let mut figures = with_cpu(Figures::new(), "workers", cpu);
+    figures.remove("cpu_cores_load_generator");
+    figures.insert("jobs_per_sec".into(), round(jobs as f64 / span));
+    figures.insert("seconds_first_claim_to_last_commit".into(), round(span));
+    figures.insert("seconds_wall_from_worker_start".into(), round(wall));
+    figures.insert("failed".into(), json!(failed));
+    Ok(figures)
+}
+
+/// 4. One worker at `concurrency` with a `latency_ms` LLM: jobs in flight and RSS.
+pub async fn in_flight(
+    setup: &Setup,
+    jobs: usize,
+    concurrency: u32,
+    latency_ms: u64,
+) -> anyhow::Result<Figures> {
+    let db = Database::create(setup).await?;
+    let api = Process::api(setup, &db).await?;
+    let llm = fake_llm::start(Duration::from_millis(latency_ms)).await?;
+    let user = User::create(&api, jobs.div_ceil(10)).await?;
+    user.generate_many(jobs, 64).await?;
+    let worker = Process::worker(setup, &db, &llm, concurrency).await?;
+    let metrics_url = format!("http://{}/metrics", worker.addr);
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut in_flight = Vec::new();
+    let mut peak_rss: f64 = 0.0;
+    loop {
+        let (finished, _) = db.finished().await?;
+        if finished >= jobs as i64 {
+            break;
+        }
+        if started.elapsed() > FINISH_DEADLINE {
+            bail!("only {finished} of {jobs} finished");
+        }
+        let metrics = http.get(&metrics_url).send().await?.text().await?;
+        // Only samples while work is still queued: the tail, where the queue is
+        // empty, says nothing about how many jobs one worker can hold.
+        let (queued,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM apalis.jobs WHERE status IN ('Pending', 'Queued')",
+        )
+        .fetch_one(&db.pool)
+        .await?;
+        if queued > 0 {
+            in_flight.push(gauge(&metrics, "question_jobs_in_flight").unwrap_or(0.0));
+        }
+        peak_rss = peak_rss.max(stack::rss_mib(worker.pid()).0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let span = claim_to_commit_seconds(&db).await?;
+    let (_, high_water) = stack::rss_mib(worker.pid());
+    drop(worker);
+    drop(api);
+    db.drop_database().await?;
+    let mut figures = Figures::new();
+    let peak_in_flight = in_flight.iter().copied().fold(0.0, f64::max);
+    figures.insert("in_flight_peak".into(), round(peak_in_flight));
+    figures.insert(
+        "in_flight_p50".into(),
+        round(percentile(&mut in_flight, 50.0)),
+    );
+    figures.insert("jobs_per_sec".into(), round(jobs as f64 / span));
+    figures.insert("rss_peak_sampled_mib".into(), round(peak_rss));
+    figures.insert("rss_high_water_mib".into(), round(high_water));
+    Ok(figures)
+}
+
+/// 5. Pickup latency (enqueue → claim) at a steady `rate` per second for `seconds`,
+///    with two workers waiting.
+pub async fn pickup(setup: &Setup, rate: u32, seconds: u64) -> anyhow::Result<Figures> {
+    let db = Database::create(setup).await?;
+    let api = Process::api(setup, &db).await?;
+    let llm = fake_llm::start(Duration::ZERO).await?;
+    let user = User::create(&api, 100).await?;
+    let workers = [
+        Process::worker(setup, &db, &llm, 64).await?,
+        Process::worker(setup, &db, &llm, 64).await?,
+    ];
+    let total = rate as u64 * seconds;
+    let http = reqwest::Client::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent = Vec::new();
+    for n in 0..total {
+        ticker.tick().await;
+        let (user, http) = (user.clone(), http.clone());
+        sent.push(tokio::spawn(async move {
+            user.generate(&http, n as usize).await
+        }));
+    }
+    for request in sent {
+        request.await??;
+    }
+    db.wait_finished(total as i64, FINISH_DEADLINE).await?;
+    // Both instants are PostgreSQL's clock: `created_at` is when the enqueue
+    // transaction began, `lock_at` when a worker claimed the job.
+    let mut latencies: Vec<f64> = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM j.lock_at - o.created_at) * 1000)::float8
+         FROM operations o JOIN apalis.jobs j ON j.idempotency_key = o.id::text",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    if latencies.len() as u64 != total {
+        bail!("{} claims for {total} operations", latencies.len());
+    }
+    drop(workers);
+    drop(api);
+    db.drop_database().await?;
+    let mut figures = Figures::new();
+    figures.insert(
+        "pickup_p50_ms".into(),
+        round(percentile(&mut latencies, 50.0)),
+    );
+    figures.insert(
+        "pickup_p99_ms".into(),
+        round(percentile(&mut latencies, 99.0)),
+    );
+    figures.insert(
+        "pickup_max_ms".into(),
+        round(percentile(&mut latencies, 100.0)),
+    );
+    Ok(figures)
+}
+
+/// 6. Long-poll wake latency: a client waits on an operation, the harness commits the
+///    operation's completion, and the time from that commit's acknowledgement to the
+///    client's response is measured, `count` times one after another.
+pub async fn wake(setup: &Setup, count: usize) -> anyhow::Result<Figures> {
+    let db = Database::create(setup).await?;
+    let api = Process::api(setup, &db).await?;
+    let user = User::create(&api, 1).await?;
+    let ids = user.generate_many(count, 8).await?;
+    let http = reqwest::Client::new();
+    let mut wakes = Vec::with_capacity(count);
+    for id in ids {
+        let request = http
+            .get(format!("{}/operations/{id}?wait=30", user.base))
+            .bearer_auth(&user.token);
+        let waiting = tokio::spawn(async move {
+            let response = request.send().await?;
+            let answered = Instant::now();
+            let body: Value = response.json().await?;
+            anyhow::Ok((answered, body))
+        });
+        // Long enough for the request to be parked on the listener; the figure is
+        // measured from the commit, so this pause is not part of it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        sqlx::query("UPDATE operations SET status = 'completed', result = '{}', updated_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&db.pool)
+            .await?;
+        let committed = Instant::now();
+        let (answered, body) = waiting.await??;
+        if body["status"] != "completed" {
+            bail!("the long poll answered {body}");
+        }
+        // Signed: the wake may reach the client before the commit's acknowledgement
+        // reaches the harness.
+        let ms = if answered >= committed {
+            (answered - committed).as_secs_f64() * 1000.0
+        } else {
+            -((committed - answered).as_secs_f64() * 1000.0)
+        };
+        wakes.push(ms);
+    }
+    drop(api);
+    db.drop_database().await?;
+    let mut figures = Figures::new();
+    figures.insert("wake_p50_ms".into(), round(percentile(&mut wakes, 50.0)));
+    figures.insert("wake_p99_ms".into(), round(percentile(&mut wakes, 99.0)));
+    Ok(figures)
+}
+
+/// Seconds from the first claim of a job to the last operation's commit.
+async fn claim_to_commit_seconds(db: &Database) -> anyhow::Result<f64> {
+    let span: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM (SELECT max(updated_at) FROM operations)
+                                 - (SELECT min(lock_at) FROM apalis.jobs))::float8",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    span.filter(|s| *s > 0.0).context("no claims recorded")
+}
+
+/// The value of an unlabelled gauge in a Prometheus text exposition.
+fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+fn load_figures(mut outcome: Outcome) -> Figures {
+    let mut figures = Figures::new();
+    figures.insert("requests_per_sec".into(), round(outcome.per_second()));
+    figures.insert(
+        "p50_ms".into(),
+        round(percentile(&mut outcome.latencies_ms, 50.0)),
+    );
+    figures.insert(
+        "p99_ms".into(),
+        round(percentile(&mut outcome.latencies_ms, 99.0)),
+    );
+    figures.insert("errors".into(), json!(outcome.errors));
+    figures
+}
+
+/// CPU seconds used so far by the processes under test, by PostgreSQL, and by this
+/// harness (load generator and fake LLM).
+#[derive(Debug)]
+struct CpuSnapshot {
+    service: f64,
+    postgres: f64,
+    harness: f64,
+}
+
+fn cpu_snapshot(service: &[&Process]) -> CpuSnapshot {
+    CpuSnapshot {
+        service: service.iter().map(|p| stack::cpu_seconds(p.pid())).sum(),
+        postgres: stack::postgres_cpu_seconds(),
+        harness: stack::cpu_seconds(std::process::id()),
+    }
+}
+
+impl CpuSnapshot {
+    /// Share of one core each used since `before`, over `elapsed`.
+    fn since(&self, before: &CpuSnapshot, elapsed: Duration) -> CpuSnapshot {
+        let share = |now: f64, then: f64| (now - then) / elapsed.as_secs_f64();
+        CpuSnapshot {
+            service: share(self.service, before.service),
+            postgres: share(self.postgres, before.postgres),
+            harness: share(self.harness, before.harness),
+        }
+    }
+}
+
+/// Adds the CPU shares; `service` names the processes under test.
+fn with_cpu(mut figures: Figures, service: &str, cpu: CpuSnapshot) -> Figures {
+    figures.insert(format!("cpu_cores_{service}"), round(cpu.service));
+    figures.insert("cpu_cores_postgres".into(), round(cpu.postgres));
+    figures.insert("cpu_cores_load_generator".into(), round(cpu.harness));
+    figures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauges_are_read_from_the_exposition() {
+        let text = "# TYPE question_jobs_in_flight gauge\nquestion_jobs_in_flight 998\nquestion_jobs_in_flight_total 3\n";
+        assert_eq!(gauge(text, "question_jobs_in_flight"), Some(998.0));
+        assert_eq!(gauge(text, "missing"), None);
+    }
+}

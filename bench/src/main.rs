@@ -1,0 +1,189 @@
+//! `bench`: the benchmarks of BENCHMARKS.md, run by hand. Each figure brings up its own
+//! stack (a fresh database, the real `api` and `worker` binaries, a fake LLM of set
+//! latency), drives it from this separate process over real HTTP, and prints one JSON
+//! line per run and one with the median of the runs.
+
+mod fake_llm;
+mod figures;
+mod load;
+mod pgbench;
+mod stack;
+mod stats;
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use stack::Setup;
+use stats::Figures;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks of the interview service (see BENCHMARKS.md)")]
+struct Cli {
+    #[command(subcommand)]
+    figure: Figure,
+    /// Runs of each figure; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Where the `api` and `worker` binaries are.
+    #[arg(long, default_value = "target/profiling")]
+    bin_dir: PathBuf,
+    /// Any database on the PostgreSQL server; each run creates and drops its own.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/interviewer"
+    )]
+    database_url: String,
+    /// Where the binaries' logs and pgbench's transaction logs go.
+    #[arg(long, default_value = ".local/bench")]
+    log_dir: PathBuf,
+    /// The pgbench scripts.
+    #[arg(long, default_value = "deploy/bench/pgbench")]
+    pgbench_scripts: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+enum Figure {
+    /// 1. POST generate-question at 32 and 128 connections.
+    Enqueue,
+    /// 2. GET /operations/{id} at 64 connections.
+    Poll,
+    /// 3. End-to-end jobs/s with an instant LLM, 1 and 2 workers, 10,000 jobs.
+    EndToEnd,
+    /// 4. Jobs in flight and RSS of one worker at WORKER_CONCURRENCY 1,000, 2 s LLM.
+    InFlight,
+    /// 5. Pickup latency at 50 jobs/s.
+    Pickup,
+    /// 6. Long-poll wake latency.
+    Wake,
+    /// 7. pgbench with our enqueue and completion transactions.
+    Pgbench,
+    /// Every figure above, in order.
+    All,
+}
+
+/// What the pgbench scripts write, one row per transaction.
+const JOBS: &str = "SELECT count(*) FROM apalis.jobs";
+const MESSAGES: &str = "SELECT count(*) FROM session_messages";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::tls::install_crypto_provider();
+    let cli = Cli::parse();
+    std::fs::create_dir_all(&cli.log_dir)?;
+    let setup = Setup {
+        bin_dir: cli.bin_dir.clone(),
+        database_url: cli.database_url.clone(),
+        log_dir: cli.log_dir.clone(),
+    };
+    let figures = match cli.figure {
+        Figure::All => vec![
+            Figure::Enqueue,
+            Figure::Poll,
+            Figure::EndToEnd,
+            Figure::InFlight,
+            Figure::Pickup,
+            Figure::Wake,
+            Figure::Pgbench,
+        ],
+        one => vec![one],
+    };
+    for figure in figures {
+        run_figure(&cli, &setup, figure).await?;
+    }
+    Ok(())
+}
+
+async fn run_figure(cli: &Cli, setup: &Setup, figure: Figure) -> anyhow::Result<()> {
+    match figure {
+        Figure::Enqueue => {
+            for connections in [32, 128] {
+                repeat(cli, "enqueue", json!({"connections": connections}), || {
+                    figures::enqueue(setup, connections)
+                })
+                .await?;
+            }
+        }
+        Figure::Poll => {
+            repeat(cli, "poll", json!({"connections": 64}), || {
+                figures::poll(setup, 64)
+            })
+            .await?;
+        }
+        Figure::EndToEnd => {
+            for workers in [1, 2] {
+                repeat(
+                    cli,
+                    "end_to_end",
+                    json!({"jobs": 10_000, "workers": workers}),
+                    || figures::end_to_end(setup, 10_000, workers),
+                )
+                .await?;
+            }
+        }
+        Figure::InFlight => {
+            let params =
+                json!({"jobs": 6_000, "worker_concurrency": 1_000, "llm_latency_ms": 2_000});
+            repeat(cli, "in_flight", params, || {
+                figures::in_flight(setup, 6_000, 1_000, 2_000)
+            })
+            .await?;
+        }
+        Figure::Pickup => {
+            repeat(
+                cli,
+                "pickup",
+                json!({"rate_per_sec": 50, "seconds": 20}),
+                || figures::pickup(setup, 50, 20),
+            )
+            .await?;
+        }
+        Figure::Wake => {
+            repeat(cli, "wake", json!({"count": 200}), || {
+                figures::wake(setup, 200)
+            })
+            .await?;
+        }
+        Figure::Pgbench => {
+            let scripts = &cli.pgbench_scripts;
+            // 10 is the api's pool (DATABASE_MAX_CONNECTIONS): what PostgreSQL sees from
+            // the api at any number of HTTP connections. 128 clients are more than a
+            // default server accepts (max_connections 100), hence 64.
+            for clients in [10, 32, 64] {
+                repeat(cli, "pgbench_enqueue", json!({"clients": clients}), || {
+                    pgbench::run(setup, scripts, "enqueue.sql", JOBS, clients, 12)
+                })
+                .await?;
+            }
+            // The database connections of one and of two workers (10 each by default).
+            for clients in [10, 20] {
+                repeat(cli, "pgbench_complete", json!({"clients": clients}), || {
+                    pgbench::run(setup, scripts, "complete.sql", MESSAGES, clients, 12)
+                })
+                .await?;
+            }
+        }
+        Figure::All => unreachable!("expanded by main"),
+    }
+    Ok(())
+}
+
+/// Runs one figure `cli.runs` times: a line per run, then a line with the medians.
+async fn repeat<F, Fut>(cli: &Cli, name: &str, params: Value, mut run: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Figures>>,
+{
+    let mut runs = Vec::with_capacity(cli.runs);
+    for n in 1..=cli.runs {
+        let figures = run().await?;
+        let mut params = params.clone();
+        params["run"] = json!(n);
+        stats::emit(name, "run", &params, &figures);
+        runs.push(figures);
+    }
+    let mut params = params;
+    params["runs"] = json!(cli.runs);
+    stats::emit(name, "median", &params, &stats::median_of(&runs));
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! What a run stands on: a fresh database, the real `api` and `worker` binaries as
+//! child processes, and a client with a registered user and sessions.
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt, stream};
+use serde_json::{Value, json};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Where the harness finds the binaries and the database server.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub bin_dir: PathBuf,
+    /// Any database on the server; runs create their own beside it.
+    pub database_url: String,
+    pub log_dir: PathBuf,
+}
+
+/// A database created for one run and dropped after it.
+#[derive(Debug)]
+pub struct Database {
+    pub url: String,
+    pub pool: PgPool,
+    name: String,
+    admin_url: String,
+}
+
+impl Database {
+    /// Creates an empty database and applies the schema (ours and apalis').
+    pub async fn create(setup: &Setup) -> anyhow::Result<Self> {
+        let (base, _) = setup
+            .database_url
+            .rsplit_once('/')
+            .context("DATABASE_URL has no database part")?;
+        let name = format!("interviewer_bench_{}", Uuid::new_v4().simple());
+        let admin_url = format!("{base}/postgres");
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .context("connecting to PostgreSQL (is it running? deploy/local/ensure-postgres.sh)")?;
+        // The name is ours (a UUID in hex), never input.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
+        let url = format!("{base}/{name}");
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await?;
+        shared::db::migrate(&pool).await?;
+        Ok(Self {
+            url,
+            pool,
+            name,
+            admin_url,
+        })
+    }
+
+    /// Counts of operations by whether they are finished.
+    pub async fn finished(&self) -> anyhow::Result<(i64, i64)> {
+        Ok(sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status IN ('completed', 'failed')),
+                    count(*) FILTER (WHERE status = 'failed')
+             FROM operations",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Waits until `total` operations are finished; the number that failed.
+    pub async fn wait_finished(&self, total: i64, deadline: Duration) -> anyhow::Result<i64> {
+        let started = Instant::now();
+        loop {
+            let (finished, failed) = self.finished().await?;
+            if finished >= total {
+                return Ok(failed);
+            }
+            if started.elapsed() > deadline {
+                bail!("only {finished} of {total} operations finished in {deadline:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn drop_database(self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await?;
+        Ok(())
+    }
+}
+
+/// A running binary; killed when dropped.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    pub addr: String,
+}
+
+impl Process {
+    /// Starts the `api` on a free port against `db` and waits until it answers.
+    pub async fn api(setup: &Setup, db: &Database) -> anyhow::Result<Self> {
+        let env = [
+            ("DATABASE_URL", db.url.clone()),
+            ("JWT_SECRET", "bench-secret".into()),
+            ("RATE_LIMIT_GENERATE_PER_MINUTE", "0".into()),
+            ("MIGRATE", "false".into()),
+        ];
+        Self::start(setup, "api", "API_ADDR", &env).await
+    }
+
+    /// Starts a `worker` that asks the LLM at `llm_url`, with `concurrency` jobs in flight.
+    pub async fn worker(
+        setup: &Setup,
+        db: &Database,
+        llm_url: &str,
+        concurrency: u32,
+    ) -> anyhow::Result<Self> {
+        let env = [
+            ("DATABASE_URL", db.url.clone()),
+            ("LLM_PROVIDER", "openai".into()),
+            ("OPENAI_BASE_URL", llm_url.to_owned()),
+            ("OPENAI_API_KEY", "bench-key".into()),
+            ("WORKER_CONCURRENCY", concurrency.to_string()),
+            ("MIGRATE", "false".into()),
+        ];
+        Self::start(setup, "worker", "WORKER_ADDR", &env).await
+    }
+
+    async fn start(
+        setup: &Setup,
+        name: &str,
+        addr_var: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let addr = free_addr()?;
+        let binary = setup.bin_dir.join(name);
+        let log = std::fs::File::create(log_path(&setup.log_dir, name))?;
+        let child = Command::new(&binary)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env(addr_var, &addr)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {} (built?)", binary.display()))?;
+        let process = Self { child, addr };
+        let health = format!("http://{}/healthz", process.addr);
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        while !client
+            .get(&health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "{name} did not become healthy; see {}",
+                    setup.log_dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(process)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
+}
+
+fn log_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}-{}.log", Uuid::new_v4().simple()))
+}
+
+/// A signed-in user of the api, with sessions to ask questions in.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub base: String,
+    pub token: String,
+    pub sessions: Vec<Uuid>,
+}
+
+impl User {
+    /// Registers a user with a resume, a job posting and `sessions` active sessions.
+    pub async fn create(api: &Process, sessions: usize) -> anyhow::Result<Self> {
+        let base = format!("http://{}/api/v1", api.addr);
+        let http = reqwest::Client::new();
+        let credentials = json!({"email": "bench@example.com", "password": "bench password"});
+        http.post(format!("{base}/auth/register"))
+            .json(&credentials)
+            .send()
+            .await?
+            .error_for_status()?;
+        let login: Value = http
+            .post(format!("{base}/auth/login"))
+            .json(&credentials)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let token = login["access_token"]
+            .as_str()
+            .context("no access_token")?
+            .to_owned();
+        let mut user = Self {
+            base,
+            token,
+            sessions: Vec::new(),
+        };
+        user.send(
+            &http,
+            "PUT",
+            "/resume",
+            json!({"content": "Ten years of Rust and PostgreSQL; built payment queues."}),
+        )
+        .await?;
+        let posting = user
+            .send(&http, "POST", "/job-postings", json!({"title": "Backend engineer", "company": "Bench", "description": "Own a durable job queue in Rust on PostgreSQL."}))
+            .await?;
+        let posting_id = &posting["id"];
+        let user_ref = &user;
+        let http_ref = &http;
+        let ids: Vec<Uuid> = stream::iter(0..sessions)
+            .map(|_| async move {
+                let session = user_ref
+                    .send(
+                        http_ref,
+                        "POST",
+                        "/sessions",
+                        json!({"job_posting_id": posting_id}),
+                    )
+                    .await?;
+                session["id"]
+                    .as_str()
+                    .context("no session id")?
+                    .parse::<Uuid>()
+                    .map_err(anyhow::Error::from)
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        user.sessions = ids;
+        Ok(user)
+    }
+
+    async fn send(
+        &self,
+        http: &reqwest::Client,
+        method: &str,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        Ok(http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// Queues a question for session number `n` (modulo the sessions); the operation id.
+    pub async fn generate(&self, http: &reqwest::Client, n: usize) -> anyhow::Result<Uuid> {
+        let session = self.sessions[n % self.sessions.len()];
+        let response = http
+            .post(format!(
+                "{}/sessions/{session}/generate-question",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?;
+        let operation: Value = response.json().await?;
+        Ok(operation["id"]
+            .as_str()
+            .context("no operation id")?
+            .parse()?)
+    }
+
+    /// Queues `count` questions over the sessions, `parallel` at a time.
+    pub async fn generate_many(&self, count: usize, parallel: usize) -> anyhow::Result<Vec<Uuid>> {
+        let http = reqwest::Client::new();
+        stream::iter(0..count)
+            .map(|n| self.generate(&http, n))
+            .buffer_unordered(parallel)
+            .try_collect()
+            .await
+    }
+}
+
+/// CPU seconds (user + system) a process and its threads have used so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds used so far by every PostgreSQL server process on the machine.
+pub fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "postgres")
+        })
+        .map(cpu_seconds)
+        .sum()
+}
+
+/// A process's resident set now and at its peak, in MiB (`VmRSS`, `VmHWM`).
+pub fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
