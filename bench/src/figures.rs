@@ -143,6 +143,15 @@ pub async fn in_flight(
     }
     let span = claim_to_commit_seconds(&db).await?;
     let (_, high_water) = stack::rss_mib(worker.pid());
+    // Where a job's time goes: all of it, and the LLM's part.
+    let metrics = http.get(&metrics_url).send().await?.text().await?;
+    let mean = |name: &str| {
+        let sum = gauge(&metrics, &format!("{name}_sum"))?;
+        let count = gauge(&metrics, &format!("{name}_count"))?;
+        (count > 0.0).then(|| sum / count)
+    };
+    let job_seconds = mean("question_job_duration_seconds").unwrap_or(0.0);
+    let llm_seconds = mean("llm_request_duration_seconds").unwrap_or(0.0);
     drop(worker);
     drop(api);
     db.drop_database().await?;
@@ -154,6 +163,12 @@ pub async fn in_flight(
         round(percentile(&mut in_flight, 50.0)),
     );
     figures.insert("jobs_per_sec".into(), round(jobs as f64 / span));
+    // Steady state by Little's law, without the ramp-up and the last wave that the
+    // span above includes.
+    let steady = percentile(&mut in_flight, 50.0) / job_seconds.max(f64::EPSILON);
+    figures.insert("jobs_per_sec_steady".into(), round(steady));
+    figures.insert("job_seconds_mean".into(), round(job_seconds));
+    figures.insert("llm_seconds_mean".into(), round(llm_seconds));
     figures.insert("rss_peak_sampled_mib".into(), round(peak_rss));
     figures.insert("rss_high_water_mib".into(), round(high_water));
     Ok(figures)
@@ -276,7 +291,7 @@ async fn claim_to_commit_seconds(db: &Database) -> anyhow::Result<f64> {
     span.filter(|s| *s > 0.0).context("no claims recorded")
 }
 
-/// The value of an unlabelled gauge in a Prometheus text exposition.
+/// The value of an unlabelled series in a Prometheus text exposition.
 fn gauge(metrics: &str, name: &str) -> Option<f64> {
     metrics.lines().find_map(|line| {
         let rest = line.strip_prefix(name)?;

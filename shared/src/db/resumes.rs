@@ -34,4 +34,3 @@ pub async fn upsert(
     .fetch_one(conn)
     .await
 }
-
