@@ -4,8 +4,8 @@
 //! twice.
 
 use crate::helpers::*;
-use crate::processes::{Process, database_url};
-use serde_json::{Value, json};
+use crate::processes::{Process, database_url, signed_in_session};
+use serde_json::Value;
 use shared::domain::OperationId;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -212,46 +212,8 @@ async fn every_202_completes_after_the_api_is_killed_right_after_accepting(pool:
     .await;
     let client = reqwest::Client::new();
     let url = |p: &str| format!("http://{}{p}", api.addr);
-    client
-        .post(url("/api/v1/auth/register"))
-        .json(&json!({"email": "k@example.com", "password": "long enough"}))
-        .send()
-        .await
-        .expect("register");
-    let login: Value = client
-        .post(url("/api/v1/auth/login"))
-        .json(&json!({"email": "k@example.com", "password": "long enough"}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let token = login["access_token"].as_str().expect("token").to_owned();
-    let posting: Value = client
-        .post(url("/api/v1/job-postings"))
-        .bearer_auth(&token)
-        .json(&json!({"title": "SRE", "description": "Keep it up"}))
-        .send()
-        .await
-        .expect("posting")
-        .json()
-        .await
-        .expect("json");
-    let session: Value = client
-        .post(url("/api/v1/sessions"))
-        .bearer_auth(&token)
-        .json(&json!({"job_posting_id": posting["id"]}))
-        .send()
-        .await
-        .expect("session")
-        .json()
-        .await
-        .expect("json");
-    let path = url(&format!(
-        "/api/v1/sessions/{}/generate-question",
-        session["id"].as_str().expect("id")
-    ));
+    let (token, session_id) = signed_in_session(&client, &api.addr, "k@example.com").await;
+    let path = url(&format!("/api/v1/sessions/{session_id}/generate-question"));
 
     let burst = (0..50).map(|_| client.post(&path).bearer_auth(&token).send());
     let mut accepted = Vec::new();

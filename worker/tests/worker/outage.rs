@@ -2,8 +2,8 @@
 //! temporary directory, a free port), so it can stop and start it at will.
 
 use crate::helpers::*;
-use crate::processes::Process;
-use serde_json::{Value, json};
+use crate::processes::{Process, signed_in_session};
+use serde_json::Value;
 use shared::domain::OperationId;
 use sqlx::PgPool;
 use std::path::{Path, PathBuf};
@@ -197,46 +197,8 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
         .build()
         .expect("client");
     let url = |p: &str| format!("http://{}{p}", api.addr);
-    client
-        .post(url("/api/v1/auth/register"))
-        .json(&json!({"email": "o@example.com", "password": "long enough"}))
-        .send()
-        .await
-        .expect("register");
-    let login: Value = client
-        .post(url("/api/v1/auth/login"))
-        .json(&json!({"email": "o@example.com", "password": "long enough"}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let token = login["access_token"].as_str().expect("token").to_owned();
-    let posting: Value = client
-        .post(url("/api/v1/job-postings"))
-        .bearer_auth(&token)
-        .json(&json!({"title": "DBA", "description": "Failover drills"}))
-        .send()
-        .await
-        .expect("posting")
-        .json()
-        .await
-        .expect("json");
-    let session: Value = client
-        .post(url("/api/v1/sessions"))
-        .bearer_auth(&token)
-        .json(&json!({"job_posting_id": posting["id"]}))
-        .send()
-        .await
-        .expect("session")
-        .json()
-        .await
-        .expect("json");
-    let generate = url(&format!(
-        "/api/v1/sessions/{}/generate-question",
-        session["id"].as_str().expect("id")
-    ));
+    let (token, session_id) = signed_in_session(&client, &api.addr, "o@example.com").await;
+    let generate = url(&format!("/api/v1/sessions/{session_id}/generate-question"));
 
     let mut accepted: Vec<uuid::Uuid> = Vec::new();
     let send = |client: &reqwest::Client| client.post(&generate).bearer_auth(&token).send();

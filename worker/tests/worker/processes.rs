@@ -1,6 +1,7 @@
 //! The real `api` and `worker` binaries as child processes, for end-to-end, crash and
 //! shutdown tests.
 
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -153,4 +154,54 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A user registered and signed in through the api at `addr`, with a job posting and
+/// one active session: the bearer token and the session id.
+pub async fn signed_in_session(
+    client: &reqwest::Client,
+    addr: &str,
+    email: &str,
+) -> (String, String) {
+    let url = |p: &str| format!("http://{addr}{p}");
+    let credentials = json!({"email": email, "password": "long enough"});
+    let registered = client
+        .post(url("/api/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), 201);
+    let login: Value = client
+        .post(url("/api/v1/auth/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    let posting: Value = client
+        .post(url("/api/v1/job-postings"))
+        .bearer_auth(&token)
+        .json(&json!({"title": "SRE", "description": "Keep it up"}))
+        .send()
+        .await
+        .expect("posting")
+        .json()
+        .await
+        .expect("json");
+    let session: Value = client
+        .post(url("/api/v1/sessions"))
+        .bearer_auth(&token)
+        .json(&json!({"job_posting_id": posting["id"]}))
+        .send()
+        .await
+        .expect("session")
+        .json()
+        .await
+        .expect("json");
+    let id = session["id"].as_str().expect("id").to_owned();
+    (token, id)
 }
