@@ -72,28 +72,17 @@ pub async fn end_to_end(setup: &Setup, jobs: usize, workers: usize) -> anyhow::R
         running.push(Process::worker(setup, &db, &llm, 64).await?);
     }
     let failed = db.wait_finished(jobs as i64, FINISH_DEADLINE).await?;
-    let wall = started.elapsed();
+    let wall = started.elapsed().as_secs_f64();
     let span = claim_to_commit_seconds(&db).await?;
-    // Workers started inside the window: all their CPU time counts.
-    let cpu = CpuSnapshot {
-        service: running.iter().map(|w| stack::cpu_seconds(w.pid())).sum(),
-        postgres: stack::postgres_cpu_seconds() - cpu_before,
-        harness: 0.0,
-    }
-    .since(
-        &CpuSnapshot {
-            service: 0.0,
-            postgres: 0.0,
-            harness: 0.0,
-        },
-        wall,
-    );
+    // The workers started inside the window, so all their CPU time counts.
+    let workers_cpu: f64 = running.iter().map(|w| stack::cpu_seconds(w.pid())).sum();
+    let postgres_cpu = stack::postgres_cpu_seconds() - cpu_before;
     drop(running);
     drop(api);
     db.drop_database().await?;
-    let wall = wall.as_secs_f64();
-    let mut figures = with_cpu(Figures::new(), "workers", cpu);
-    figures.remove("cpu_cores_load_generator");
+    let mut figures = Figures::new();
+    figures.insert("cpu_cores_workers".into(), round(workers_cpu / wall));
+    figures.insert("cpu_cores_postgres".into(), round(postgres_cpu / wall));
     figures.insert("jobs_per_sec".into(), round(jobs as f64 / span));
     figures.insert("seconds_first_claim_to_last_commit".into(), round(span));
     figures.insert("seconds_wall_from_worker_start".into(), round(wall));
