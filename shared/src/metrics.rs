@@ -2,8 +2,8 @@
 //! time so that every replica reports the whole queue, not its own share.
 
 use crate::db::operations;
+use crate::db::queue;
 use crate::domain::OperationStatus;
-use crate::jobs;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
@@ -48,6 +48,14 @@ fn describe() {
         "Age of the oldest job waiting to be picked up."
     );
     describe_gauge!("operations", "Operations by status.");
+    describe_gauge!(
+        "operations_overdue",
+        "Unfinished operations first started longer ago than a job's worst case (must read 0)."
+    );
+    describe_counter!(
+        "operations_reconciled_total",
+        "Operations the reconciler failed, by reason (job_ended, overdue)."
+    );
     describe_gauge!(
         "question_worker_heartbeat_age_seconds",
         Unit::Seconds,
@@ -107,7 +115,7 @@ pub async fn refresh_database_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
         ("done", 0),
         ("failed", 0),
     ];
-    for (status, count) in jobs::count_by_status(pool).await? {
+    for (status, count) in queue::count_by_status(pool).await? {
         if let Some(state) = queue_state(&status)
             && let Some(slot) = depth.iter_mut().find(|(name, _)| *name == state)
         {
@@ -118,8 +126,8 @@ pub async fn refresh_database_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
         gauge!("question_jobs", "state" => state).set(count as f64);
     }
     gauge!("question_jobs_oldest_pending_age_seconds")
-        .set(jobs::oldest_pending_age_secs(pool).await?);
-    let heartbeat_age = jobs::freshest_worker_heartbeat_age_secs(pool).await?;
+        .set(queue::oldest_pending_age_secs(pool).await?);
+    let heartbeat_age = queue::freshest_worker_heartbeat_age_secs(pool).await?;
     gauge!("question_worker_heartbeat_age_seconds").set(heartbeat_age.unwrap_or(f64::INFINITY));
 
     let counts = operations::count_by_status(pool).await?;
@@ -144,4 +152,8 @@ pub fn register_worker_series() {
         counter!("question_jobs_finished_total", "outcome" => outcome).increment(0);
     }
     gauge!("question_jobs_in_flight").set(0.0);
+    gauge!("operations_overdue").set(0.0);
+    for reason in ["job_ended", "overdue"] {
+        counter!("operations_reconciled_total", "reason" => reason).increment(0);
+    }
 }

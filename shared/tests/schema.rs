@@ -186,12 +186,13 @@ async fn deleting_a_job_posting_keeps_its_sessions_with_a_null_posting(pool: PgP
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn deleting_a_session_deletes_its_messages(pool: PgPool) {
+async fn deleting_a_session_deletes_its_messages_and_keeps_its_operations(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
     messages::insert_answer(&mut conn, f.session.id, "An answer")
         .await
         .expect("answer");
+    let operation = add_operation(&mut conn, &f).await;
     sqlx::query("DELETE FROM interview_sessions WHERE id = $1")
         .bind(f.session.id)
         .execute(&mut *conn)
@@ -206,6 +207,14 @@ async fn deleting_a_session_deletes_its_messages(pool: PgPool) {
         .await,
         0
     );
+    // The operation outlives its session, so a poller can be told it failed.
+    let session_id: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT session_id FROM operations WHERE id = $1")
+            .bind(operation)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("the operation is kept");
+    assert_eq!(session_id, None);
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]

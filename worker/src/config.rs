@@ -59,22 +59,22 @@ pub struct WorkerConfig {
     #[arg(long, env = "LLM_RESPONSE_FORMAT", value_enum, default_value_t = ReplyFormat::JsonSchema)]
     pub llm_response_format: ReplyFormat,
 
-    /// First retry delay in milliseconds; doubles each retry, with jitter.
-    #[arg(long, env = "LLM_BACKOFF_BASE_MS", default_value_t = 500)]
+    /// First retry delay in milliseconds (1 to 60000); doubles each retry, with jitter.
+    #[arg(long, env = "LLM_BACKOFF_BASE_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub llm_backoff_base_ms: u64,
 
-    /// Longest retry delay in milliseconds.
-    #[arg(long, env = "LLM_BACKOFF_MAX_MS", default_value_t = 8_000)]
+    /// Longest retry delay in milliseconds (1 to 600000; at least the base).
+    #[arg(long, env = "LLM_BACKOFF_MAX_MS", default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub llm_backoff_max_ms: u64,
 
     /// Seconds to finish jobs in flight after SIGTERM before exiting.
     #[arg(long, env = "WORKER_SHUTDOWN_SECS", default_value_t = 30)]
     pub worker_shutdown_secs: u64,
 
-    /// Seconds of silence after which a worker's jobs are taken over by others
-    /// [default: LLM_MAX_ATTEMPTS × (LLM_TIMEOUT_SECS + LLM_BACKOFF_MAX_MS) + 10 s].
-    #[arg(long, env = "WORKER_HEARTBEAT_SECS")]
-    pub worker_heartbeat_secs: Option<u64>,
+    /// Seconds of silence after which a worker's jobs are taken over by others (2 to
+    /// 3600). The process beats every quarter of it from a task of its own, busy or not.
+    #[arg(long, env = "WORKER_HEARTBEAT_SECS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub worker_heartbeat_secs: u64,
 
     /// Days a finished job's queue row is kept before it is deleted (0: keep them all).
     /// Operations and messages are never deleted by this.
@@ -88,8 +88,12 @@ pub struct WorkerConfig {
     pub telemetry: TelemetryConfig,
 }
 
-/// Added to the worst-case job time, for a slow database or a long garbage pause.
-const HEARTBEAT_MARGIN: Duration = Duration::from_secs(10);
+/// Heartbeats a worker may miss before its jobs are taken over.
+pub const MISSED_HEARTBEATS: u32 = 4;
+
+/// Added to a job's worst case before the reconciler calls it overdue: pickup after a
+/// takeover, slow statements, a long pause of a process.
+const WORST_CASE_MARGIN: Duration = Duration::from_secs(60);
 
 impl WorkerConfig {
     /// The provider in use: explicit, else `openai` when a key or base URL is set.
@@ -119,17 +123,26 @@ impl WorkerConfig {
         Duration::from_secs(self.worker_shutdown_secs)
     }
 
-    /// How long a worker may stay silent before its jobs are taken over. A worker whose
-    /// slots are all busy sends no heartbeat (APALIS.md), so this must exceed a job's
-    /// worst-case wall time, or a live worker's jobs would be run twice:
-    /// attempts × (timeout + longest backoff) + margin.
+    /// How long a worker may stay silent before its jobs are taken over. The heartbeat
+    /// comes from a task of its own ([`crate::upkeep`]), not from free job slots, so
+    /// this need not cover a job's length: a few seconds.
     pub fn heartbeat_window(&self) -> Duration {
-        match self.worker_heartbeat_secs {
-            Some(secs) => Duration::from_secs(secs.max(1)),
-            None => {
-                (self.llm_timeout() + self.backoff_max()) * self.llm_max_attempts + HEARTBEAT_MARGIN
-            }
-        }
+        Duration::from_secs(self.worker_heartbeat_secs)
+    }
+
+    /// How often the process beats: [`MISSED_HEARTBEATS`] beats fit in the window.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_window() / MISSED_HEARTBEATS
+    }
+
+    /// The longest a job may take from its first start, every attempt included: each
+    /// attempt may time out, wait the longest backoff, and lose its worker (a takeover
+    /// window), plus a margin. An unfinished operation first started longer ago than
+    /// this is failed by the reconciler. 190 s with the defaults:
+    /// 5 × (10 s + 8 s + 8 s) + 60 s.
+    pub fn operation_worst_case(&self) -> Duration {
+        (self.llm_timeout() + self.backoff_max() + self.heartbeat_window()) * self.llm_max_attempts
+            + WORST_CASE_MARGIN
     }
 
     /// Settings for tests: the offline provider, short timeouts and backoff.
@@ -147,7 +160,7 @@ impl WorkerConfig {
             llm_backoff_base_ms: 10,
             llm_backoff_max_ms: 50,
             worker_shutdown_secs: 30,
-            worker_heartbeat_secs: None,
+            worker_heartbeat_secs: 8,
             job_retention_days: 7,
             database: DatabaseConfig::for_url(database_url),
             telemetry: TelemetryConfig {
@@ -163,11 +176,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_heartbeat_window_with_defaults_is_about_two_minutes() {
+    fn the_defaults_take_a_dead_workers_jobs_over_within_seconds() {
         let config = WorkerConfig::try_parse_from(["worker"]).expect("defaults parse");
-        // 5 × (10 s + 8 s) + 10 s
-        assert_eq!(config.heartbeat_window(), Duration::from_secs(100));
+        assert_eq!(config.heartbeat_window(), Duration::from_secs(8));
+        assert_eq!(config.heartbeat_interval(), Duration::from_secs(2));
+        // 5 × (10 s + 8 s + 8 s) + 60 s
+        assert_eq!(config.operation_worst_case(), Duration::from_secs(190));
         assert_eq!(config.provider(), Provider::Offline);
+    }
+
+    #[test]
+    fn settings_out_of_their_range_are_refused_by_name() {
+        for args in [
+            ["worker", "--llm-backoff-base-ms", "0"],
+            ["worker", "--llm-backoff-max-ms", "0"],
+            ["worker", "--worker-heartbeat-secs", "1"],
+            ["worker", "--llm-max-attempts", "0"],
+            ["worker", "--worker-concurrency", "0"],
+        ] {
+            let err = WorkerConfig::try_parse_from(args).expect_err("out of range");
+            assert!(err.to_string().contains(&args[1][2..]), "{err}");
+        }
     }
 
     #[test]

@@ -11,21 +11,32 @@
 //!   cannot add a second message, and then it adds no increment either.
 //!
 //! Failures: one that may pass returns a retryable error, and apalis' retry layer runs
-//! the next attempt after an exponential backoff with jitter; on the last attempt, or
-//! for one that will not pass, the operation is set `failed` with a sentence for a
-//! person and the job ends with [`AbortError`]. The attempt count lives in our
-//! `operations.attempts`, so a job re-delivered after a crash keeps its budget.
+//! the next attempt after an exponential backoff; on the last attempt, or for one that
+//! will not pass, the operation is set `failed` with a sentence for a person and the job
+//! ends with [`AbortError`].
+//!
+//! "Last" is decided from both counters that bound the job, whichever runs out first:
+//! ours (`operations.attempts`, counted when an attempt starts, so a job re-delivered
+//! after a crash keeps its budget) and apalis' own (the task's attempt against its
+//! `max_attempts`, which a takeover or a drained shutdown raises without running the
+//! handler). When either says last, whatever ends the attempt (a database error, a
+//! panic, invalid output) fails the operation; the reconciler ([`crate::upkeep`]) backs
+//! that up when even the failure cannot be written.
+//!
+//! An attempt uses one pooled connection at a time: holding one while acquiring a
+//! second lets jobs wait on each other until the pool's timeout.
 
 use crate::llm::{Generated, Llm, LlmError, QuestionWriter};
 use crate::prompt::{PROMPT_VERSION, QuestionContext};
-use apalis::prelude::{AbortError, BoxDynError, Data, TaskId};
+use apalis::prelude::{AbortError, BoxDynError, Data, FromRequest, Task, TaskId};
 use futures::FutureExt;
 use metrics::{counter, gauge, histogram};
 use serde_json::json;
 use shared::db::{messages, operations, question_inputs, sessions};
 use shared::domain::{OperationId, QuestionType, SessionStatus};
 use shared::jobs::QuestionGenerationJob;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
+use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,13 +51,43 @@ pub struct JobState {
     pub max_attempts: u32,
 }
 
+/// apalis' view of this delivery: which run of the task this is (its stored attempt
+/// count, raised by takeovers and drained shutdowns, plus the runs of this delivery),
+/// and the `max_attempts` the job was enqueued with.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery {
+    pub attempt: usize,
+    pub max_attempts: Option<usize>,
+}
+
+impl<Args: Sync> FromRequest<Task<Args>> for Delivery {
+    type Error = Infallible;
+
+    async fn from_request(task: &Task<Args>) -> Result<Self, Self::Error> {
+        Ok(Self {
+            attempt: task.ctx().attempt(),
+            max_attempts: task.ctx().max_attempts(),
+        })
+    }
+}
+
+impl Delivery {
+    /// Whether apalis will not run the task again after a failure of this run: its
+    /// attempt count has reached the job's `max_attempts` (or, for a job without one,
+    /// the worker's budget).
+    fn is_last(&self, budget: u32) -> bool {
+        let max = self.max_attempts.unwrap_or(budget as usize);
+        self.attempt >= max
+    }
+}
+
 /// How one attempt ended, before it is told to apalis.
 #[derive(Debug)]
 enum Ending {
     /// Committed, or nothing left to do (finished already, by this or another delivery).
     Done,
-    /// Another attempt may succeed.
-    Retry(String),
+    /// Another attempt may succeed; `is_last` when no attempt follows all the same.
+    Retry { why: String, is_last: bool },
     /// The operation is `failed` now; no further attempt.
     Abort(String),
 }
@@ -61,6 +102,7 @@ pub async fn handle(
     job: QuestionGenerationJob,
     state: Data<Arc<JobState>>,
     task_id: TaskId,
+    delivery: Delivery,
 ) -> Result<(), BoxDynError> {
     let span = tracing::info_span!(
         "job",
@@ -68,16 +110,29 @@ pub async fn handle(
         operation_id = %job.operation_id,
         session_id = %job.session_id,
         attempt = tracing::field::Empty,
+        delivery_attempt = delivery.attempt,
     );
     let state = Arc::clone(&state);
     let started = Instant::now();
+    let apalis_last = delivery.is_last(state.max_attempts);
     gauge!("question_jobs_in_flight").increment(1.0);
     // A panic inside one attempt must not take the worker down or leave the job
     // claimed for good: it is caught here and treated as a failure that may pass.
-    let ending = AssertUnwindSafe(attempt(&state, job).instrument(span.clone()))
+    let mut ending = AssertUnwindSafe(attempt(&state, job, apalis_last).instrument(span.clone()))
         .catch_unwind()
         .await
-        .unwrap_or_else(|_| Ending::Retry("the attempt panicked".to_owned()));
+        .unwrap_or_else(|_| Ending::Retry {
+            why: "the attempt panicked".to_owned(),
+            is_last: apalis_last,
+        });
+    if let Ending::Retry { why, is_last: true } = &ending {
+        // No run follows this one: the operation must end here, whatever ended the
+        // attempt. Best effort; the reconciler fails it if even this cannot be written.
+        tracing::warn!(reason = %why, "the last attempt failed");
+        ending = fail_last(&state, job.operation_id)
+            .instrument(span.clone())
+            .await;
+    }
     gauge!("question_jobs_in_flight").decrement(1.0);
     histogram!("question_job_duration_seconds").record(started.elapsed().as_secs_f64());
 
@@ -87,7 +142,7 @@ pub async fn handle(
             counter!("question_jobs_finished_total", "outcome" => "completed").increment(1);
             Ok(())
         }
-        Ending::Retry(why) => {
+        Ending::Retry { why, .. } => {
             counter!("question_job_retries_total").increment(1);
             tracing::warn!(reason = %why, "attempt failed; will retry");
             Err(Retryable(why).into())
@@ -102,17 +157,26 @@ pub async fn handle(
 
 /// One attempt. Database errors are failures that may pass (the database may be back
 /// on the next attempt); nothing here leaves a partial write behind.
-async fn attempt(state: &JobState, job: QuestionGenerationJob) -> Ending {
-    match try_attempt(state, job).await {
+async fn attempt(state: &JobState, job: QuestionGenerationJob, apalis_last: bool) -> Ending {
+    // Until the attempt is counted, only apalis' counter knows whether it is the last.
+    let mut is_last = apalis_last;
+    match try_attempt(state, job, &mut is_last).await {
         Ok(ending) => ending,
         Err(err) => {
             tracing::error!(error = ?err, "database error during the attempt");
-            Ending::Retry(format!("database error: {err}"))
+            Ending::Retry {
+                why: format!("database error: {err}"),
+                is_last,
+            }
         }
     }
 }
 
-async fn try_attempt(state: &JobState, job: QuestionGenerationJob) -> Result<Ending, sqlx::Error> {
+async fn try_attempt(
+    state: &JobState,
+    job: QuestionGenerationJob,
+    is_last: &mut bool,
+) -> Result<Ending, sqlx::Error> {
     let mut conn = state.pool.acquire().await?;
     let Some(started) = operations::start_attempt(&mut conn, job.operation_id).await? else {
         tracing::info!("operation already finished or gone; dropping the job");
@@ -123,15 +187,15 @@ async fn try_attempt(state: &JobState, job: QuestionGenerationJob) -> Result<End
     if attempts > state.max_attempts {
         // Re-delivered after its budget was spent (e.g. a worker died on the last
         // attempt before it could record the failure).
-        return fail(state, job.operation_id, ATTEMPTS_SPENT).await;
+        return fail(&mut conn, job.operation_id, ATTEMPTS_SPENT).await;
     }
-    let is_last = attempts >= state.max_attempts;
+    *is_last |= attempts >= state.max_attempts;
 
     let Some(inputs) = question_inputs::load(&mut conn, job.session_id).await? else {
-        return fail(state, job.operation_id, SESSION_GONE).await;
+        return fail(&mut conn, job.operation_id, SESSION_GONE).await;
     };
     if inputs.status != SessionStatus::Active {
-        return fail(state, job.operation_id, SESSION_NOT_ACTIVE).await;
+        return fail(&mut conn, job.operation_id, SESSION_NOT_ACTIVE).await;
     }
     let context = QuestionContext {
         job_posting: inputs.job_posting,
@@ -153,7 +217,7 @@ async fn try_attempt(state: &JobState, job: QuestionGenerationJob) -> Result<End
         }
         Err(err) => {
             counter!("llm_requests_total", "outcome" => err.outcome.label()).increment(1);
-            return llm_failure(state, job.operation_id, err, is_last).await;
+            return llm_failure(state, job.operation_id, err, *is_last).await;
         }
     };
     commit(state, job, generated, attempts, latency.as_millis() as u64).await
@@ -173,17 +237,46 @@ async fn llm_failure(
 ) -> Result<Ending, sqlx::Error> {
     tracing::warn!(error = %err, is_last, "LLM request failed");
     if err.outcome.may_pass() && !is_last {
-        Ok(Ending::Retry(err.to_string()))
+        Ok(Ending::Retry {
+            why: err.to_string(),
+            is_last,
+        })
     } else {
-        fail(state, id, err.outcome.sentence()).await
+        // The LLM call held no connection; this is the attempt's only one now.
+        fail(
+            &mut *state.pool.acquire().await?,
+            id,
+            err.outcome.sentence(),
+        )
+        .await
     }
 }
 
 /// Sets the operation `failed` (only if it has not finished) and ends the job.
-async fn fail(state: &JobState, id: OperationId, sentence: &str) -> Result<Ending, sqlx::Error> {
-    let mut conn = state.pool.acquire().await?;
-    operations::fail(&mut conn, id, sentence).await?;
+async fn fail(
+    conn: &mut PgConnection,
+    id: OperationId,
+    sentence: &str,
+) -> Result<Ending, sqlx::Error> {
+    operations::fail(conn, id, sentence).await?;
     Ok(Ending::Abort(sentence.to_owned()))
+}
+
+/// Ends the operation after a last attempt that failed on something other than the
+/// model (a database error, a panic). Whether or not the write lands, the job ends:
+/// if it does not, the job is terminal while the operation is not, which is what the
+/// reconciler looks for.
+async fn fail_last(state: &JobState, id: OperationId) -> Ending {
+    let written = match state.pool.acquire().await {
+        Ok(mut conn) => operations::fail(&mut conn, id, ATTEMPTS_SPENT)
+            .await
+            .map(|_| ()),
+        Err(err) => Err(err),
+    };
+    if let Err(err) = written {
+        tracing::error!(error = %err, "could not record the failure; the reconciler will");
+    }
+    Ending::Abort(ATTEMPTS_SPENT.to_owned())
 }
 
 /// The ONE transaction: message, counter and result together, or nothing.
@@ -200,13 +293,14 @@ async fn commit(
     // consecutive with no gap or repeat. Every early return below drops the
     // transaction, and the count with it.
     let Some(question_number) = sessions::count_question(&mut tx, job.session_id).await? else {
-        drop(tx);
-        let session = sessions::find(&mut *state.pool.acquire().await?, job.session_id).await?;
-        let sentence = match session {
+        // Nothing was written: the failure goes on the same connection.
+        let sentence = match sessions::find(&mut tx, job.session_id).await? {
             Some(_) => SESSION_NOT_ACTIVE,
             None => SESSION_GONE,
         };
-        return fail(state, job.operation_id, sentence).await;
+        let ending = fail(&mut tx, job.operation_id, sentence).await?;
+        tx.commit().await?;
+        return Ok(ending);
     };
     let mut metadata = json!({
         "operation_id": job.operation_id,

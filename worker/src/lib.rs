@@ -7,6 +7,7 @@
 //! - [`job`]: one attempt, from claim to the one commit transaction;
 //! - [`llm`]: the provider trait, `openai` and `offline`;
 //! - [`prompt`], [`output`]: what the LLM is asked, and the strict reading of its reply;
+//! - [`upkeep`]: the heartbeat, the reconciler and retention, beside the jobs;
 //! - [`server`]: `/healthz` and `/metrics`.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod output;
 pub mod prompt;
 pub mod queue;
 pub mod server;
+pub mod upkeep;
 
 use crate::config::{Provider, WorkerConfig};
 use crate::job::JobState;
@@ -62,44 +64,42 @@ pub async fn work(
     shared::metrics::register_worker_series();
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server_pool = pool.clone();
+    let worst_case = config.operation_worst_case();
     let server = tokio::spawn(async move {
-        axum::serve(listener, server::router(server_pool, metrics))
+        axum::serve(listener, server::router(server_pool, metrics, worst_case))
             .with_graceful_shutdown(async {
                 let _ = server_stopped.await;
             })
             .await
     });
 
-    let retention = tokio::spawn(purge_finished_jobs(pool.clone(), config.job_retention_days));
+    let upkeep = [
+        tokio::spawn(upkeep::heartbeat(
+            pool.clone(),
+            config.heartbeat_interval(),
+            config.heartbeat_window(),
+        )),
+        tokio::spawn(upkeep::reconciler(
+            pool.clone(),
+            config.operation_worst_case(),
+        )),
+        tokio::spawn(upkeep::retention(pool.clone(), config.job_retention_days)),
+    ];
     let signal = async move {
         shutdown.await;
         tracing::info!("shutdown requested: taking no new jobs, finishing those in flight");
         Ok(())
     };
+    // The heartbeat goes on while jobs in flight drain, so none is taken over.
     let outcome = queue::monitor(config, state).run_with_signal(signal).await;
-    retention.abort();
+    for task in upkeep {
+        task.abort();
+    }
     let _ = server_stop.send(());
     let _ = server.await;
     outcome?;
     tracing::info!("worker stopped");
     Ok(())
-}
-
-/// Deletes old finished jobs once an hour (every replica does; the DELETE is idempotent
-/// and cheap on apalis' indexes).
-async fn purge_finished_jobs(pool: PgPool, days: u32) {
-    if days == 0 {
-        return;
-    }
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
-    loop {
-        every.tick().await;
-        match shared::jobs::purge_finished(&pool, days).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, days, "deleted finished jobs past retention"),
-            Err(err) => tracing::warn!(error = %err, "could not delete old finished jobs"),
-        }
-    }
 }
 
 /// The configured LLM provider.

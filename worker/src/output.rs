@@ -56,7 +56,17 @@ pub fn parse_text(reply: &str, requested: QuestionType) -> Result<Question, Inva
     validate(reply.to_owned(), requested)
 }
 
+/// Drops the C0 and C1 control characters (and DEL), except `\n` and `\t`: PostgreSQL
+/// cannot store NUL in `text`, and escape sequences would reach a client's terminal or
+/// page. Applied before the length bound, so what is measured is what is stored.
+fn strip_controls(text: &str) -> String {
+    text.chars()
+        .filter(|c| matches!(c, '\n' | '\t') || !c.is_control())
+        .collect()
+}
+
 fn validate(text: String, question_type: QuestionType) -> Result<Question, InvalidOutput> {
+    let text = strip_controls(&text);
     let text = text.trim();
     if text.is_empty() {
         return Err(InvalidOutput("empty question_text".into()));
@@ -113,6 +123,34 @@ mod tests {
             "x".repeat(MAX_QUESTION_CHARS + 1)
         );
         assert!(parse_json(&long).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_stripped_before_the_length_bound() {
+        let q = parse_json(
+            r#"{"question_text": "What is a\u0000b?\u001b[31m\u009b\r\n\tWhy?\u007f", "question_type": "technical"}"#,
+        )
+        .expect("valid once stripped");
+        assert_eq!(q.text, "What is ab?[31m\n\tWhy?");
+        // Controls do not count towards the bound: they are gone before it is applied.
+        let padded = format!(
+            r#"{{"question_text": "{}{}", "question_type": "technical"}}"#,
+            "\\u0000".repeat(100),
+            "x".repeat(MAX_QUESTION_CHARS)
+        );
+        assert_eq!(
+            parse_json(&padded).expect("fits").text.chars().count(),
+            MAX_QUESTION_CHARS
+        );
+        // Nothing but controls is an empty question.
+        assert!(
+            parse_json(r#"{"question_text": "\u0000\u0007", "question_type": "technical"}"#)
+                .is_err()
+        );
+        // A lone surrogate escape is not valid JSON text for a Rust string.
+        assert!(
+            parse_json(r#"{"question_text": "\ud800?", "question_type": "technical"}"#).is_err()
+        );
     }
 
     #[test]

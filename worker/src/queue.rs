@@ -1,7 +1,7 @@
 //! apalis wiring: the PostgreSQL storage, the worker's layers, and the monitor that runs
-//! it. Every choice here follows a rule of APALIS.md, named where it is applied.
+//! it. Every choice here follows a rule of docs/APALIS.md, named where it is applied.
 
-use crate::config::WorkerConfig;
+use crate::config::{MISSED_HEARTBEATS, WorkerConfig};
 use crate::job::{self, JobState};
 use apalis::layers::retry::HasherRng;
 use apalis::layers::retry::backoff::{ExponentialBackoffMaker, MakeBackoff};
@@ -9,36 +9,60 @@ use apalis::prelude::*;
 use apalis_postgres::{Config, PostgresStorage};
 use shared::jobs::{QUESTION_GENERATION_QUEUE, QuestionGenerationJob};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How often a quiet queue is polled, as a safety net under LISTEN/NOTIFY pickup.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Heartbeats that may be missed before a worker counts as dead.
-const MISSED_HEARTBEATS: u32 = 4;
 
-/// A worker name unique per process and per restart: a new process reusing a dead
-/// worker's name left its job Running for good (APALIS.md). The random part guards
-/// against pid reuse (every container's first process is pid 1).
+/// The part of this process's worker names that no other process shares:
+/// `{host}-{pid}-{nonce}-`. A new process reusing a dead worker's name left its job
+/// Running for good (docs/APALIS.md), and the random nonce guards against pid reuse
+/// (every container's first process is pid 1).
+pub fn worker_name_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "worker".to_owned());
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}-{}-", std::process::id(), &nonce[..8])
+    })
+}
+
+/// The run of the apalis worker that is working now: the monitor starts run 0 and a
+/// new run after each stop on an error.
+static CURRENT_RUN: AtomicUsize = AtomicUsize::new(0);
+
+/// A worker name unique per process and per restart of the apalis worker (`run`); the
+/// newest becomes [`current_worker_name`].
 pub fn worker_name(run: usize) -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".to_owned());
-    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let nonce = NONCE.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_owned());
-    format!("{host}-{}-{nonce}-{run}", std::process::id())
+    CURRENT_RUN.store(run, Ordering::SeqCst);
+    format!("{}{run}", worker_name_prefix())
+}
+
+/// The name of the apalis worker working now, the only one the heartbeat keeps alive:
+/// a run that stopped on an error must be seen dead, so that the jobs it held are
+/// taken over.
+pub fn current_worker_name() -> String {
+    format!(
+        "{}{}",
+        worker_name_prefix(),
+        CURRENT_RUN.load(Ordering::SeqCst)
+    )
 }
 
 /// The storage configuration derived from the settings.
 pub fn storage_config(config: &WorkerConfig) -> Config {
-    let window = config.heartbeat_window();
-    // `batch_size ≥ concurrency / 4`, or shutdown deadlocks (APALIS.md); more than the
-    // concurrency would only park fetched jobs in memory.
+    // `batch_size ≥ concurrency / 4`, or shutdown deadlocks (docs/APALIS.md); more than
+    // the concurrency would only park fetched jobs in memory.
     let batch_size = (config.worker_concurrency as usize).div_ceil(4).max(1);
+    // apalis' own heartbeat and takeover use the same window as our heartbeat task.
     Config::default()
         .queue(QUESTION_GENERATION_QUEUE)
         .batch_size(batch_size)
-        .heartbeat_interval((window / MISSED_HEARTBEATS).max(Duration::from_millis(500)))
+        .heartbeat_interval(config.heartbeat_interval())
         .missed_heartbeats(MISSED_HEARTBEATS as usize)
 }
 
@@ -63,13 +87,16 @@ pub fn monitor(config: &WorkerConfig, state: Arc<JobState>) -> Monitor {
                 // Millisecond pickup on insert, with a 1 s poll as a safety net.
                 .with_pubsub()
                 .poll_with_interval(POLL_INTERVAL);
-            // Exponential backoff with full jitter between attempts.
+            // Exponential backoff between attempts: the n-th wait is d = min(base × 2ⁿ,
+            // max) plus a random extra of up to d, never past max (tower's jitter: not
+            // "full jitter", the wait is never shorter than d). The bounds are valid by
+            // construction: the settings' ranges make base ≥ 1 ms and max ≥ base.
             let backoff = ExponentialBackoffMaker::new(base, max, 1.0, HasherRng::default())
                 .expect("backoff bounds are valid")
                 .make_backoff();
             WorkerBuilder::new(worker_name(run))
                 .backend(storage)
-                // First, so it is the outermost layer (APALIS.md).
+                // First, so it is the outermost layer (docs/APALIS.md).
                 .concurrency(concurrency)
                 .retry(RetryPolicy::retries(retries).with_backoff(backoff))
                 .data(Arc::clone(&state))

@@ -7,7 +7,9 @@ pub mod job_postings;
 pub mod messages;
 pub mod operations;
 pub mod question_inputs;
+pub mod queue;
 pub mod rate_limits;
+pub mod reconcile;
 pub mod resumes;
 pub mod sessions;
 pub mod users;
@@ -56,6 +58,14 @@ pub enum MigrateError {
 /// Whether a database error is the named constraint refusing a row.
 pub fn violates(err: &sqlx::Error, constraint: &str) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.constraint() == Some(constraint))
+}
+
+/// Whether a write was refused because the user it names no longer exists: a foreign
+/// key to `users` (every such constraint is named `<table>_user_id_fkey`).
+pub fn refers_to_a_missing_user(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.code().as_deref() == Some("23503")
+            && db.constraint().is_some_and(|c| c.ends_with("_user_id_fkey")))
 }
 
 /// Whether an error means the database could not be reached or had no connection free,

@@ -136,15 +136,17 @@ pub async fn find(
     .await
 }
 
-/// Moves the operation to `processing` and counts one more attempt; `None` when it is
-/// missing or already `completed`/`failed` (the job is then dropped).
+/// Moves the operation to `processing` and counts one more attempt (recording when the
+/// first one began); `None` when it is missing or already `completed`/`failed` (the
+/// job is then dropped).
 pub async fn start_attempt(
     conn: &mut PgConnection,
     id: OperationId,
 ) -> Result<Option<Started>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE operations
-         SET status = 'processing', attempts = attempts + 1, updated_at = now()
+         SET status = 'processing', attempts = attempts + 1,
+             started_at = coalesce(started_at, now()), updated_at = now()
          WHERE id = $1 AND status IN ('pending', 'processing')
          RETURNING user_id, session_id, attempts",
     )

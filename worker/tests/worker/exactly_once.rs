@@ -147,30 +147,49 @@ async fn one_worker_at_concurrency_1000_runs_a_thousand_jobs_at_once(pool: PgPoo
 }
 
 #[sqlx::test(migrations = false)]
-async fn finished_jobs_past_retention_are_purged_and_their_results_kept(pool: PgPool) {
+async fn ended_jobs_and_silent_workers_past_retention_are_purged_and_results_kept(pool: PgPool) {
     migrated(&pool).await;
     let (user, session) = session(&pool, 1).await;
     let worker = RunningWorker::start(&pool, config(|_| {})).await;
     let old = enqueue(&pool, user, session, 5).await;
     let recent = enqueue(&pool, user, session, 5).await;
+    let exhausted = enqueue(&pool, user, session, 5).await;
     finished(&pool, old).await;
     finished(&pool, recent).await;
+    finished(&pool, exhausted).await;
     settled_jobs(&pool).await;
     worker.stop().await;
-    let old_job = old.0.as_u128();
+    let job_id = |id: OperationId| ulid::Ulid(id.0.as_u128()).to_string();
     sqlx::query("UPDATE apalis.jobs SET done_at = now() - interval '8 days' WHERE id = $1")
-        .bind(ulid::Ulid(old_job).to_string())
+        .bind(job_id(old))
         .execute(&pool)
         .await
         .expect("age the job");
+    // A job that failed for good (attempts spent) goes too; one with attempts left
+    // would be fetched again, so it is not "ended".
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Failed', attempts = max_attempts,
+                done_at = now() - interval '8 days' WHERE id = $1",
+    )
+    .bind(job_id(exhausted))
+    .execute(&pool)
+    .await
+    .expect("age the failed job");
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         VALUES ('long-gone', 'question_generation', 'PgStorage', '', now() - interval '8 days')",
+    )
+    .execute(&pool)
+    .await
+    .expect("a silent worker");
     assert_eq!(
-        shared::jobs::purge_finished(&pool, 7).await.expect("purge"),
-        1
+        worker::upkeep::purge_once(&pool, 7).await.expect("purge"),
+        (2, 1)
     );
     assert_eq!(settled_jobs(&pool).await.len(), 1, "the recent job is kept");
     assert_eq!(
         question_count(&pool, session).await,
-        2,
+        3,
         "results are not touched"
     );
 }

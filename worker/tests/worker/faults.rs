@@ -15,7 +15,7 @@ use wiremock::{Request, Respond, ResponseTemplate};
 /// Every completed operation is consistent (its message exists and matches its result),
 /// every failed one left no message, and each session's counter equals its questions,
 /// numbered 1..n with no gap or repeat.
-async fn assert_consistent(pool: &PgPool) {
+pub async fn assert_consistent(pool: &PgPool) {
     let inconsistent: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM operations o
          LEFT JOIN session_messages m ON m.operation_id = o.id
@@ -124,7 +124,7 @@ async fn under_llm_chaos_every_operation_ends_consistent_within_the_call_budget(
     assert!(completed >= 270, "only {completed} completed");
 }
 
-fn worker_env(
+pub fn worker_env(
     pool: &PgPool,
     server: &wiremock::MockServer,
     extra: &[(&'static str, &str)],

@@ -8,5 +8,7 @@ mod exactly_once;
 mod failures;
 mod faults;
 mod generation;
+mod lifecycle;
+mod lifecycle_faults;
 mod observability;
 mod outage;

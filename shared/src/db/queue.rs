@@ -1,0 +1,132 @@
+//! SQL for apalis' own tables, `apalis.jobs` and `apalis.workers`, beyond what apalis
+//! does itself: the gauges that read the queue, the worker's own heartbeat, and the
+//! retention that apalis leaves to us (it never deletes a row).
+//!
+//! Only rows of our queue (`job_type = 'question_generation'`) are touched. The enqueue
+//! itself stays in [`crate::jobs`], since it goes through apalis' `push_tasks`.
+
+use crate::jobs::QUESTION_GENERATION_QUEUE;
+use sqlx::{PgConnection, PgPool};
+
+/// The SQL condition on a job row `j` that apalis will not run again: `Done`, `Killed`,
+/// or `Failed` with its attempts spent (a `Failed` row with attempts left is fetched
+/// again at once). Used by the reconciler and the purge, spelled once; a macro so that
+/// the statements stay `&'static str` (sqlx refuses SQL built at run time).
+#[macro_export]
+macro_rules! ended_job {
+    () => {
+        "(j.status IN ('Done', 'Killed') OR (j.status = 'Failed' AND j.attempts >= j.max_attempts))"
+    };
+}
+
+/// Jobs of the queue by apalis status (`Pending`, `Queued`, `Running`, `Done`,
+/// `Failed`, `Killed`), as one cheap GROUP BY.
+pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, count(*) FROM apalis.jobs WHERE job_type = $1 GROUP BY status")
+        .bind(QUESTION_GENERATION_QUEUE)
+        .fetch_all(pool)
+        .await
+}
+
+/// Seconds since the oldest job still waiting to be picked up was due (0 when none is).
+pub async fn oldest_pending_age_secs(pool: &PgPool) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8
+         FROM apalis.jobs
+         WHERE job_type = $1 AND status IN ('Pending', 'Queued') AND run_at <= now()",
+    )
+    .bind(QUESTION_GENERATION_QUEUE)
+    .fetch_one(pool)
+    .await
+}
+
+/// Seconds since the freshest heartbeat of any worker on the queue; `None` when no
+/// worker ever registered.
+pub async fn freshest_worker_heartbeat_age_secs(pool: &PgPool) -> Result<Option<f64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - max(last_seen))::float8 FROM apalis.workers WHERE worker_type = $1",
+    )
+    .bind(QUESTION_GENERATION_QUEUE)
+    .fetch_one(pool)
+    .await
+}
+
+/// Marks the apalis worker `name` alive. apalis' own heartbeat is sent only when a job
+/// slot is free; this one is sent by a task of the worker process's own, so a busy
+/// worker is never taken for a dead one. Returns whether the row exists.
+pub async fn beat(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE apalis.workers SET last_seen = now() WHERE id = $1 AND worker_type = $2",
+    )
+    .bind(name)
+    .bind(QUESTION_GENERATION_QUEUE)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Rows deleted per statement by the purges: small enough that no statement holds
+/// many row locks or a long transaction, large enough that a backlog goes in minutes.
+pub const PURGE_BATCH: i64 = 1_000;
+
+/// Deletes up to [`PURGE_BATCH`] ended jobs of the queue that ended more than
+/// `older_than_days` ago, if no other replica is purging now (a transaction-scoped
+/// advisory lock; `None` when another holds it). The operations and messages they
+/// produced are kept: only the queue's rows go.
+pub async fn purge_ended_jobs(
+    pool: &PgPool,
+    older_than_days: u32,
+) -> Result<Option<u64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if !try_purge_lock(&mut tx).await? {
+        return Ok(None);
+    }
+    let done = sqlx::query(concat!(
+        "DELETE FROM apalis.jobs WHERE id IN (
+             SELECT j.id FROM apalis.jobs j
+             WHERE j.job_type = $1 AND ",
+        ended_job!(),
+        " AND coalesce(j.done_at, j.lock_at, j.run_at) < now() - make_interval(days => $2)
+             LIMIT $3)"
+    ))
+    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(older_than_days as i32)
+    .bind(PURGE_BATCH)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(done.rows_affected()))
+}
+
+/// Deletes the rows of workers silent for more than `older_than_days` that no job
+/// refers to any more (`jobs.lock_by` is a foreign key to them, and a job held by a
+/// worker row that is gone could never be taken over). `None` when another replica is
+/// purging now.
+pub async fn purge_silent_workers(
+    pool: &PgPool,
+    older_than_days: u32,
+) -> Result<Option<u64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if !try_purge_lock(&mut tx).await? {
+        return Ok(None);
+    }
+    let done = sqlx::query(
+        "DELETE FROM apalis.workers w
+         WHERE w.worker_type = $1
+           AND w.last_seen < now() - make_interval(days => $2)
+           AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)",
+    )
+    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(older_than_days as i32)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(done.rows_affected()))
+}
+
+/// One replica purges at a time: the lock is released when the transaction ends.
+async fn try_purge_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('interviewer.purge'))")
+        .fetch_one(conn)
+        .await
+}

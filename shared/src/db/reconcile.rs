@@ -1,0 +1,107 @@
+//! The reconciler's statement: it fails the operations that can no longer end by
+//! themselves. It spans `operations` and `apalis.jobs`, like [`super::question_inputs`]
+//! spans the tables of a prompt, because the question it answers ("is this operation's
+//! job still going to run?") is about both.
+//!
+//! An unfinished operation is stuck when
+//! - its job has ended (`Done`, `Killed`, or `Failed` with its attempts spent) or is
+//!   missing: nothing will run it again, typically because the last attempt could not
+//!   even write its failure (the database was away);
+//! - or a worker first began it longer ago than a job's worst case: something holds it
+//!   that should not (a wedged process). Counting from the first start, not from
+//!   creation, because waiting in a backlog is legitimate.
+//!
+//! It is safe to run from every worker at once: rows are taken `FOR UPDATE SKIP
+//! LOCKED`, and every update is guarded by the status it expects.
+
+use crate::domain::OperationId;
+use crate::ended_job;
+use crate::jobs::QUESTION_GENERATION_QUEUE;
+use sqlx::PgConnection;
+use std::time::Duration;
+
+/// Shown when the job ended without the operation ending.
+pub const JOB_ENDED: &str = "The question could not be generated: every attempt failed.";
+/// Shown when the operation outlived the job's worst case.
+pub const OVERDUE: &str = "The question could not be generated in time.";
+
+/// Operations failed per statement; the next tick takes the rest.
+const BATCH: i64 = 500;
+
+/// One operation the reconciler failed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Reconciled {
+    pub id: OperationId,
+    /// `job_ended` or `overdue`, for the log and the metric.
+    pub reason: String,
+}
+
+/// Fails the stuck operations (up to a batch), and ends the queue row of each overdue
+/// one so that no worker starts it again. `worst_case` is how long a job may take from
+/// its first start, every attempt, backoff and takeover included.
+pub async fn fail_stuck(
+    conn: &mut PgConnection,
+    worst_case: Duration,
+) -> Result<Vec<Reconciled>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "WITH stuck AS (
+             SELECT o.id,
+                    CASE WHEN j.id IS NULL OR ",
+        ended_job!(),
+        " THEN 'job_ended' ELSE 'overdue' END AS reason
+             FROM operations o
+             LEFT JOIN apalis.jobs j ON j.job_type = $1 AND j.idempotency_key = o.id::text
+             WHERE o.status IN ('pending', 'processing')
+               AND (j.id IS NULL OR ",
+        ended_job!(),
+        " OR coalesce(o.started_at,
+                                CASE WHEN j.status IN ('Queued', 'Running') THEN j.lock_at END)
+                       < now() - make_interval(secs => $2))
+             ORDER BY o.created_at
+             LIMIT $3
+             FOR UPDATE OF o SKIP LOCKED
+         ),
+         failed AS (
+             UPDATE operations o
+             SET status = 'failed',
+                 error_message = CASE stuck.reason WHEN 'overdue' THEN $5 ELSE $4 END,
+                 updated_at = now()
+             FROM stuck
+             WHERE o.id = stuck.id AND o.status IN ('pending', 'processing')
+             RETURNING o.id, stuck.reason
+         ),
+         ended AS (
+             UPDATE apalis.jobs j
+             SET status = 'Killed', done_at = now(),
+                 last_result = '{\"Err\": \"Ended by the reconciler: the operation outlived a job''s worst case.\"}'
+             FROM failed
+             WHERE failed.reason = 'overdue'
+               AND j.job_type = $1 AND j.idempotency_key = failed.id::text
+               AND j.status NOT IN ('Done', 'Killed')
+         )
+         SELECT id, reason FROM failed"
+    ))
+    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(worst_case.as_secs_f64())
+    .bind(BATCH)
+    .bind(JOB_ENDED)
+    .bind(OVERDUE)
+    .fetch_all(conn)
+    .await
+}
+
+/// Unfinished operations first started longer ago than `worst_case`: the gauge that
+/// must read 0 (the reconciler fails them within a tick).
+pub async fn count_overdue(
+    conn: &mut PgConnection,
+    worst_case: Duration,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM operations
+         WHERE status IN ('pending', 'processing')
+           AND started_at < now() - make_interval(secs => $1)",
+    )
+    .bind(worst_case.as_secs_f64())
+    .fetch_one(conn)
+    .await
+}

@@ -1,0 +1,110 @@
+//! What a worker process does beside running jobs, each in a task of its own so that
+//! none of it waits for a free job slot:
+//! - the heartbeat: marks this process's apalis workers alive every quarter of the
+//!   takeover window, and takes over the jobs of workers silent for longer than it;
+//! - the reconciler: fails every operation that can no longer end by itself
+//!   ([`shared::db::reconcile`]);
+//! - retention: deletes ended queue rows and silent worker rows after
+//!   `JOB_RETENTION_DAYS`, one replica at a time.
+//!
+//! Every replica runs all three; each statement is safe to run from several at once.
+
+use metrics::counter;
+use shared::db::{queue, reconcile};
+use shared::jobs::QUESTION_GENERATION_QUEUE;
+use sqlx::PgPool;
+use std::time::Duration;
+use tokio::time::MissedTickBehavior;
+
+/// How often the reconciler looks for stuck operations. A stuck operation is failed
+/// within this of becoming stuck: short next to a job's worst case, long next to the
+/// statement's cost (one index scan of the unfinished operations).
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+
+/// How often retention runs.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Beats for this process's working apalis worker every `interval`, and re-enqueues
+/// the jobs of workers silent for `window` (apalis does that only in its own heartbeat,
+/// which a busy worker does not send, so with every worker busy nobody would).
+pub async fn heartbeat(pool: PgPool, interval: Duration, window: Duration) {
+    let mut every = tokio::time::interval(interval);
+    // A late beat is sent at once, then the rhythm resumes; never a burst.
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let name = crate::queue::current_worker_name();
+        if let Err(err) = beat_once(&pool, &name, window).await {
+            tracing::warn!(error = %err, "heartbeat failed; will try again");
+        }
+    }
+}
+
+async fn beat_once(pool: &PgPool, worker: &str, window: Duration) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    queue::beat(&mut conn, worker).await?;
+    apalis_postgres::queries::reenqueue_orphaned(
+        &mut *conn,
+        QUESTION_GENERATION_QUEUE,
+        window.as_secs(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Fails stuck operations every [`RECONCILE_EVERY`] (`worst_case`: a job's longest
+/// life from its first start).
+pub async fn reconciler(pool: PgPool, worst_case: Duration) {
+    let mut every = tokio::time::interval(RECONCILE_EVERY);
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(err) = reconcile_once(&pool, worst_case).await {
+            tracing::warn!(error = %err, "reconciler could not run; will try again");
+        }
+    }
+}
+
+/// One pass: fails what is stuck now. Public for tests.
+pub async fn reconcile_once(pool: &PgPool, worst_case: Duration) -> Result<usize, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let failed = reconcile::fail_stuck(&mut conn, worst_case).await?;
+    for operation in &failed {
+        counter!("operations_reconciled_total", "reason" => operation.reason.clone()).increment(1);
+        tracing::warn!(operation_id = %operation.id, reason = %operation.reason, "reconciler failed a stuck operation");
+    }
+    Ok(failed.len())
+}
+
+/// Deletes ended jobs and silent workers older than `days`, hourly; `days == 0` keeps
+/// everything.
+pub async fn retention(pool: PgPool, days: u32) {
+    if days == 0 {
+        return;
+    }
+    let mut every = tokio::time::interval(PURGE_EVERY);
+    loop {
+        every.tick().await;
+        match purge_once(&pool, days).await {
+            Ok((0, 0)) => {}
+            Ok((jobs, workers)) => {
+                tracing::info!(jobs, workers, days, "deleted queue rows past retention")
+            }
+            Err(err) => tracing::warn!(error = %err, "could not delete old queue rows"),
+        }
+    }
+}
+
+/// One retention pass, batch after batch until nothing is left or another replica
+/// holds the purge; returns (jobs, workers) deleted. Public for tests.
+pub async fn purge_once(pool: &PgPool, days: u32) -> Result<(u64, u64), sqlx::Error> {
+    let mut jobs = 0;
+    while let Some(deleted) = queue::purge_ended_jobs(pool, days).await? {
+        jobs += deleted;
+        if deleted < queue::PURGE_BATCH as u64 {
+            break;
+        }
+    }
+    let workers = queue::purge_silent_workers(pool, days).await?.unwrap_or(0);
+    Ok((jobs, workers))
+}
