@@ -94,6 +94,10 @@ impl From<sqlx::Error> for ApiError {
         if shared::db::is_unavailable(&err) {
             tracing::warn!(error = %err, "database unavailable");
             ApiError::ServiceUnavailable
+        } else if shared::db::refers_to_a_missing_user(&err) {
+            // The token's user was deleted after the token was checked (a race with
+            // the deletion's notification): the request speaks for nobody.
+            ApiError::NotAuthenticated
         } else {
             ApiError::Internal(err.into())
         }

@@ -137,6 +137,8 @@ impl FromRequestParts<AppState> for CurrentUser {
             })
             .ok_or(ApiError::NotAuthenticated)?;
         let user = state.jwt.verify(token.trim())?;
+        // A valid signature is not enough: the user may have been deleted since.
+        state.users.check(&state.pool, user).await?;
         tracing::Span::current().record("user_id", tracing::field::display(user));
         Ok(CurrentUser(user))
     }

@@ -7,7 +7,8 @@
 //! - [`error`]: the one error type and its table of statuses and codes;
 //! - [`extract`]: extractors whose rejections speak the contract, and the current user;
 //! - [`auth`]: password hashing and access tokens;
-//! - [`long_poll`]: the NOTIFY listener that wakes waiting polls;
+//! - [`long_poll`]: the NOTIFY listener that wakes waiting polls (and forgets deleted
+//!   users in [`known_users`], the cache that checks a token's user exists);
 //! - [`http_metrics`], [`state`], [`validate`]: the small parts the handlers share.
 
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod http_metrics;
+pub mod known_users;
 pub mod long_poll;
 pub mod routes;
 pub mod state;
@@ -69,6 +71,7 @@ impl App {
                 config.jwt_ttl_secs,
             )),
             waiters: Arc::new(long_poll::Waiters::default()),
+            users: Arc::new(known_users::KnownUsers::default()),
             metrics: shared::metrics::install_recorder(),
             limits: Limits {
                 generate_per_minute: config.rate_limit_generate_per_minute,
@@ -95,6 +98,7 @@ impl App {
         let listener_task = tokio::spawn(long_poll::listen(
             self.state.pool.clone(),
             self.state.waiters.clone(),
+            self.state.users.clone(),
         ));
         let app = routes::router(self.state, self.request_timeout);
         tracing::info!(addr = %listener.local_addr()?, "api listening");

@@ -10,8 +10,12 @@
 //! When the listening connection drops (database restart), every waiter is woken to
 //! re-read its operation (a notification may have been lost in the gap), and the
 //! listener reconnects with backoff by itself.
+//!
+//! The same connection hears `user_deleted`, for [`KnownUsers`]: one listening
+//! connection per process, whatever it listens for.
 
-use shared::domain::OperationId;
+use crate::known_users::KnownUsers;
+use shared::domain::{OperationId, UserId};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use std::collections::HashMap;
@@ -21,6 +25,8 @@ use tokio::sync::Notify;
 
 /// The channel the `operations_notify_finished` trigger sends on.
 pub const CHANNEL: &str = "operation_finished";
+/// The channel the `users_notify_deleted` trigger sends on.
+pub const USER_DELETED: &str = "user_deleted";
 
 /// The requests waiting on each operation.
 #[derive(Debug, Default)]
@@ -107,15 +113,16 @@ impl Waiters {
     }
 }
 
-/// Listens for finished operations until the process ends, reconnecting by itself.
-pub async fn listen(pool: PgPool, waiters: Arc<Waiters>) {
+/// Listens for finished operations and deleted users until the process ends,
+/// reconnecting by itself.
+pub async fn listen(pool: PgPool, waiters: Arc<Waiters>, users: Arc<KnownUsers>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match listen_once(&pool, &waiters).await {
+        match listen_once(&pool, &waiters, &users).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(err) => {
                 tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "long-poll listener lost the database");
-                waiters.wake_all();
+                missed_everything(&waiters, &users);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -123,28 +130,36 @@ pub async fn listen(pool: PgPool, waiters: Arc<Waiters>) {
     }
 }
 
-/// One connection's life: returns `Ok` when the connection dropped after working.
-async fn listen_once(pool: &PgPool, waiters: &Waiters) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    tracing::info!(channel = CHANNEL, "long-poll listener connected");
-    // Anything that finished while we were not listening has been missed.
+/// What was sent while nobody listened is lost: every waiter re-reads, and every
+/// user is checked again.
+fn missed_everything(waiters: &Waiters, users: &KnownUsers) {
     waiters.wake_all();
+    users.forget_all();
+}
+
+/// One connection's life: returns `Ok` when the connection dropped after working.
+async fn listen_once(
+    pool: &PgPool,
+    waiters: &Waiters,
+    users: &KnownUsers,
+) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen_all([CHANNEL, USER_DELETED]).await?;
+    tracing::info!(channel = CHANNEL, "long-poll listener connected");
+    // Anything that happened while we were not listening has been missed.
+    missed_everything(waiters, users);
     loop {
-        match listener.try_recv().await? {
-            Some(notification) => match notification.payload().parse() {
-                Ok(id) => waiters.wake(OperationId(id)),
-                Err(_) => tracing::warn!(
-                    payload = notification.payload(),
-                    "unexpected payload on {CHANNEL}"
-                ),
-            },
+        let Some(notification) = listener.try_recv().await? else {
             // The connection dropped (sqlx has already tried to reconnect): whatever
-            // was sent in the gap is lost, so everyone re-reads.
-            None => {
-                waiters.wake_all();
-                return Ok(());
-            }
+            // was sent in the gap is lost.
+            missed_everything(waiters, users);
+            return Ok(());
+        };
+        let payload = notification.payload();
+        match (notification.channel(), payload.parse()) {
+            (CHANNEL, Ok(id)) => waiters.wake(OperationId(id)),
+            (USER_DELETED, Ok(id)) => users.forget(UserId(id)),
+            (channel, _) => tracing::warn!(channel, payload, "unexpected notification"),
         }
     }
 }

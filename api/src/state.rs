@@ -1,6 +1,7 @@
-//! What every handler shares: cheap to clone, built once in [`crate::App::build`].
+//! What every handler shares: cheap to clone, built once in [`crate::App::new`].
 
 use crate::auth::JwtKeys;
+use crate::known_users::KnownUsers;
 use crate::long_poll::Waiters;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
@@ -13,6 +14,8 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     /// Long-polls waiting for an operation to finish, woken by the NOTIFY listener.
     pub waiters: Arc<Waiters>,
+    /// Users lately found to exist, so a deleted user's token is refused cheaply.
+    pub users: Arc<KnownUsers>,
     pub metrics: PrometheusHandle,
     pub limits: Limits,
 }

@@ -218,3 +218,77 @@ mod base64_url {
         out
     }
 }
+
+/// GET, PUT, POST and PATCH with `user`'s token, and their statuses.
+async fn statuses_of_every_method(app: &TestApp, user: &User, session: &str, op: &str) -> Vec<u16> {
+    use reqwest::Method;
+    let requests = [
+        app.request(Method::GET, &format!("/api/v1/operations/{op}"), Some(user)),
+        app.request(Method::GET, "/api/v1/sessions", Some(user)),
+        app.request(Method::PUT, "/api/v1/resume", Some(user))
+            .json(&json!({"content": "Ten years of Rust"})),
+        app.request(Method::POST, "/api/v1/job-postings", Some(user))
+            .json(&json!({"title": "SRE", "description": "Pager"})),
+        app.request(
+            Method::PATCH,
+            &format!("/api/v1/sessions/{session}"),
+            Some(user),
+        )
+        .json(&json!({"status": "paused"})),
+    ];
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.send().await.expect("request").status().as_u16());
+    }
+    statuses
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_token_of_a_deleted_user_is_401_on_every_method(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    // One user deleted before the api ever saw their token, one after it did (the
+    // api then forgets them on the deletion's notification).
+    let cold = app.register("cold@example.com").await;
+    let warm = app.register("warm@example.com").await;
+    let mut fixtures = Vec::new();
+    for user in [&cold, &warm] {
+        let session = app.create_session(user).await;
+        let op = crate::helpers::id_of(app.generate(user, &session).await).await;
+        fixtures.push((session, op));
+    }
+    let delete = |user: &User| {
+        sqlx::query("DELETE FROM users WHERE id = $1::uuid")
+            .bind(user.id.clone())
+            .execute(&app.pool)
+    };
+    // The api has seen `cold` now: start a second api that has not.
+    let fresh = TestApp::spawn(app.pool.clone()).await;
+    delete(&cold).await.expect("delete cold");
+    let (session, op) = &fixtures[0];
+    assert_eq!(
+        statuses_of_every_method(&fresh, &cold, session, op).await,
+        [401; 5]
+    );
+
+    let (session, op) = &fixtures[1];
+    assert_eq!(
+        statuses_of_every_method(&app, &warm, session, op).await,
+        [200, 200, 200, 201, 200]
+    );
+    delete(&warm).await.expect("delete warm");
+    // The notification arrives within milliseconds; poll until it has.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let statuses = statuses_of_every_method(&app, &warm, session, op).await;
+        if statuses == [401; 5] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {statuses:?} for a deleted user"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let response = app.get("/api/v1/sessions", Some(&warm)).await;
+    assert_error(response, StatusCode::UNAUTHORIZED, "NOT_AUTHENTICATED").await;
+}

@@ -64,3 +64,11 @@ pub async fn delete(conn: &mut PgConnection, id: UserId) -> Result<bool, sqlx::E
         .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Whether the user exists: what a valid token's `sub` is checked against.
+pub async fn exists(conn: &mut PgConnection, id: UserId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+        .bind(id)
+        .fetch_one(conn)
+        .await
+}
