@@ -26,7 +26,7 @@ for manifest in deploy/k8s/*.yaml; do
 done
 # keda.yaml holds two documents; check-jsonschema reads one per file.
 tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 awk -v dir="$tmp" '/^---/ {n++; next} {print > (dir "/keda-" n+0 ".yaml")}' deploy/k8s/keda.yaml
 "$venv/bin/check-jsonschema" --schemafile deploy/k8s/schemas/keda.schema.json "$tmp"/keda-*.yaml
-rm -rf "$tmp"
 echo "validate: all good"

@@ -10,8 +10,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 . deploy/local/ensure-postgres.sh
-command -v pgbench >/dev/null || PATH="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1):$PATH"
-command -v pgbench >/dev/null || { echo "pgbench not found: install PostgreSQL's client tools (Debian: postgresql-client)" >&2; exit 1; }
+# shellcheck source=deploy/lib/postgres.sh
+. deploy/lib/postgres.sh
+# The bench binary runs `pgbench` from PATH.
+pg_dir=$(pg_bin_dir pgbench) || { echo "pgbench not found: install PostgreSQL's client tools (Debian: postgresql-client)" >&2; exit 1; }
+PATH="$pg_dir:$PATH"
 # Release code with line tables (Cargo.toml, profile.profiling), so perf can name it.
 cargo build --quiet --locked --profile profiling -p api -p worker -p bench
 mkdir -p .local/bench

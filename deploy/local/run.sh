@@ -14,7 +14,7 @@ export API_ADDR=${API_ADDR:-127.0.0.1:8080}
 export JWT_SECRET=${JWT_SECRET:-local-development-secret-not-for-production}
 export RUST_LOG=${RUST_LOG:-info}
 
-cargo build --locked --bins
+cargo build --locked --bins -p api -p worker # not the bench harness
 mkdir -p .local/logs
 
 pids=()

@@ -1,11 +1,57 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace against a real PostgreSQL (started if need be), then
-# validates the OpenAPI document and the deployment files (deploy/validate.sh), and
-# fuzzes the api against its own document (deploy/fuzz.sh).
+# Checks, then tests, stopping at the first failure:
+#   fmt       cargo fmt --check;
+#   clippy    every target of the whole workspace, warnings denied;
+#   machete   no unused dependency (cargo-machete, installed if missing);
+#   postgres  a real PostgreSQL at DATABASE_URL (started if need be: ensure-postgres.sh);
+#   tests     every test of the workspace but the bench crate's (a benchmark harness, run
+#             by deploy/bench/run.sh); arguments go to cargo test;
+#   build     the api and worker binaries, then
+#   validate  the OpenAPI document and the deployment files (deploy/validate.sh), and
+#   fuzz      the api against its own document (deploy/fuzz.sh).
+# At the end, or at a failure, it prints the seconds each phase took.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-. deploy/local/ensure-postgres.sh
-cargo test --workspace --locked "$@"
-cargo build --quiet --locked --bins
-bash deploy/validate.sh
-bash deploy/fuzz.sh
+test_args=("$@")
+machete_version=0.9.2 # installed when no cargo-machete is
+
+done_phases=() current="" current_start=0
+phase() { # phase NAME COMMAND...: runs COMMAND as the phase NAME, timed
+    current=$1 current_start=$SECONDS
+    echo "test: $1"
+    "${@:2}"
+    done_phases+=("$(printf '  %-9s %5d s' "$1" $((SECONDS - current_start)))")
+    current=""
+}
+summary() {
+    echo "test: seconds per phase"
+    if [[ ${#done_phases[@]} -gt 0 ]]; then printf '%s\n' "${done_phases[@]}"; fi
+    if [[ -n $current ]]; then printf '  %-9s %5d s  FAILED\n' "$current" $((SECONDS - current_start)); fi
+    printf '  %-9s %5d s\n' total "$SECONDS"
+}
+trap summary EXIT
+
+machete() {
+    if ! cargo machete --version >/dev/null 2>&1; then
+        echo "test: installing cargo-machete $machete_version"
+        if ! cargo install --quiet --locked cargo-machete --version "$machete_version"; then
+            echo "test: cannot install cargo-machete, which keeps unused dependencies out:" >&2
+            echo "test: 'cargo install --locked cargo-machete --version $machete_version' failed (above)" >&2
+            return 1
+        fi
+    fi
+    cargo machete
+}
+start_postgres() {
+    # shellcheck source=deploy/local/ensure-postgres.sh
+    . deploy/local/ensure-postgres.sh
+}
+
+phase fmt cargo fmt --all -- --check
+phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+phase machete machete
+phase postgres start_postgres
+phase tests cargo test --workspace --exclude bench --locked ${test_args[@]+"${test_args[@]}"}
+phase build cargo build --quiet --locked --bins -p api -p worker
+phase validate bash deploy/validate.sh
+phase fuzz bash deploy/fuzz.sh
