@@ -33,7 +33,7 @@ pub struct DatabaseConfig {
     )]
     pub database_url: DatabaseUrl,
 
-    /// Connections this process keeps at most (small pools are faster here; see APALIS.md).
+    /// Connections this process keeps at most (small pools are faster here; see docs/APALIS.md).
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
 

@@ -1,7 +1,7 @@
 //! The domain vocabulary: typed ids and the closed sets of states and kinds.
 //!
 //! Every enum is spelled in snake_case identically in JSON, in the database (where a
-//! CHECK constraint holds the same list) and in `API.md`.
+//! CHECK constraint holds the same list) and in `docs/API.md`.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
