@@ -18,7 +18,7 @@ const FINISH_DEADLINE: Duration = Duration::from_secs(900);
 ///    the api and PostgreSQL have the machine).
 pub async fn enqueue(setup: &Setup, connections: usize) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
-    let api = Process::api(setup, &db).await?;
+    let api = stack::api(setup, &db).await?;
     let user = User::create(&api, 100).await?;
     let cpu_before = cpu_snapshot(&[&api]);
     let outcome = load::closed_loop(connections, WARMUP, MEASURE, move |http, n| {
@@ -35,7 +35,7 @@ pub async fn enqueue(setup: &Setup, connections: usize) -> anyhow::Result<Figure
 /// 2. `GET /operations/{id}` on `connections` connections, over 1,000 operations.
 pub async fn poll(setup: &Setup, connections: usize) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
-    let api = Process::api(setup, &db).await?;
+    let api = stack::api(setup, &db).await?;
     let user = User::create(&api, 100).await?;
     let ids = user.generate_many(1_000, 32).await?;
     let cpu_before = cpu_snapshot(&[&api]);
@@ -60,7 +60,7 @@ pub async fn poll(setup: &Setup, connections: usize) -> anyhow::Result<Figures> 
 ///    worker processes started; timed from the first claim to the last commit.
 pub async fn end_to_end(setup: &Setup, jobs: usize, workers: usize) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
-    let api = Process::api(setup, &db).await?;
+    let api = stack::api(setup, &db).await?;
     let llm = fake_llm::start(Duration::ZERO).await?;
     // Ten questions per session, as in a real interview.
     let user = User::create(&api, jobs.div_ceil(10)).await?;
@@ -69,7 +69,7 @@ pub async fn end_to_end(setup: &Setup, jobs: usize, workers: usize) -> anyhow::R
     let cpu_before = stack::postgres_cpu_seconds();
     let mut running = Vec::new();
     for _ in 0..workers {
-        running.push(Process::worker(setup, &db, &llm, 64).await?);
+        running.push(stack::worker(setup, &db, &llm, 64).await?);
     }
     let failed = db.wait_finished(jobs as i64, FINISH_DEADLINE).await?;
     let wall = started.elapsed().as_secs_f64();
@@ -98,11 +98,11 @@ pub async fn in_flight(
     latency_ms: u64,
 ) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
-    let api = Process::api(setup, &db).await?;
+    let api = stack::api(setup, &db).await?;
     let llm = fake_llm::start(Duration::from_millis(latency_ms)).await?;
     let user = User::create(&api, jobs.div_ceil(10)).await?;
     user.generate_many(jobs, 64).await?;
-    let worker = Process::worker(setup, &db, &llm, concurrency).await?;
+    let worker = stack::worker(setup, &db, &llm, concurrency).await?;
     let metrics_url = format!("http://{}/metrics", worker.addr);
     let http = reqwest::Client::new();
     let started = Instant::now();
@@ -167,12 +167,12 @@ pub async fn in_flight(
 ///    with two workers waiting.
 pub async fn pickup(setup: &Setup, rate: u32, seconds: u64) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
-    let api = Process::api(setup, &db).await?;
+    let api = stack::api(setup, &db).await?;
     let llm = fake_llm::start(Duration::ZERO).await?;
     let user = User::create(&api, 100).await?;
     let workers = [
-        Process::worker(setup, &db, &llm, 64).await?,
-        Process::worker(setup, &db, &llm, 64).await?,
+        stack::worker(setup, &db, &llm, 64).await?,
+        stack::worker(setup, &db, &llm, 64).await?,
     ];
     let total = rate as u64 * seconds;
     let http = reqwest::Client::new();
@@ -225,7 +225,7 @@ pub async fn pickup(setup: &Setup, rate: u32, seconds: u64) -> anyhow::Result<Fi
 ///    client's response is measured, `count` times one after another.
 pub async fn wake(setup: &Setup, count: usize) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
-    let api = Process::api(setup, &db).await?;
+    let api = stack::api(setup, &db).await?;
     let user = User::create(&api, 1).await?;
     let ids = user.generate_many(count, 8).await?;
     let http = reqwest::Client::new();

@@ -1,5 +1,5 @@
 //! What a run stands on: a fresh database, the real `api` and `worker` binaries as
-//! child processes, and a client with a registered user and sessions.
+//! child processes (testkit's), and a client with a registered user and sessions.
 
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::client::SignedIn;
+pub use testkit::process::Process;
 use uuid::Uuid;
 
 /// Where the harness finds the binaries and the database server.
@@ -98,96 +99,41 @@ impl Database {
     }
 }
 
-/// A running binary; killed when dropped.
-#[derive(Debug)]
-pub struct Process {
-    child: Child,
-    pub addr: String,
+/// Starts the `api` on a free port against `db` and waits until it answers.
+pub async fn api(setup: &Setup, db: &Database) -> anyhow::Result<Process> {
+    let env = [
+        ("DATABASE_URL", db.url.clone()),
+        ("JWT_SECRET", "bench-secret-of-at-least-32-bytes!!".into()),
+        ("RATE_LIMIT_GENERATE_PER_MINUTE", "0".into()),
+        ("MIGRATE", "false".into()),
+        ("RUST_LOG", "warn".into()),
+    ];
+    Process::spawn(&setup.bin_dir, "api", log_path(&setup.log_dir, "api"), &env).await
 }
 
-impl Process {
-    /// Starts the `api` on a free port against `db` and waits until it answers.
-    pub async fn api(setup: &Setup, db: &Database) -> anyhow::Result<Self> {
-        let env = [
-            ("DATABASE_URL", db.url.clone()),
-            ("JWT_SECRET", "bench-secret".into()),
-            ("RATE_LIMIT_GENERATE_PER_MINUTE", "0".into()),
-            ("MIGRATE", "false".into()),
-        ];
-        Self::start(setup, "api", "API_ADDR", &env).await
-    }
-
-    /// Starts a `worker` that asks the LLM at `llm_url`, with `concurrency` jobs in flight.
-    pub async fn worker(
-        setup: &Setup,
-        db: &Database,
-        llm_url: &str,
-        concurrency: u32,
-    ) -> anyhow::Result<Self> {
-        let env = [
-            ("DATABASE_URL", db.url.clone()),
-            ("LLM_PROVIDER", "openai".into()),
-            ("OPENAI_BASE_URL", llm_url.to_owned()),
-            ("OPENAI_API_KEY", "bench-key".into()),
-            ("WORKER_CONCURRENCY", concurrency.to_string()),
-            ("MIGRATE", "false".into()),
-        ];
-        Self::start(setup, "worker", "WORKER_ADDR", &env).await
-    }
-
-    async fn start(
-        setup: &Setup,
-        name: &str,
-        addr_var: &str,
-        env: &[(&str, String)],
-    ) -> anyhow::Result<Self> {
-        let addr = free_addr()?;
-        let binary = setup.bin_dir.join(name);
-        let log = std::fs::File::create(log_path(&setup.log_dir, name))?;
-        let child = Command::new(&binary)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env(addr_var, &addr)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .with_context(|| format!("starting {} (built?)", binary.display()))?;
-        let process = Self { child, addr };
-        let health = format!("http://{}/healthz", process.addr);
-        let client = reqwest::Client::new();
-        let started = Instant::now();
-        while !client
-            .get(&health)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!(
-                    "{name} did not become healthy; see {}",
-                    setup.log_dir.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(process)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> anyhow::Result<String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.to_string())
+/// Starts a `worker` that asks the LLM at `llm_url`, with `concurrency` jobs in flight.
+pub async fn worker(
+    setup: &Setup,
+    db: &Database,
+    llm_url: &str,
+    concurrency: u32,
+) -> anyhow::Result<Process> {
+    let env = [
+        ("DATABASE_URL", db.url.clone()),
+        ("LLM_PROVIDER", "openai".into()),
+        ("OPENAI_BASE_URL", llm_url.to_owned()),
+        ("OPENAI_API_KEY", "bench-key".into()),
+        ("WORKER_CONCURRENCY", concurrency.to_string()),
+        ("MIGRATE", "false".into()),
+        ("RUST_LOG", "warn".into()),
+    ];
+    Process::spawn(
+        &setup.bin_dir,
+        "worker",
+        log_path(&setup.log_dir, "worker"),
+        &env,
+    )
+    .await
 }
 
 fn log_path(dir: &Path, name: &str) -> PathBuf {
@@ -205,84 +151,27 @@ pub struct User {
 impl User {
     /// Registers a user with a resume, a job posting and `sessions` active sessions.
     pub async fn create(api: &Process, sessions: usize) -> anyhow::Result<Self> {
-        let base = format!("http://{}/api/v1", api.addr);
-        let http = reqwest::Client::new();
-        let credentials = json!({"email": "bench@example.com", "password": "bench password"});
-        http.post(format!("{base}/auth/register"))
-            .json(&credentials)
-            .send()
-            .await?
-            .error_for_status()?;
-        let login: Value = http
-            .post(format!("{base}/auth/login"))
-            .json(&credentials)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let token = login["access_token"]
-            .as_str()
-            .context("no access_token")?
-            .to_owned();
-        let mut user = Self {
-            base,
-            token,
-            sessions: Vec::new(),
-        };
+        let user = SignedIn::register(&api.addr, "bench@example.com").await?;
         user.send(
-            &http,
-            "PUT",
+            reqwest::Method::PUT,
             "/resume",
             json!({"content": "Ten years of Rust and PostgreSQL; built payment queues."}),
         )
         .await?;
-        let posting = user
-            .send(&http, "POST", "/job-postings", json!({"title": "Backend engineer", "company": "Bench", "description": "Own a durable job queue in Rust on PostgreSQL."}))
-            .await?;
-        let posting_id = &posting["id"];
-        let user_ref = &user;
-        let http_ref = &http;
+        let posting = user.job_posting().await?;
         let ids: Vec<Uuid> = stream::iter(0..sessions)
-            .map(|_| async move {
-                let session = user_ref
-                    .send(
-                        http_ref,
-                        "POST",
-                        "/sessions",
-                        json!({"job_posting_id": posting_id}),
-                    )
-                    .await?;
-                session["id"]
-                    .as_str()
-                    .context("no session id")?
-                    .parse::<Uuid>()
-                    .map_err(anyhow::Error::from)
+            .map(|_| async {
+                let id = user.session(&posting).await?;
+                id.parse::<Uuid>().map_err(anyhow::Error::from)
             })
             .buffer_unordered(16)
             .try_collect()
             .await?;
-        user.sessions = ids;
-        Ok(user)
-    }
-
-    async fn send(
-        &self,
-        http: &reqwest::Client,
-        method: &str,
-        path: &str,
-        body: Value,
-    ) -> anyhow::Result<Value> {
-        let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        Ok(http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        Ok(Self {
+            base: user.base,
+            token: user.token,
+            sessions: ids,
+        })
     }
 
     /// Queues a question for session number `n` (modulo the sessions); the operation id.

@@ -9,7 +9,7 @@
 # /opt/homebrew/bin. Asking for several programs at once keeps them of one version (a
 # pg_ctl on PATH may belong to another version than an initdb found elsewhere). Prints
 # nothing and returns 1 when no directory has them all.
-# (worker/tests/worker/outage.rs does the same lookup in Rust, for its own cluster.)
+# (testkit/src/postgres.rs does the same lookup in Rust, for tests that run a cluster.)
 
 pg_bin_dir() {
     local dir name candidates=() path_dirs=()

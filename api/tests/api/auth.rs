@@ -98,7 +98,7 @@ async fn login_gives_a_bearer_token_that_authenticates(pool: PgPool) {
         .post(
             "/api/v1/auth/login",
             None,
-            json!({"email": "ada@example.com", "password": "correct horse"}),
+            json!({"email": "ada@example.com", "password": testkit::client::PASSWORD}),
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -129,7 +129,7 @@ async fn login_with_a_wrong_password_or_unknown_email_is_refused_alike(pool: PgP
         .post(
             "/api/v1/auth/login",
             None,
-            json!({"email": "bob@example.com", "password": "correct horse"}),
+            json!({"email": "bob@example.com", "password": testkit::client::PASSWORD}),
         )
         .await;
     let unknown = assert_error(unknown, StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS").await;

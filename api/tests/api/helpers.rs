@@ -86,28 +86,14 @@ impl TestApp {
             .expect("request")
     }
 
+    /// A user signed up and logged in over HTTP (testkit's client).
     pub async fn register(&self, email: &str) -> User {
-        let response = self
-            .post(
-                "/api/v1/auth/register",
-                None,
-                json!({"email": email, "password": "correct horse", "full_name": "Test User"}),
-            )
-            .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let user: Value = response.json().await.expect("json");
-        let login = self
-            .post(
-                "/api/v1/auth/login",
-                None,
-                json!({"email": email, "password": "correct horse"}),
-            )
-            .await;
-        assert_eq!(login.status(), StatusCode::OK);
-        let token: Value = login.json().await.expect("json");
+        let user = testkit::client::SignedIn::register(&self.addr.to_string(), email)
+            .await
+            .expect("sign up");
         User {
-            token: token["access_token"].as_str().expect("token").to_owned(),
-            id: user["id"].as_str().expect("id").to_owned(),
+            token: user.token,
+            id: user.user_id,
         }
     }
 
@@ -166,17 +152,4 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
         "body: {body}"
     );
     body
-}
-
-/// Polls `condition` until it holds, failing after a generous deadline (no sleeps that
-/// stand for waiting: each round yields a few milliseconds and checks again).
-pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
 }

@@ -1,6 +1,6 @@
 //! `GET /operations/{id}`, plain and long-poll.
 
-use crate::helpers::{TestApp, assert_error, eventually};
+use crate::helpers::{TestApp, assert_error};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -68,7 +68,10 @@ async fn a_long_poll_is_woken_by_the_commit(pool: PgPool) {
     // Complete only once the request is asleep in the long poll, so the wake-up must
     // come from the NOTIFY and not from its first read.
     let waiters = app.waiters.clone();
-    eventually("the long poll to wait", || !waiters.is_empty()).await;
+    testkit::eventually("the long poll to wait", Duration::from_secs(30), || async {
+        (!waiters.is_empty()).then_some(())
+    })
+    .await;
     let committed = Instant::now();
     complete(&app.pool, &id).await;
     let (answered, status, body) = poll.await.expect("poll task");

@@ -115,25 +115,25 @@ async fn one_worker_at_concurrency_1000_runs_a_thousand_jobs_at_once(pool: PgPoo
     )
     .await;
     // Sample how many operations are in flight until all are done.
-    let mut peak = 0;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
-    loop {
-        let (processing, open): (i64, i64) = sqlx::query_as(
+    // The probe records the peak and the last count of open operations, which the
+    // failure message reads when it is printed.
+    let peak = std::cell::Cell::new(0);
+    let open = std::cell::Cell::new(ops.len() as i64);
+    let still_open =
+        std::fmt::from_fn(|f| write!(f, "every operation to finish ({} still open)", open.get()));
+    eventually(still_open, std::time::Duration::from_secs(180), || async {
+        let (processing, now_open): (i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE status = 'processing'), count(*) FILTER (WHERE status IN ('pending', 'processing')) FROM operations",
         )
         .fetch_one(&pool)
         .await
         .expect("counts");
-        peak = peak.max(processing);
-        if open == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{open} operations still open"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+        peak.set(peak.get().max(processing));
+        open.set(now_open);
+        (now_open == 0).then_some(())
+    })
+    .await;
+    let peak = peak.get();
     worker.stop().await;
     let completed: i64 =
         sqlx::query_scalar("SELECT count(*) FROM operations WHERE status = 'completed'")

@@ -1,14 +1,10 @@
-//! The worker's integration tests, one binary (one link step).
+//! The worker's integration tests, one binary (one link step): the worker in this
+//! process against a fake model. Tests of the real binaries are in `system-tests/`.
 
 mod helpers;
-mod processes;
 
-mod e2e;
+mod chaos;
 mod exactly_once;
 mod failures;
-mod faults;
 mod generation;
 mod lifecycle;
-mod lifecycle_faults;
-mod observability;
-mod outage;

@@ -1,12 +1,14 @@
 //! End to end with the real binaries: the client's path over HTTP, two workers sharing a
 //! queue, a worker killed mid-run, and a graceful shutdown with jobs in flight.
 
-use crate::helpers::*;
-use crate::processes::{Process, database_url};
 use serde_json::{Value, json};
 use shared::domain::OperationId;
 use sqlx::PgPool;
 use std::time::Duration;
+use testkit::fixtures::*;
+use testkit::llm::*;
+use testkit::postgres::database_url;
+use testkit::process::Process;
 use wiremock::MockServer;
 
 fn worker_env(pool: &PgPool, extra: &[(&str, &str)]) -> Vec<(&'static str, String)> {
@@ -122,14 +124,21 @@ async fn a_client_gets_a_question_through_the_real_api_and_worker_binaries(pool:
         .to_str()
         .expect("location")
         .to_owned();
-    let mut op: Value = accepted.json().await.expect("json");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while op["status"] != "completed" && op["status"] != "failed" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "operation stuck: {op}"
-        );
-        op = client
+    // The last state seen, for the failure message: the long poll does the waiting.
+    let seen = std::cell::RefCell::new(accepted.json::<Value>().await.expect("json"));
+    let stuck = std::fmt::from_fn(|f| {
+        write!(
+            f,
+            "the operation to finish (operation stuck: {})",
+            seen.borrow()
+        )
+    });
+    let op = testkit::eventually(stuck, Duration::from_secs(60), || async {
+        let op = seen.borrow().clone();
+        if op["status"] == "completed" || op["status"] == "failed" {
+            return Some(op);
+        }
+        let polled: Value = client
             .get(url(&format!("{location}?wait=10")))
             .bearer_auth(&token)
             .send()
@@ -138,7 +147,10 @@ async fn a_client_gets_a_question_through_the_real_api_and_worker_binaries(pool:
             .json()
             .await
             .expect("json");
-    }
+        *seen.borrow_mut() = polled;
+        None
+    })
+    .await;
     assert_eq!(op["status"], "completed", "{op}");
     assert_eq!(op["result"]["question_number"], 1);
 
@@ -170,45 +182,26 @@ async fn a_client_gets_a_question_through_the_real_api_and_worker_binaries(pool:
     // One operation can be followed across processes: the worker's JSON log line of the
     // commit carries the operation id, the job id and the attempt.
     let op_id = op["id"].as_str().expect("id").to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        let logs = worker.logs();
-        if let Some(line) = logs
-            .lines()
-            .find(|l| l.contains("question committed") && l.contains(&op_id))
-        {
-            break line.to_owned();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no commit line for {op_id} in {}",
+    let line = testkit::eventually(
+        format!(
+            "the commit line for {op_id} in {}",
             worker.log_path().display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        ),
+        Duration::from_secs(10),
+        || async {
+            worker
+                .logs()
+                .lines()
+                .find(|l| l.contains("question committed") && l.contains(&op_id))
+                .map(str::to_owned)
+        },
+    )
+    .await;
     let line: Value = serde_json::from_str(&line).expect("a JSON log line");
     let span = &line["span"];
     assert_eq!(span["operation_id"], op_id.as_str(), "{line}");
     assert!(span["job_id"].is_string(), "{line}");
     assert_eq!(span["attempt"], 1, "{line}");
-}
-
-async fn sessions_with_jobs(
-    pool: &PgPool,
-    sessions: usize,
-    per_session: usize,
-) -> Vec<OperationId> {
-    let mut fixtures = Vec::new();
-    for n in 0..sessions {
-        fixtures.push(session(pool, n).await);
-    }
-    let mut ops = Vec::new();
-    for _ in 0..per_session {
-        for (user, session) in &fixtures {
-            ops.push(enqueue(pool, *user, *session, 5).await);
-        }
-    }
-    ops
 }
 
 /// Every operation completed once: one message each, counters summing to the total,
@@ -247,7 +240,7 @@ async fn assert_each_completed_once(pool: &PgPool, ops: &[OperationId], per_sess
 #[sqlx::test(migrations = false)]
 async fn two_worker_processes_on_300_jobs_over_10_sessions_make_300_questions(pool: PgPool) {
     migrated(&pool).await;
-    let ops = sessions_with_jobs(&pool, 10, 30).await;
+    let ops = enqueue_on(&pool, &sessions(&pool, 10).await, 30).await;
     let _one = Process::start(
         "worker",
         "pair-1",
@@ -269,24 +262,12 @@ async fn a_worker_killed_mid_run_and_restarted_loses_and_duplicates_nothing(pool
     let llm = slow_llm(Duration::from_millis(150)).await;
     let mut env = worker_env(&pool, &[("WORKER_HEARTBEAT_SECS", "3")]);
     env.extend(openai_env(&llm));
-    let ops = sessions_with_jobs(&pool, 10, 20).await;
+    let ops = enqueue_on(&pool, &sessions(&pool, 10).await, 20).await;
     let mut victim = Process::start("worker", "victim", &env).await;
     let _survivor = Process::start("worker", "survivor", &env).await;
 
     // Kill once the run is well under way, with jobs in flight on both workers.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let done: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM operations WHERE status = 'completed'")
-                .fetch_one(&pool)
-                .await
-                .expect("count");
-        if done >= 40 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_operations(&pool, "completed", 40).await;
     // The crash must interrupt real work: jobs claimed by the victim at that moment.
     let held: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE lock_by LIKE '%-' || $1 || '-%' AND status IN ('Queued', 'Running')")
         .bind(victim.pid().to_string())
@@ -317,24 +298,9 @@ async fn sigterm_with_jobs_in_flight_exits_0_and_loses_nothing(pool: PgPool) {
         ],
     );
     env.extend(openai_env(&llm));
-    let ops = sessions_with_jobs(&pool, 5, 6).await;
+    let ops = enqueue_on(&pool, &sessions(&pool, 5).await, 6).await;
     let mut worker = Process::start("worker", "sigterm", &env).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let processing: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM operations WHERE status = 'processing'")
-                .fetch_one(&pool)
-                .await
-                .expect("count");
-        if processing >= 4 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "jobs never got in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_operations(&pool, "processing", 4).await;
     let in_flight: Vec<uuid::Uuid> =
         sqlx::query_scalar("SELECT id FROM operations WHERE status = 'processing'")
             .fetch_all(&pool)

@@ -1,12 +1,13 @@
 //! Metrics as an operator sees them: scraped from the real binaries after real work, and
 //! checked against the contract and against what the dashboard and alerts query.
 
-use crate::helpers::*;
-use crate::processes::{Process, database_url};
 use serde_json::Value;
 use sqlx::PgPool;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use testkit::fixtures::*;
+use testkit::postgres::database_url;
+use testkit::process::Process;
 
 async fn scrape(addr: &str) -> String {
     reqwest::get(format!("http://{addr}/metrics"))

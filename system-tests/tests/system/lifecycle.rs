@@ -2,37 +2,15 @@
 //! a worker killed at the default settings (taken over within seconds), and workers
 //! stopped with prefetched jobs until apalis' attempt counter runs ahead of ours.
 
-use crate::faults::{assert_consistent, worker_env};
-use crate::helpers::*;
-use crate::processes::Process;
-use shared::domain::{OperationId, SessionId, UserId};
+use crate::support::worker_env;
+use shared::domain::OperationId;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use testkit::fixtures::*;
+use testkit::llm::*;
+use testkit::process::Process;
 use wiremock::{Request, Respond, ResponseTemplate};
-
-async fn sessions(pool: &PgPool, n: usize) -> Vec<(UserId, SessionId)> {
-    let mut fixtures = Vec::new();
-    for i in 0..n {
-        fixtures.push(session(pool, i).await);
-    }
-    fixtures
-}
-
-/// `per_session` operations on each session, enqueued as the api does.
-async fn enqueue_on(
-    pool: &PgPool,
-    fixtures: &[(UserId, SessionId)],
-    per_session: usize,
-) -> Vec<OperationId> {
-    let mut ops = Vec::new();
-    for _ in 0..per_session {
-        for (user, session) in fixtures {
-            ops.push(enqueue(pool, *user, *session, 5).await);
-        }
-    }
-    ops
-}
 
 async fn count(pool: &PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql)
@@ -136,29 +114,33 @@ async fn a_worker_killed_at_the_default_settings_is_taken_over_within_seconds(po
     )
     .await;
     // The defaults, but for where the model is: WORKER_HEARTBEAT_SECS,
-    // WORKER_CONCURRENCY and the backoff are not set.
+    // WORKER_CONCURRENCY and the backoff are not set. (The schema is the test's: no
+    // migration, so an older worker binary can be timed here too.)
     let env = vec![
-        ("DATABASE_URL", crate::processes::database_url(&pool)),
+        ("DATABASE_URL", testkit::postgres::database_url(&pool)),
         ("OPENAI_BASE_URL", format!("{}/v1", server.uri())),
         ("OPENAI_API_KEY", "sk-test".to_owned()),
+        ("MIGRATE", "false".to_owned()),
     ];
     let fixtures = sessions(&pool, 60).await;
     let mut victim = Process::start("worker", "takeover-victim", &env).await;
     let ops = enqueue_on(&pool, &fixtures, 1).await;
     // Let the victim take a full house before the survivor starts.
     let victim_lock = format!("%-{}-%", victim.pid());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count_with(
-        &pool,
-        "SELECT count(*) FROM apalis.jobs WHERE status = 'Running' AND lock_by LIKE $1",
-        &victim_lock,
+    testkit::eventually(
+        "the victim to hold 20 jobs",
+        Duration::from_secs(60),
+        || async {
+            let held = count_with(
+                &pool,
+                "SELECT count(*) FROM apalis.jobs WHERE status = 'Running' AND lock_by LIKE $1",
+                &victim_lock,
+            )
+            .await;
+            (held >= 20).then_some(())
+        },
     )
-    .await
-        < 20
-    {
-        assert!(Instant::now() < deadline, "the victim never held 20 jobs");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    .await;
     let survivor = Process::start("worker", "takeover-survivor", &env).await;
     let held: Vec<uuid::Uuid> = sqlx::query_scalar(
         "SELECT o.id FROM operations o JOIN apalis.jobs j ON j.idempotency_key = o.id::text
@@ -239,29 +221,29 @@ async fn workers_stopped_and_killed_again_and_again_with_claimed_jobs_end_every_
     let ops = enqueue_on(&pool, &fixtures, 16).await;
     for round in 0..6 {
         let mut worker = Process::start("worker", &format!("stopped-{round}"), &env).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while count(
-            &pool,
-            "SELECT count(*) FROM apalis.jobs j JOIN operations o ON j.idempotency_key = o.id::text
-             WHERE j.status = 'Queued' AND o.status = 'pending'",
+        testkit::eventually(
+            format!("round {round}: a claimed job held back (nothing held back)"),
+            Duration::from_secs(30),
+            || async {
+                let held_back = count(
+                    &pool,
+                    "SELECT count(*) FROM apalis.jobs j JOIN operations o ON j.idempotency_key = o.id::text
+                     WHERE j.status = 'Queued' AND o.status = 'pending'",
+                )
+                .await;
+                if held_back >= 1 {
+                    return Some(());
+                }
+                let open = count(
+                    &pool,
+                    "SELECT count(*) FROM operations WHERE status IN ('pending', 'processing')",
+                )
+                .await;
+                // Too few left to fill the slots and hold more: stop waiting too.
+                (open <= 64).then_some(())
+            },
         )
-        .await
-            < 1
-        {
-            let open = count(
-                &pool,
-                "SELECT count(*) FROM operations WHERE status IN ('pending', 'processing')",
-            )
-            .await;
-            if open <= 64 {
-                break; // too few left to fill the slots and hold more
-            }
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: nothing held back"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        .await;
         if round % 2 == 0 {
             let status = worker.terminate(Duration::from_secs(60)).await;
             assert!(status.success(), "exit {status:?}; log: {}", worker.logs());

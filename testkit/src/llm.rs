@@ -1,0 +1,57 @@
+//! Replies of an OpenAI-compatible chat-completions server, for wiremock: the LLM is
+//! faked only at its HTTP boundary, so the real client, timeouts and retries run.
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// A chat-completions reply whose message content is `content`.
+pub fn completion(content: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "test-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": null}],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}
+    }))
+}
+
+/// A valid JSON question reply.
+pub fn question(text: &str, kind: &str) -> ResponseTemplate {
+    completion(&json!({"question_text": text, "question_type": kind}).to_string())
+}
+
+/// An OpenAI-style error reply.
+pub fn error(status: u16) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({"error": {"message": "provider says no (secret detail)", "type": "error", "param": null, "code": null}}))
+}
+
+/// Mounts `reply` for chat completions, for at most `times` calls if given; earlier
+/// mounts with a higher priority (lower number) answer first.
+pub async fn mount(server: &MockServer, priority: u8, times: Option<u64>, reply: ResponseTemplate) {
+    let mock = Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(reply)
+        .with_priority(priority);
+    match times {
+        Some(n) => mock.up_to_n_times(n).mount(server).await,
+        None => mock.mount(server).await,
+    }
+}
+
+/// How many chat-completion calls the fake server received.
+pub async fn calls(server: &MockServer) -> usize {
+    server.received_requests().await.map_or(0, |r| r.len())
+}
+
+/// The bodies of the calls received, as JSON.
+pub async fn call_bodies(server: &MockServer) -> Vec<Value> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("JSON request"))
+        .collect()
+}
