@@ -18,10 +18,10 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|hash| hash.to_string())
-            .map_err(|err| ApiError::Internal(anyhow::anyhow!("hashing a password: {err}")))
+            .map_err(|err| ApiError::internal("hashing a password", anyhow::anyhow!("{err}")))
     })
     .await
-    .map_err(|err| ApiError::Internal(err.into()))?
+    .map_err(|err| ApiError::internal("hashing a password", err))?
 }
 
 /// Whether `password` matches the stored PHC hash. A malformed stored hash counts as a
@@ -37,7 +37,7 @@ pub async fn verify_password(password: String, stored: String) -> Result<bool, A
         }
     })
     .await
-    .map_err(|err| ApiError::Internal(err.into()))
+    .map_err(|err| ApiError::internal("verifying a password", err))
 }
 
 /// A stored hash to verify against when the email is unknown, so that a login for a
@@ -126,7 +126,7 @@ impl JwtKeys {
             iat: now,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|err| ApiError::Internal(err.into()))
+            .map_err(|err| ApiError::internal("signing an access token", err))
     }
 
     /// The user a token speaks for, or `NotAuthenticated` for anything else.

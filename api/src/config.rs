@@ -18,12 +18,13 @@ pub struct ApiConfig {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
-    /// Lifetime of an access token, in seconds.
-    #[arg(long, env = "JWT_TTL_SECS", default_value_t = 3600)]
+    /// Lifetime of an access token, in seconds (60 to 2,592,000, which is 30 days).
+    #[arg(long, env = "JWT_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
     pub jwt_ttl_secs: u64,
 
-    /// generate-question calls allowed per user and minute, across all replicas (0: off).
-    #[arg(long, env = "RATE_LIMIT_GENERATE_PER_MINUTE", default_value_t = 30)]
+    /// generate-question calls allowed per user and minute, across all replicas (0: off;
+    /// at most 100,000).
+    #[arg(long, env = "RATE_LIMIT_GENERATE_PER_MINUTE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub rate_limit_generate_per_minute: u32,
 
     /// LLM attempts a job may take in all; recorded on each job so the queue never runs
@@ -31,9 +32,9 @@ pub struct ApiConfig {
     #[arg(long, env = "LLM_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub llm_max_attempts: u32,
 
-    /// Seconds a request may take before it is answered 503 (long polls are bounded
-    /// separately, by their `wait`).
-    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    /// Seconds a request may take before it is answered 503, 1 to 300 (long polls get
+    /// their `wait` on top).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub request_timeout_secs: u64,
 
     /// Print the OpenAPI document and exit (for validators and client generators).
@@ -69,5 +70,38 @@ impl ApiConfig {
     /// How long an ordinary request may take.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_out_of_their_range_are_refused_by_name() {
+        for args in [
+            ["api", "--jwt-ttl-secs", "59"],
+            ["api", "--jwt-ttl-secs", "2592001"],
+            ["api", "--rate-limit-generate-per-minute", "100001"],
+            ["api", "--llm-max-attempts", "0"],
+            ["api", "--request-timeout-secs", "0"],
+            ["api", "--request-timeout-secs", "301"],
+            ["api", "--database-max-connections", "1"],
+            ["api", "--database-acquire-timeout-secs", "0"],
+        ] {
+            let err = ApiConfig::try_parse_from(args).expect_err("out of range");
+            assert!(err.to_string().contains(&args[1][2..]), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_defaults_parse_and_a_rate_limit_of_zero_is_allowed() {
+        let config = ApiConfig::try_parse_from(["api"]).expect("defaults parse");
+        assert_eq!(config.jwt_ttl_secs, 3600);
+        assert_eq!(config.rate_limit_generate_per_minute, 30);
+        assert_eq!(config.request_timeout(), Duration::from_secs(10));
+        let off = ApiConfig::try_parse_from(["api", "--rate-limit-generate-per-minute", "0"])
+            .expect("0 turns the limit off");
+        assert_eq!(off.rate_limit_generate_per_minute, 0);
     }
 }

@@ -87,29 +87,50 @@ impl ApiError {
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
     }
-}
 
-impl From<sqlx::Error> for ApiError {
-    fn from(err: sqlx::Error) -> Self {
+    /// A 500 for a failure at `step` ("hashing a password"): its one log line names the
+    /// step, then the cause chain.
+    pub fn internal(step: &'static str, err: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(err.into().context(step))
+    }
+
+    /// A database error met at `step`: `503` when the database cannot be reached or has
+    /// no connection free, `401` when a write names a user deleted meanwhile, else a 500
+    /// whose log line names the step.
+    pub fn database(step: &'static str, err: sqlx::Error) -> Self {
         if shared::db::is_unavailable(&err) {
-            tracing::warn!(error = %err, "database unavailable");
+            tracing::warn!(step, error = %err, "database unavailable");
             ApiError::ServiceUnavailable
         } else if shared::db::refers_to_a_missing_user(&err) {
             // The token's user was deleted after the token was checked (a race with
             // the deletion's notification): the request speaks for nobody.
             ApiError::NotAuthenticated
         } else {
-            ApiError::Internal(err.into())
+            ApiError::internal(step, err)
         }
     }
 }
 
-impl From<EnqueueError> for ApiError {
-    fn from(err: EnqueueError) -> Self {
-        match err {
-            EnqueueError::Database(db) => db.into(),
-            other => ApiError::Internal(other.into()),
-        }
+/// Names the step a fallible call is, turning its error into an [`ApiError`]:
+/// `.context("inserting the operation")?`. There is deliberately no `From` for these
+/// errors, so no database call can reach `?` without saying what it was doing.
+pub trait Context<T> {
+    /// The result, with an error converted as [`ApiError::database`] does.
+    fn context(self, step: &'static str) -> Result<T, ApiError>;
+}
+
+impl<T> Context<T> for Result<T, sqlx::Error> {
+    fn context(self, step: &'static str) -> Result<T, ApiError> {
+        self.map_err(|err| ApiError::database(step, err))
+    }
+}
+
+impl<T> Context<T> for Result<T, EnqueueError> {
+    fn context(self, step: &'static str) -> Result<T, ApiError> {
+        self.map_err(|err| match err {
+            EnqueueError::Database(db) => ApiError::database(step, db),
+            other => ApiError::internal(step, other),
+        })
     }
 }
 
@@ -135,8 +156,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         if let ApiError::Internal(cause) = &self {
-            // Logged once here with its chain; the client gets only the sentence.
-            tracing::error!(error = ?cause, "request failed");
+            // Logged once here, on one line: the step, then its causes ("inserting the
+            // job posting: error returned from database: …"). The client gets only the
+            // sentence.
+            tracing::error!(error = %format_args!("{cause:#}"), "request failed");
         }
         let fields = match &self {
             ApiError::Validation { fields, .. } if !fields.is_empty() => Some(fields.clone()),

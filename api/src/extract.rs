@@ -79,9 +79,10 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
                 tracing::debug!(%rejection, "bad path parameter");
                 Err(ApiError::field("id", "must be a UUID"))
             }
-            Err(other) => Err(ApiError::Internal(anyhow::anyhow!(
-                "path extraction: {other}"
-            ))),
+            Err(other) => Err(ApiError::internal(
+                "extracting the path parameters",
+                anyhow::anyhow!("{other}"),
+            )),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! connection, the whole cache is forgotten, since a notification may have been missed.
 //! [`FRESH_FOR`] bounds how stale an entry can be even then.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Context};
 use shared::db::users;
 use shared::domain::UserId;
 use sqlx::PgPool;
@@ -37,8 +37,11 @@ impl KnownUsers {
         if self.is_fresh(user) {
             return Ok(());
         }
-        let mut conn = pool.acquire().await?;
-        if !users::exists(&mut conn, user).await? {
+        let mut conn = pool.acquire().await.context("acquiring a connection")?;
+        if !users::exists(&mut conn, user)
+            .await
+            .context("checking the token's user exists")?
+        {
             return Err(ApiError::NotAuthenticated);
         }
         self.remember(user);

@@ -30,28 +30,15 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Runs the api on `listener` until `shutdown` completes: connects, migrates (unless
-/// `MIGRATE=false`), then serves; in-flight requests finish before it returns.
+/// `MIGRATE=false`), then serves; in-flight requests finish before it returns. Tests
+/// skip the start-up and build an [`App`] on their own database.
 pub async fn run(
     config: ApiConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let pool = shared::db::pool(&config.database)?;
-    if config.database.migrate {
-        shared::db::migrate(&pool).await?;
-    }
-    serve(&config, pool, listener, shutdown).await
-}
-
-/// Serves on an existing pool (already migrated): what [`run`] does after start-up, and
-/// what tests call with their own database.
-pub async fn serve(
-    config: &ApiConfig,
-    pool: PgPool,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    App::new(config, pool).serve(listener, shutdown).await
+    let pool = shared::db::connect(&config.database).await?;
+    App::new(&config, pool).serve(listener, shutdown).await
 }
 
 /// The api, built and not yet serving.
@@ -102,6 +89,10 @@ impl App {
         ));
         let app = routes::router(self.state, self.request_timeout);
         tracing::info!(addr = %listener.local_addr()?, "api listening");
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: finishing requests in flight");
+        };
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
@@ -110,33 +101,4 @@ impl App {
         tracing::info!("api stopped");
         Ok(())
     }
-}
-
-/// Completes on SIGTERM or Ctrl-C: the production shutdown signal.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutdown requested: finishing requests in flight");
 }

@@ -99,7 +99,7 @@ impl Waiters {
         }
     }
 
-    /// How many operations have waiters (for tests and metrics).
+    /// How many operations have waiters (tests read it to know a request is asleep).
     pub fn len(&self) -> usize {
         self.by_operation
             .lock()

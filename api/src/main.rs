@@ -14,5 +14,5 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init(&config.telemetry);
     tracing::info!(database = %config.database.database_url, "starting api");
     let listener = tokio::net::TcpListener::bind(config.api_addr).await?;
-    api::run(config, listener, api::shutdown_signal()).await
+    api::run(config, listener, shared::shutdown::signal()).await
 }

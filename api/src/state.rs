@@ -1,10 +1,12 @@
 //! What every handler shares: cheap to clone, built once in [`crate::App::new`].
 
 use crate::auth::JwtKeys;
+use crate::error::{ApiError, Context};
 use crate::known_users::KnownUsers;
 use crate::long_poll::Waiters;
 use metrics_exporter_prometheus::PrometheusHandle;
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres, Transaction};
 use std::sync::Arc;
 
 /// The api's shared state.
@@ -18,6 +20,18 @@ pub struct AppState {
     pub users: Arc<KnownUsers>,
     pub metrics: PrometheusHandle,
     pub limits: Limits,
+}
+
+impl AppState {
+    /// A pooled connection; `503` when none comes free within the acquire timeout.
+    pub async fn conn(&self) -> Result<PoolConnection<Postgres>, ApiError> {
+        self.pool.acquire().await.context("acquiring a connection")
+    }
+
+    /// A transaction on a pooled connection, for the handler to commit.
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, ApiError> {
+        self.pool.begin().await.context("beginning a transaction")
+    }
 }
 
 /// Per-request policy taken from the configuration.

@@ -1,4 +1,9 @@
 //! Field checks shared by the handlers; each failure is a `422` naming the field.
+//!
+//! The OpenAPI document states the same checks as `pattern`s in the request bodies'
+//! `#[schema]` attributes (`routes/*.rs`). utoipa takes only a string literal there, so
+//! each field spells its pattern out, and nothing here repeats them: change a check
+//! here and the patterns of the fields it serves together.
 
 use crate::error::ApiError;
 
@@ -29,14 +34,6 @@ pub fn optional_text<'a>(
     }
 }
 
-/// The OpenAPI pattern of free text: something other than white space, and no NUL.
-pub const TEXT_PATTERN: &str = r"^[^\x00]*[^\s\x00][^\x00]*$";
-/// The OpenAPI pattern of optional text: no NUL (blank counts as absent).
-pub const OPTIONAL_TEXT_PATTERN: &str = r"^[^\x00]*$";
-/// The OpenAPI pattern of an email address, exactly what [`email`] accepts.
-pub const EMAIL_PATTERN: &str =
-    r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$";
-
 /// PostgreSQL text cannot hold NUL: refuse it as bad input, never let it reach SQL.
 fn no_nul(field: &str, value: &str) -> Result<(), ApiError> {
     if value.contains('\0') {
@@ -56,8 +53,9 @@ fn no_nul(field: &str, value: &str) -> Result<(), ApiError> {
 pub const MAX_CONTENT_CHARS: usize = 20_000;
 
 /// An email address, lower-cased. Deliberately simple (one `@`, a dotted domain of
-/// non-empty labels, no spaces or control characters; [`EMAIL_PATTERN`]): the real
-/// check is whether mail arrives, which is not ours to do here.
+/// non-empty labels, no spaces or control characters; the `pattern` of
+/// `RegisterRequest::email` says the same): the real check is whether mail arrives,
+/// which is not ours to do here.
 pub fn email(value: &str) -> Result<String, ApiError> {
     let plain = |c: char| c != '@' && !c.is_whitespace() && !c.is_control();
     let valid = value.chars().count() <= 254

@@ -33,12 +33,13 @@ pub struct DatabaseConfig {
     )]
     pub database_url: DatabaseUrl,
 
-    /// Connections this process keeps at most (small pools are faster here; see docs/APALIS.md).
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    /// Connections this process keeps at most, 2 to 1,000: one is held for good by a
+    /// listener (small pools are faster here; see docs/APALIS.md).
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1_000))]
     pub database_max_connections: u32,
 
-    /// Seconds to wait for a pooled connection before answering 503.
-    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 3)]
+    /// Seconds to wait for a pooled connection before answering 503 (1 to 300).
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub database_acquire_timeout_secs: u64,
 
     /// Apply pending migrations at start (false to leave the schema to a separate step).
@@ -170,6 +171,32 @@ pub struct TelemetryConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// The shared settings alone, as each binary flattens them into its own.
+    #[derive(Debug, Parser)]
+    struct Settings {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        telemetry: TelemetryConfig,
+    }
+
+    #[test]
+    fn settings_out_of_their_range_are_refused_by_name() {
+        for args in [
+            ["test", "--database-max-connections", "1"],
+            ["test", "--database-max-connections", "1001"],
+            ["test", "--database-acquire-timeout-secs", "0"],
+            ["test", "--database-acquire-timeout-secs", "301"],
+        ] {
+            let err = Settings::try_parse_from(args).expect_err("out of range");
+            assert!(err.to_string().contains(&args[1][2..]), "{err}");
+        }
+        let defaults = Settings::try_parse_from(["test"]).expect("defaults parse");
+        assert_eq!(defaults.database.database_max_connections, 10);
+        assert_eq!(defaults.database.acquire_timeout(), Duration::from_secs(3));
+    }
 
     #[test]
     fn database_url_hides_its_password() {

@@ -1,14 +1,20 @@
 //! What the `api` and `worker` binaries share: the domain vocabulary, configuration,
-//! database access (one module of SQL per table), the job payload and telemetry.
+//! database access (one module of SQL per table), the job payload, telemetry, and what
+//! both do at start and stop.
 //!
-//! It holds no HTTP types and no apalis worker wiring: those belong to the binaries.
+//! It holds no axum types and no apalis worker wiring: those belong to the binaries.
+//! The rows that SQL reads into double as the api's response bodies (they derive
+//! `Serialize` and `ToSchema`); docs/DESIGN.md, "Response rows are the database rows",
+//! says why.
 //!
 //! Layout:
 //! - [`domain`]: ids, statuses and question types, spelled the same in serde, SQL and the contract;
 //! - [`config`]: settings read once from the environment (and `.env`);
-//! - [`db`]: the pool, the migrators, and one module of SQL per table;
+//! - [`db`]: the pool and the migrators ([`db::connect`] at start), and one module of SQL per table;
 //! - [`jobs`]: the `question_generation` job payload and its transactional enqueue;
-//! - [`metrics`]: the Prometheus recorder and the queue-depth gauges read from the database;
+//! - [`metrics`]: the Prometheus recorder, the rendering of a scrape, and the queue-depth
+//!   gauges read from the database;
+//! - [`shutdown`]: the production shutdown signal (SIGTERM or Ctrl-C);
 //! - [`telemetry`]: tracing set-up (`RUST_LOG`, `LOG_FORMAT`);
 //! - [`tls`]: the process's TLS crypto provider.
 
@@ -17,5 +23,6 @@ pub mod db;
 pub mod domain;
 pub mod jobs;
 pub mod metrics;
+pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

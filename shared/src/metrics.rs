@@ -1,5 +1,6 @@
-//! The Prometheus recorder, and the gauges that are read from the database at scrape
-//! time so that every replica reports the whole queue, not its own share.
+//! The Prometheus recorder, the rendering of a scrape, and the gauges that are read
+//! from the database at scrape time so that every replica reports the whole queue, not
+//! its own share. Serving `/metrics` over HTTP is the binaries' part.
 
 use crate::db::operations;
 use crate::db::queue;
@@ -34,6 +35,15 @@ pub fn install_recorder() -> PrometheusHandle {
             }
         })
         .clone()
+}
+
+/// The content type of Prometheus' text exposition format, version 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// The body of a `/metrics` response and its content type: what both binaries answer a
+/// scrape with, after refreshing the gauges they read from the database.
+pub fn render(handle: &PrometheusHandle) -> (&'static str, String) {
+    (CONTENT_TYPE, handle.render())
 }
 
 fn describe() {

@@ -47,8 +47,8 @@ pub struct WorkerConfig {
     #[arg(long, env = "LLM_MODEL", default_value = "gpt-4o-mini")]
     pub llm_model: String,
 
-    /// Seconds one LLM request may take.
-    #[arg(long, env = "LLM_TIMEOUT_SECS", default_value_t = 10.0)]
+    /// Seconds one LLM request may take (0.001 to 600; fractions allowed).
+    #[arg(long, env = "LLM_TIMEOUT_SECS", default_value_t = 10.0, value_parser = llm_timeout_secs)]
     pub llm_timeout_secs: f64,
 
     /// LLM attempts per question in all, first one included.
@@ -67,8 +67,8 @@ pub struct WorkerConfig {
     #[arg(long, env = "LLM_BACKOFF_MAX_MS", default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub llm_backoff_max_ms: u64,
 
-    /// Seconds to finish jobs in flight after SIGTERM before exiting.
-    #[arg(long, env = "WORKER_SHUTDOWN_SECS", default_value_t = 30)]
+    /// Seconds to finish jobs in flight after SIGTERM before exiting (0 to 3600).
+    #[arg(long, env = "WORKER_SHUTDOWN_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub worker_shutdown_secs: u64,
 
     /// Seconds of silence after which a worker's jobs are taken over by others (2 to
@@ -76,9 +76,9 @@ pub struct WorkerConfig {
     #[arg(long, env = "WORKER_HEARTBEAT_SECS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub worker_heartbeat_secs: u64,
 
-    /// Days a finished job's queue row is kept before it is deleted (0: keep them all).
-    /// Operations and messages are never deleted by this.
-    #[arg(long, env = "JOB_RETENTION_DAYS", default_value_t = 7)]
+    /// Days a finished job's queue row is kept before it is deleted (0: keep them all;
+    /// at most 36,500). Operations and messages are never deleted by this.
+    #[arg(long, env = "JOB_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=36_500))]
     pub job_retention_days: u32,
 
     #[command(flatten)]
@@ -86,6 +86,19 @@ pub struct WorkerConfig {
 
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+}
+
+/// `LLM_TIMEOUT_SECS`: a number of seconds from 0.001 to 600, fractions allowed (clap's
+/// ranges are for integers only).
+fn llm_timeout_secs(value: &str) -> Result<f64, String> {
+    let secs: f64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number of seconds"))?;
+    if (0.001..=600.0).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(format!("{value} is not in 0.001..=600"))
+    }
 }
 
 /// Heartbeats a worker may miss before its jobs are taken over.
@@ -193,6 +206,13 @@ mod tests {
             ["worker", "--worker-heartbeat-secs", "1"],
             ["worker", "--llm-max-attempts", "0"],
             ["worker", "--worker-concurrency", "0"],
+            ["worker", "--worker-shutdown-secs", "3601"],
+            ["worker", "--job-retention-days", "36501"],
+            ["worker", "--llm-timeout-secs", "0"],
+            ["worker", "--llm-timeout-secs", "inf"],
+            ["worker", "--llm-timeout-secs", "NaN"],
+            ["worker", "--llm-timeout-secs", "ten"],
+            ["worker", "--database-max-connections", "1"],
         ] {
             let err = WorkerConfig::try_parse_from(args).expect_err("out of range");
             assert!(err.to_string().contains(&args[1][2..]), "{err}");
@@ -234,5 +254,12 @@ mod tests {
         let config = WorkerConfig::try_parse_from(["worker", "--worker-heartbeat-secs", "7"])
             .expect("parse");
         assert_eq!(config.heartbeat_window(), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn a_fractional_llm_timeout_is_accepted() {
+        let config =
+            WorkerConfig::try_parse_from(["worker", "--llm-timeout-secs", "0.5"]).expect("parse");
+        assert_eq!(config.llm_timeout(), Duration::from_millis(500));
     }
 }

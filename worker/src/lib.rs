@@ -37,10 +37,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let pool = shared::db::pool(&config.database)?;
-    if config.database.migrate {
-        shared::db::migrate(&pool).await?;
-    }
+    let pool = shared::db::connect(&config.database).await?;
     work(&config, pool, listener, shutdown).await
 }
 
@@ -119,29 +116,4 @@ pub fn llm(config: &WorkerConfig) -> anyhow::Result<Llm> {
             format: config.llm_response_format,
         })?)),
     })
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

@@ -11,5 +11,5 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init(&config.telemetry);
     tracing::info!(database = %config.database.database_url, "starting worker");
     let listener = tokio::net::TcpListener::bind(config.worker_addr).await?;
-    worker::run(config, listener, worker::shutdown_signal()).await
+    worker::run(config, listener, shared::shutdown::signal()).await
 }

@@ -43,10 +43,8 @@ async fn render(State(state): State<ServerState>) -> impl IntoResponse {
         Ok(count) => gauge!("operations_overdue").set(count as f64),
         Err(err) => tracing::warn!(error = %err, "could not count overdue operations"),
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let (content_type, body) = shared::metrics::render(&state.metrics);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 async fn overdue(state: &ServerState) -> Result<i64, sqlx::Error> {

@@ -1,7 +1,7 @@
 //! `POST /auth/register` and `POST /auth/login`.
 
 use crate::auth;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::Json;
 use crate::state::AppState;
 use crate::validate;
@@ -59,11 +59,11 @@ pub async fn register(
     let password = validate::password(&req.password)?.to_owned();
     let full_name = validate::optional_text("full_name", req.full_name.as_deref(), 200)?;
     let hash = auth::hash_password(password).await?;
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = state.conn().await?;
     match users::insert(&mut conn, &email, &hash, full_name).await {
         Ok(user) => Ok((StatusCode::CREATED, Json(user))),
         Err(err) if shared::db::violates(&err, users::EMAIL_KEY) => Err(ApiError::EmailTaken),
-        Err(err) => Err(err.into()),
+        Err(err) => Err(ApiError::database("inserting the user", err)),
     }
 }
 
@@ -85,8 +85,10 @@ pub async fn login(
         return Err(ApiError::InvalidCredentials);
     }
     let credentials = {
-        let mut conn = state.pool.acquire().await?;
-        users::find_credentials(&mut conn, &email).await?
+        let mut conn = state.conn().await?;
+        users::find_credentials(&mut conn, &email)
+            .await
+            .context("reading the credentials")?
     };
     // Verify against a dummy hash when the account is unknown, so the answer takes as
     // long either way and does not reveal which emails are registered.

@@ -5,7 +5,7 @@
 //! or neither does: a crash in between can neither leave an operation `pending` forever
 //! nor a job for nothing.
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::{CurrentUser, Path};
 use crate::state::AppState;
 use axum::extract::State;
@@ -49,13 +49,16 @@ pub async fn generate_question(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = state.begin().await?;
     let session = sessions::find_owned(&mut tx, session_id, user)
-        .await?
+        .await
+        .context("reading the session")?
         .ok_or(ApiError::SessionNotFound)?;
 
     if let Some(key) = key {
-        operations::release_expired_key(&mut tx, user, key, IDEMPOTENCY_TTL_SECS).await?;
+        operations::release_expired_key(&mut tx, user, key, IDEMPOTENCY_TTL_SECS)
+            .await
+            .context("releasing an expired idempotency key")?;
         if let Some(earlier) = replay(&mut tx, user, session_id, key).await? {
             return Ok(accepted(earlier));
         }
@@ -64,7 +67,9 @@ pub async fn generate_question(
         return Err(ApiError::SessionNotActive(session.status));
     }
     if state.limits.generate_per_minute > 0 {
-        let window = rate_limits::hit(&mut tx, user, "generate_question").await?;
+        let window = rate_limits::hit(&mut tx, user, "generate_question")
+            .await
+            .context("counting the hit against the rate limit")?;
         if window.hits > state.limits.generate_per_minute as i32 {
             return Err(ApiError::TooManyRequests {
                 retry_after_secs: window.seconds_left.ceil().max(1.0) as u64,
@@ -74,28 +79,35 @@ pub async fn generate_question(
 
     let id = OperationId::new();
     let Some(operation) =
-        operations::insert_question_generation(&mut tx, id, user, session_id, key).await?
+        operations::insert_question_generation(&mut tx, id, user, session_id, key)
+            .await
+            .context("inserting the operation")?
     else {
         // A concurrent request with the same key committed first (ON CONFLICT waited
         // for it): answer with its operation.
         drop(tx);
-        let mut conn = state.pool.acquire().await?;
+        let mut conn = state.conn().await?;
         let key = key.unwrap_or_default();
         return replay(&mut conn, user, session_id, key)
             .await?
             .map(accepted)
             .ok_or_else(|| {
-                ApiError::Internal(anyhow::anyhow!(
-                    "idempotency key conflict without a stored operation"
-                ))
+                ApiError::internal(
+                    "replaying the operation of a concurrent request",
+                    anyhow::anyhow!("idempotency key conflict without a stored operation"),
+                )
             });
     };
     let job = QuestionGenerationJob {
         operation_id: id,
         session_id,
     };
-    jobs::enqueue(&mut tx, &job, state.limits.llm_max_attempts).await?;
-    tx.commit().await?;
+    jobs::enqueue(&mut tx, &job, state.limits.llm_max_attempts)
+        .await
+        .context("queueing the job")?;
+    tx.commit()
+        .await
+        .context("committing the operation and its job")?;
     tracing::info!(operation_id = %id, session_id = %session_id, "question generation queued");
     Ok(accepted(operation))
 }
@@ -108,7 +120,10 @@ async fn replay(
     session_id: SessionId,
     key: &str,
 ) -> Result<Option<Operation>, ApiError> {
-    match operations::find_by_idempotency_key(conn, user, key).await? {
+    let earlier = operations::find_by_idempotency_key(conn, user, key)
+        .await
+        .context("reading the operation of the idempotency key")?;
+    match earlier {
         Some(earlier) if earlier.session_id == Some(session_id) => Ok(Some(earlier.operation)),
         Some(_) => Err(ApiError::IdempotencyKeyReused),
         None => Ok(None),

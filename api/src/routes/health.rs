@@ -45,8 +45,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         // Still serve the process's own metrics; the gauges keep their last values.
         tracing::warn!(error = %err, "could not read queue depth for /metrics");
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let (content_type, body) = shared::metrics::render(&state.metrics);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }

@@ -1,6 +1,6 @@
 //! `/job-postings`: create, read and delete a user's job postings.
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::{CurrentUser, Json, Path};
 use crate::state::AppState;
 use crate::validate;
@@ -39,8 +39,10 @@ pub async fn create(
     let title = validate::text("title", &req.title, 200)?;
     let company = validate::optional_text("company", req.company.as_deref(), 200)?;
     let description = validate::text("description", &req.description, validate::MAX_CONTENT_CHARS)?;
-    let mut conn = state.pool.acquire().await?;
-    let posting = job_postings::insert(&mut conn, user, title, company, description).await?;
+    let mut conn = state.conn().await?;
+    let posting = job_postings::insert(&mut conn, user, title, company, description)
+        .await
+        .context("inserting the job posting")?;
     Ok((StatusCode::CREATED, Json(posting)))
 }
 
@@ -59,9 +61,10 @@ pub async fn get(
     CurrentUser(user): CurrentUser,
     Path(id): Path<JobPostingId>,
 ) -> Result<Json<JobPosting>, ApiError> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = state.conn().await?;
     job_postings::find_owned(&mut conn, id, user)
-        .await?
+        .await
+        .context("reading the job posting")?
         .map(Json)
         .ok_or(ApiError::JobPostingNotFound)
 }
@@ -81,8 +84,11 @@ pub async fn delete(
     CurrentUser(user): CurrentUser,
     Path(id): Path<JobPostingId>,
 ) -> Result<StatusCode, ApiError> {
-    let mut conn = state.pool.acquire().await?;
-    if job_postings::delete_owned(&mut conn, id, user).await? {
+    let mut conn = state.conn().await?;
+    if job_postings::delete_owned(&mut conn, id, user)
+        .await
+        .context("deleting the job posting")?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::JobPostingNotFound)

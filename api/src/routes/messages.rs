@@ -1,6 +1,6 @@
 //! `/sessions/{id}/messages` (read) and `/sessions/{id}/answers` (the user's answers).
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::{CurrentUser, Json, Path, Query};
 use crate::state::AppState;
 use crate::validate;
@@ -67,12 +67,17 @@ pub async fn list(
         return Err(ApiError::field("limit", "must be between 1 and 200"));
     }
     let offset = (page - 1) * limit;
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = state.conn().await?;
     sessions::find_owned(&mut conn, session_id, user)
-        .await?
+        .await
+        .context("reading the session")?
         .ok_or(ApiError::SessionNotFound)?;
-    let items = messages::page(&mut conn, session_id, limit, offset).await?;
-    let total = messages::count(&mut conn, session_id).await?;
+    let items = messages::page(&mut conn, session_id, limit, offset)
+        .await
+        .context("reading a page of messages")?;
+    let total = messages::count(&mut conn, session_id)
+        .await
+        .context("counting the messages")?;
     Ok(Json(MessagePage {
         items,
         total,
@@ -100,15 +105,18 @@ pub async fn answer(
     Json(req): Json<AnswerRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
     let content = validate::text("content", &req.content, validate::MAX_CONTENT_CHARS)?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = state.begin().await?;
     // Locked so a concurrent PATCH cannot complete the session between check and insert.
     let session = sessions::lock_owned(&mut tx, session_id, user)
-        .await?
+        .await
+        .context("locking the session")?
         .ok_or(ApiError::SessionNotFound)?;
     if session.status != SessionStatus::Active {
         return Err(ApiError::SessionNotActive(session.status));
     }
-    let message = messages::insert_answer(&mut tx, session_id, content).await?;
-    tx.commit().await?;
+    let message = messages::insert_answer(&mut tx, session_id, content)
+        .await
+        .context("inserting the answer")?;
+    tx.commit().await.context("committing the answer")?;
     Ok((StatusCode::CREATED, Json(message)))
 }

@@ -1,6 +1,6 @@
 //! `GET /operations/{id}`: poll, or long-poll with `wait`, an operation.
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::{CurrentUser, Path, Query};
 use crate::routes::generate::RETRY_AFTER_SECS;
 use crate::state::AppState;
@@ -55,9 +55,10 @@ pub async fn get(
 }
 
 async fn read(state: &AppState, id: OperationId, user: UserId) -> Result<Operation, ApiError> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = state.conn().await?;
     operations::find_owned(&mut conn, id, user)
-        .await?
+        .await
+        .context("reading the operation")?
         .ok_or(ApiError::OperationNotFound)
 }
 

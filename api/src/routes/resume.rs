@@ -1,6 +1,6 @@
 //! `PUT /resume`: one resume per user, replaced on every write.
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::{CurrentUser, Json};
 use crate::state::AppState;
 use crate::validate;
@@ -31,6 +31,9 @@ pub async fn put_resume(
     Json(req): Json<ResumeRequest>,
 ) -> Result<Json<Resume>, ApiError> {
     let content = validate::text("content", &req.content, validate::MAX_CONTENT_CHARS)?;
-    let mut conn = state.pool.acquire().await?;
-    Ok(Json(resumes::upsert(&mut conn, user, content).await?))
+    let mut conn = state.conn().await?;
+    let resume = resumes::upsert(&mut conn, user, content)
+        .await
+        .context("storing the resume")?;
+    Ok(Json(resume))
 }

@@ -1,6 +1,6 @@
 //! `/sessions`: start, list, read and change the status of interview sessions.
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::{CurrentUser, Json, Path, Query};
 use crate::state::AppState;
 use axum::extract::State;
@@ -58,9 +58,10 @@ pub async fn create(
     CurrentUser(user): CurrentUser,
     Json(req): Json<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = state.conn().await?;
     let session = sessions::insert_for_posting(&mut conn, user, req.job_posting_id)
-        .await?
+        .await
+        .context("inserting the session")?
         .ok_or(ApiError::JobPostingNotFound)?;
     Ok((StatusCode::CREATED, Json(session)))
 }
@@ -86,9 +87,13 @@ pub async fn list(
     if offset < 0 {
         return Err(ApiError::field("offset", "must not be negative"));
     }
-    let mut conn = state.pool.acquire().await?;
-    let items = sessions::list(&mut conn, user, limit, offset).await?;
-    let total = sessions::count(&mut conn, user).await?;
+    let mut conn = state.conn().await?;
+    let items = sessions::list(&mut conn, user, limit, offset)
+        .await
+        .context("listing the sessions")?;
+    let total = sessions::count(&mut conn, user)
+        .await
+        .context("counting the sessions")?;
     Ok(Json(SessionPage {
         items,
         total,
@@ -112,9 +117,10 @@ pub async fn get(
     CurrentUser(user): CurrentUser,
     Path(id): Path<SessionId>,
 ) -> Result<Json<Session>, ApiError> {
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = state.conn().await?;
     sessions::find_owned(&mut conn, id, user)
-        .await?
+        .await
+        .context("reading the session")?
         .map(Json)
         .ok_or(ApiError::SessionNotFound)
 }
@@ -137,10 +143,11 @@ pub async fn update(
     Path(id): Path<SessionId>,
     Json(req): Json<UpdateSessionRequest>,
 ) -> Result<Json<Session>, ApiError> {
-    let mut tx = state.pool.begin().await?;
+    let mut tx = state.begin().await?;
     // Locked so the transition is checked against the status it replaces.
     let session = sessions::lock_owned(&mut tx, id, user)
-        .await?
+        .await
+        .context("locking the session")?
         .ok_or(ApiError::SessionNotFound)?;
     if session.status == req.status {
         return Ok(Json(session));
@@ -151,7 +158,9 @@ pub async fn update(
             to: req.status,
         });
     }
-    let updated = sessions::set_status(&mut tx, id, req.status).await?;
-    tx.commit().await?;
+    let updated = sessions::set_status(&mut tx, id, req.status)
+        .await
+        .context("changing the session's status")?;
+    tx.commit().await.context("committing the status change")?;
     Ok(Json(updated))
 }

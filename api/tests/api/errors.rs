@@ -4,6 +4,7 @@ use crate::helpers::{TestApp, assert_error};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::PgPool;
+use std::sync::{Arc, Mutex, PoisonError};
 
 #[sqlx::test(migrations = false)]
 async fn unknown_routes_and_methods_get_the_error_body(pool: PgPool) {
@@ -214,4 +215,97 @@ async fn a_database_outage_is_503_not_500_or_a_hang(pool: PgPool) {
     .await;
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+}
+
+/// The log lines written on this thread while it is held, as text.
+#[derive(Debug, Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Captures this thread's log lines until the guard drops. `#[sqlx::test]` runs the
+    /// test, and the server it spawns, on one current-thread runtime, so the server's
+    /// lines are among them.
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_internal_error_is_a_500_in_the_contract_body_and_its_one_log_line_names_the_step(
+    pool: PgPool,
+) {
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    let app = TestApp::spawn(pool).await;
+    let user = app.register("ada@example.com").await;
+    // A constraint the api knows nothing of refuses the insert: not an outage (503), not
+    // a deleted user (401), so an internal error.
+    sqlx::query(
+        "ALTER TABLE job_postings ADD CONSTRAINT job_postings_no_doom CHECK (title <> 'Doomed')",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("constraint");
+
+    let response = app
+        .post(
+            "/api/v1/job-postings",
+            Some(&user),
+            json!({"title": "Doomed", "description": "Rust, PostgreSQL"}),
+        )
+        .await;
+    let body = assert_error(
+        response,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_ERROR",
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!({"detail": {"code": "INTERNAL_ERROR", "message": "Something went wrong on our side."}})
+    );
+
+    let logs = logs.text();
+    let failures: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("request failed"))
+        .collect();
+    assert_eq!(failures.len(), 1, "logged once: {logs}");
+    // The step, then the cause chain, on the one line.
+    let line = failures[0];
+    assert!(
+        line.contains("inserting the job posting: ") && line.contains("job_postings_no_doom"),
+        "{line}"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM job_postings").await, 0);
 }

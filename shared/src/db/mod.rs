@@ -1,4 +1,5 @@
-//! Database access: the pool, the migrators, and one module of SQL per table.
+//! Database access: the pool and the migrators ([`connect`] does both at start), and
+//! one module of SQL per table.
 //!
 //! Query functions take `&mut PgConnection` (or a pool where one statement is the
 //! whole story), so the caller owns the transaction and decides what commits together.
@@ -31,6 +32,29 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
         .max_connections(config.database_max_connections)
         .acquire_timeout(config.acquire_timeout())
         .connect_lazy_with(options))
+}
+
+/// The process's pool, with the schema brought up to date unless `MIGRATE=false`: what
+/// both binaries do at start. With migrations on, the first connection is made here, so
+/// an unreachable database fails the start; with them off, nothing connects until the
+/// first query.
+pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, ConnectError> {
+    let pool = pool(config).map_err(ConnectError::Url)?;
+    if config.migrate {
+        migrate(&pool).await?;
+    }
+    Ok(pool)
+}
+
+/// Why the database could not be readied at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// `DATABASE_URL` does not parse as connection settings.
+    #[error("DATABASE_URL is not a valid PostgreSQL URL")]
+    Url(#[source] sqlx::Error),
+    /// The migrations failed.
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
 }
 
 /// Applies both schemas: apalis' queue tables (schema `apalis`, its own history) and
