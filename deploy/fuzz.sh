@@ -9,9 +9,9 @@
 # command that replays it, `FUZZ_SEED=... FUZZ_EXAMPLES=... FUZZ_REPLAY=0 bash deploy/fuzz.sh`.
 # Then every seed of deploy/fuzz-failed-seeds.txt (seeds that once found a bug) is
 # replayed, unless FUZZ_REPLAY=0. Each seed runs on its own fresh database, api and
-# worker, so that it finds the same state whenever it runs. FUZZ_EXAMPLES (default 12)
-# sets the depth, examples per operation; 12 aims at 2 to 3 minutes per seed (70 took
-# about 7). A run fails on any schemathesis failure, any 5xx, or fewer requests than
+# worker, so that it finds the same state whenever it runs. FUZZ_EXAMPLES (default 8)
+# sets the depth, examples per operation: 12 took 222 s for one seed here (697
+# requests), 70 took about 7 minutes; 8 keeps the test command within its budget. A run fails on any schemathesis failure, any 5xx, or fewer requests than
 # 200 + 7 per example (about half of what full runs served: 1,454 at 70, 1,891 at 100),
 # which would mean the fuzz did not reach the api.
 #
@@ -26,7 +26,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . deploy/lib/postgres.sh
 : "${DATABASE_URL:=postgres://postgres@127.0.0.1:5432/interviewer}"
 seed=${FUZZ_SEED:-$(date -u +%Y%m%d%H%M%S)}
-examples=${FUZZ_EXAMPLES:-12}
+examples=${FUZZ_EXAMPLES:-8}
 replay=${FUZZ_REPLAY:-1}
 seeds_file=deploy/fuzz-failed-seeds.txt
 start_timeout=30 # seconds for the api to answer /healthz on its fresh database
@@ -124,12 +124,14 @@ fuzz_once() {
     [[ -n $token ]] || fail "logging in gave no access_token; the api answered: $login" "$dir/api.log"
 
     # No example database (.hypothesis/) nor cache (deploy/schemathesis.toml): the seed
-    # alone decides the cases, here as in CI's fresh clone.
+    # alone decides the cases, here as in CI's fresh clone. Hypothesis' "too slow" health
+    # check is about generating strings for the long text fields' patterns on a busy
+    # 2-core machine, not about the api (seed 20261128013902 tripped it): suppressed.
     status=0
     "$venv/bin/schemathesis" --config-file deploy/schemathesis.toml run .local/openapi.json --url "http://$addr" \
         -H "Authorization: Bearer $token" --checks all --exclude-checks positive_data_acceptance \
         --request-timeout 40 --max-response-time 35 --max-examples "$examples" \
-        --seed "$seed" --generation-database none --report junit --report-dir "$dir/report" \
+        --seed "$seed" --generation-database none --suppress-health-check too_slow --report junit --report-dir "$dir/report" \
         || { status=$?; echo "fuzz: seed $seed: schemathesis failed (exit $status; junit report in $dir/report)" >&2; }
 
     metrics=$(curl -fsS --max-time 10 "http://$addr/metrics") || fail "cannot read the api's metrics" "$dir/api.log"
