@@ -7,15 +7,23 @@ use std::io;
 
 /// Completes on the first SIGTERM or Ctrl-C, and logs which one came.
 ///
+/// The SIGTERM handler is registered when this is called, not when the future is first
+/// polled: a process is healthy (and may be told to stop) before its run loop polls its
+/// shutdown future, and a SIGTERM with no handler yet kills it without a drain. Call it
+/// inside the runtime, at start.
+///
 /// A signal whose handler cannot be registered is logged as an error and never
 /// completes, so the other one still stops the process; this never returns early.
-pub async fn signal() {
-    let name = first_of(
-        listen("Ctrl-C", tokio::signal::ctrl_c()),
-        listen("SIGTERM", terminate()),
-    )
-    .await;
-    tracing::info!(signal = name, "shutdown requested");
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
+    let sigterm = terminate();
+    async move {
+        let name = first_of(
+            listen("Ctrl-C", tokio::signal::ctrl_c()),
+            listen("SIGTERM", sigterm),
+        )
+        .await;
+        tracing::info!(signal = name, "shutdown requested");
+    }
 }
 
 /// The first of two signals to arrive.
@@ -41,19 +49,23 @@ async fn listen(name: &'static str, arrival: impl Future<Output = io::Result<()>
     }
 }
 
+/// Registers the SIGTERM handler now; the future completes on the signal.
 #[cfg(unix)]
-async fn terminate() -> io::Result<()> {
+fn terminate() -> impl Future<Output = io::Result<()>> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate())?.recv().await {
-        Some(()) => Ok(()),
-        // The runtime is going away: no SIGTERM will ever be delivered.
-        None => Err(io::Error::other("the signal stream ended")),
+    let registered = signal(SignalKind::terminate());
+    async move {
+        match registered?.recv().await {
+            Some(()) => Ok(()),
+            // The runtime is going away: no SIGTERM will ever be delivered.
+            None => Err(io::Error::other("the signal stream ended")),
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn terminate() -> io::Result<()> {
-    std::future::pending().await
+fn terminate() -> impl Future<Output = io::Result<()>> + Send + 'static {
+    std::future::pending()
 }
 
 #[cfg(test)]
