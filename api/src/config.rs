@@ -27,6 +27,12 @@ pub struct ApiConfig {
     #[arg(long, env = "RATE_LIMIT_GENERATE_PER_MINUTE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub rate_limit_generate_per_minute: u32,
 
+    /// Unfinished operations one session may hold (0: off; at most 10,000). A session's
+    /// questions are generated one at a time, so this bounds how long the last one
+    /// waits: MAX_PENDING_PER_SESSION × a job's worst case.
+    #[arg(long, env = "MAX_PENDING_PER_SESSION", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub max_pending_per_session: u32,
+
     /// LLM attempts a job may take in all; recorded on each job so the queue never runs
     /// it more often than the worker's retry budget. Keep it equal to the workers'.
     #[arg(long, env = "LLM_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -56,6 +62,7 @@ impl ApiConfig {
             jwt_secret: Some(Secret::new("test-secret-that-is-long-enough-for-hs256")),
             jwt_ttl_secs: 3600,
             rate_limit_generate_per_minute: 0,
+            max_pending_per_session: 20,
             llm_max_attempts: 5,
             request_timeout_secs: 10,
             print_openapi: false,

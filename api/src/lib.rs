@@ -63,6 +63,7 @@ impl App {
             limits: Limits {
                 generate_per_minute: config.rate_limit_generate_per_minute,
                 llm_max_attempts: config.llm_max_attempts,
+                max_pending_per_session: config.max_pending_per_session,
             },
         };
         Self {

@@ -41,4 +41,6 @@ pub struct Limits {
     pub generate_per_minute: u32,
     /// The job's `max_attempts`, equal to the workers' LLM attempt budget.
     pub llm_max_attempts: u32,
+    /// Unfinished operations per session; 0 turns the cap off.
+    pub max_pending_per_session: u32,
 }

@@ -13,13 +13,21 @@ const WARMUP: Duration = Duration::from_secs(2);
 const MEASURE: Duration = Duration::from_secs(10);
 /// Generous: a run that takes longer than this is broken, not slow.
 const FINISH_DEADLINE: Duration = Duration::from_secs(900);
+/// Sessions for figure 1: more than the requests it sends (about 2,000/s over WARMUP +
+/// MEASURE, BENCHMARKS.md, so some 24,000), so that each request is its session's only
+/// unfinished operation. A session's questions are generated one at a time; a request
+/// on a session with an unfinished operation would push its job held, and past
+/// MAX_PENDING_PER_SESSION of them (20) be refused with a 429.
+const ENQUEUE_SESSIONS: usize = 40_000;
 
 /// 1. `POST …/generate-question` on `connections` connections (no worker running, so
 ///    the api and PostgreSQL have the machine).
 pub async fn enqueue(setup: &Setup, connections: usize) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
     let api = stack::api(setup, &db).await?;
-    let user = User::create(&api, 100).await?;
+    // No worker runs, so no operation ever ends: one session per request (see
+    // ENQUEUE_SESSIONS).
+    let user = User::create(&api, ENQUEUE_SESSIONS).await?;
     let cpu_before = cpu_snapshot(&[&api]);
     let outcome = load::closed_loop(connections, WARMUP, MEASURE, move |http, n| {
         let user = user.clone();
@@ -27,6 +35,15 @@ pub async fn enqueue(setup: &Setup, connections: usize) -> anyhow::Result<Figure
     })
     .await?;
     let cpu = cpu_snapshot(&[&api]).since(&cpu_before, WARMUP + MEASURE);
+    let (operations,): (i64,) = sqlx::query_as("SELECT count(*) FROM operations")
+        .fetch_one(&db.pool)
+        .await?;
+    if operations > ENQUEUE_SESSIONS as i64 {
+        eprintln!(
+            "enqueue: {operations} requests accepted on {ENQUEUE_SESSIONS} sessions: some \
+             sessions got a second (held) job; raise ENQUEUE_SESSIONS"
+        );
+    }
     drop(api);
     db.drop_database().await?;
     Ok(with_cpu(load_figures(outcome), "api", cpu))
@@ -36,8 +53,11 @@ pub async fn enqueue(setup: &Setup, connections: usize) -> anyhow::Result<Figure
 pub async fn poll(setup: &Setup, connections: usize) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
     let api = stack::api(setup, &db).await?;
-    let user = User::create(&api, 100).await?;
-    let ids = user.generate_many(1_000, 32).await?;
+    // One session per operation: no worker runs, so all stay unfinished, and one
+    // session may hold only MAX_PENDING_PER_SESSION of them.
+    let operations = 1_000;
+    let user = User::create(&api, operations).await?;
+    let ids = user.generate_many(operations, 32).await?;
     let cpu_before = cpu_snapshot(&[&api]);
     let outcome = load::closed_loop(connections, WARMUP, MEASURE, move |http, n| {
         let url = format!("{}/operations/{}", user.base, ids[n as usize % ids.len()]);
@@ -62,8 +82,10 @@ pub async fn end_to_end(setup: &Setup, jobs: usize, workers: usize) -> anyhow::R
     let db = Database::create(setup).await?;
     let api = stack::api(setup, &db).await?;
     let llm = fake_llm::start(Duration::ZERO).await?;
-    // Ten questions per session, as in a real interview.
-    let user = User::create(&api, jobs.div_ceil(10)).await?;
+    // One job per session: a session's questions run one at a time, so with several
+    // per session the later ones would wait for their predecessors instead of the
+    // workers, and the figure would measure the sessions, not the queue.
+    let user = User::create(&api, jobs).await?;
     user.generate_many(jobs, 64).await?;
     let started = Instant::now();
     let cpu_before = stack::postgres_cpu_seconds();
@@ -100,7 +122,9 @@ pub async fn in_flight(
     let db = Database::create(setup).await?;
     let api = stack::api(setup, &db).await?;
     let llm = fake_llm::start(Duration::from_millis(latency_ms)).await?;
-    let user = User::create(&api, jobs.div_ceil(10)).await?;
+    // One job per session: a session's questions run one at a time, so `concurrency`
+    // jobs can be in flight only if as many sessions have one.
+    let user = User::create(&api, jobs).await?;
     user.generate_many(jobs, 64).await?;
     let worker = stack::worker(setup, &db, &llm, concurrency).await?;
     let metrics_url = format!("http://{}/metrics", worker.addr);
@@ -169,12 +193,15 @@ pub async fn pickup(setup: &Setup, rate: u32, seconds: u64) -> anyhow::Result<Fi
     let db = Database::create(setup).await?;
     let api = stack::api(setup, &db).await?;
     let llm = fake_llm::start(Duration::ZERO).await?;
-    let user = User::create(&api, 100).await?;
+    let total = rate as u64 * seconds;
+    // One session per request: a request on a session whose previous operation is
+    // unfinished would have its job held until that one ends, and the figure would
+    // count the wait as pickup latency.
+    let user = User::create(&api, total as usize).await?;
     let workers = [
         stack::worker(setup, &db, &llm, 64).await?,
         stack::worker(setup, &db, &llm, 64).await?,
     ];
-    let total = rate as u64 * seconds;
     let http = reqwest::Client::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -226,7 +253,9 @@ pub async fn pickup(setup: &Setup, rate: u32, seconds: u64) -> anyhow::Result<Fi
 pub async fn wake(setup: &Setup, count: usize) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
     let api = stack::api(setup, &db).await?;
-    let user = User::create(&api, 1).await?;
+    // One session per operation: no worker runs, so all stay unfinished until the
+    // harness completes them, and one session may hold only MAX_PENDING_PER_SESSION.
+    let user = User::create(&api, count).await?;
     let ids = user.generate_many(count, 8).await?;
     let http = reqwest::Client::new();
     let mut wakes = Vec::with_capacity(count);

@@ -164,7 +164,8 @@ impl User {
                 let id = user.session(&posting).await?;
                 id.parse::<Uuid>().map_err(anyhow::Error::from)
             })
-            .buffer_unordered(16)
+            // Thousands for some figures (one job per session): many at a time.
+            .buffer_unordered(64)
             .try_collect()
             .await?;
         Ok(Self {

@@ -36,7 +36,14 @@ impl QuestionGenerationJob {
     }
 }
 
-/// Pushes the job on `conn` (the caller's open transaction).
+/// `run_at` of a held job, as seconds since the epoch: 9999-12-31 23:59:59 UTC, which
+/// apalis' fetch (`run_at < now()`) never reaches. The migrations' SQL function
+/// `question_job_held_until()` is the same instant.
+pub const HELD_UNTIL: u64 = 253_402_300_799;
+
+/// Pushes the job on `conn` (the caller's open transaction); `held` when an earlier
+/// operation of the session is unfinished, so that the job waits until that one ends
+/// (the trigger `operations_release_next_question` lets it run then).
 ///
 /// `max_attempts` must equal the worker's retry budget: apalis' storage otherwise
 /// re-fetches a failed row at once, up to 25 times (docs/APALIS.md, "Retries"). The
@@ -46,12 +53,16 @@ pub async fn enqueue(
     conn: &mut PgConnection,
     job: &QuestionGenerationJob,
     max_attempts: u32,
+    held: bool,
 ) -> Result<(), EnqueueError> {
     let bytes = serde_json::to_vec(job).map_err(EnqueueError::JsonError)?;
-    let task = TaskBuilder::new(bytes)
+    let mut task = TaskBuilder::new(bytes)
         .task_id(job.task_id())
         .idempotency_key(job.operation_id.to_string())
-        .max_attempts(max_attempts as usize)
-        .build();
+        .max_attempts(max_attempts as usize);
+    if held {
+        task = task.run_at_timestamp(HELD_UNTIL);
+    }
+    let task = task.build();
     apalis_postgres::queries::push_tasks(conn, QUESTION_GENERATION_QUEUE, vec![task]).await
 }

@@ -49,7 +49,9 @@ pub async fn session(pool: &PgPool, n: usize) -> (UserId, SessionId) {
     (user.id, session.id)
 }
 
-/// Inserts an operation and its job in one transaction, exactly as the api does.
+/// Inserts an operation and its job in one transaction, exactly as the api does: under
+/// the session's row lock, the job held when an earlier operation of the session is
+/// unfinished.
 pub async fn enqueue(
     pool: &PgPool,
     user: UserId,
@@ -57,6 +59,13 @@ pub async fn enqueue(
     max_attempts: u32,
 ) -> OperationId {
     let mut tx = pool.begin().await.expect("tx");
+    sessions::lock_owned(&mut tx, session, user)
+        .await
+        .expect("lock")
+        .expect("the user's session");
+    let unfinished = operations::count_unfinished(&mut tx, session)
+        .await
+        .expect("count");
     let id = OperationId::new();
     operations::insert_question_generation(&mut tx, id, user, session, None)
         .await
@@ -69,6 +78,7 @@ pub async fn enqueue(
             session_id: session,
         },
         max_attempts,
+        unfinished > 0,
     )
     .await
     .expect("push");

@@ -1,7 +1,10 @@
 //! The OpenAPI document, generated from the handlers' annotations, and a page to read it.
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{auth, generate, health, job_postings, messages, operations, resume, sessions};
+use crate::routes::{
+    auth, generate, health, job_postings, messages, operations, resume, session_operations,
+    sessions,
+};
 use axum::response::Html;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -16,7 +19,7 @@ use utoipa::{Modify, OpenApi};
         job_postings::create, job_postings::get, job_postings::delete,
         sessions::create, sessions::list, sessions::get, sessions::update,
         generate::generate_question,
-        operations::get,
+        operations::get, session_operations::list,
         messages::list, messages::answer,
         health::healthz, health::readyz, health::metrics,
     ),

@@ -4,6 +4,12 @@
 //! The operation row and its job are written in ONE transaction, so either both exist
 //! or neither does: a crash in between can neither leave an operation `pending` forever
 //! nor a job for nothing.
+//!
+//! The transaction holds the session's row lock from the first read to the commit: a
+//! session's questions are generated one at a time, so a new operation whose session
+//! has an unfinished one gets a held job, and the trigger that releases the next job
+//! when an operation ends takes the same lock, so neither can miss the other
+//! (docs/DESIGN.md, "One question at a time").
 
 use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::{CurrentUser, Path};
@@ -23,6 +29,8 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
 /// What the client should wait before its first poll: generation takes 2–10 s.
 pub const RETRY_AFTER_SECS: u64 = 2;
+/// What a client that hit the per-session cap is told to wait: about one question.
+const PENDING_CAP_RETRY_AFTER_SECS: u64 = 5;
 
 /// Queues the generation of the session's next question.
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/generate-question", operation_id = "generate_question", tag = "questions",
@@ -39,7 +47,7 @@ pub const RETRY_AFTER_SECS: u64 = 2;
         (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR (bad id or key) or IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
-        (status = 429, description = "TOO_MANY_REQUESTS", body = ErrorBody,
+        (status = 429, description = "TOO_MANY_REQUESTS: the per-user rate limit, or MAX_PENDING_PER_SESSION unfinished operations on this session", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the limit resets"))),
     ))]
 pub async fn generate_question(
@@ -50,9 +58,9 @@ pub async fn generate_question(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let mut tx = state.begin().await?;
-    let session = sessions::find_owned(&mut tx, session_id, user)
+    let session = sessions::lock_owned(&mut tx, session_id, user)
         .await
-        .context("reading the session")?
+        .context("locking the session")?
         .ok_or(ApiError::SessionNotFound)?;
 
     if let Some(key) = key {
@@ -75,6 +83,16 @@ pub async fn generate_question(
                 retry_after_secs: window.seconds_left.ceil().max(1.0) as u64,
             });
         }
+    }
+
+    let unfinished = operations::count_unfinished(&mut tx, session_id)
+        .await
+        .context("counting the session's unfinished operations")?;
+    let cap = state.limits.max_pending_per_session;
+    if cap > 0 && unfinished >= i64::from(cap) {
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: PENDING_CAP_RETRY_AFTER_SECS,
+        });
     }
 
     let id = OperationId::new();
@@ -102,7 +120,9 @@ pub async fn generate_question(
         operation_id: id,
         session_id,
     };
-    jobs::enqueue(&mut tx, &job, state.limits.llm_max_attempts)
+    // Held while an earlier operation of the session is unfinished: its end lets this
+    // one run.
+    jobs::enqueue(&mut tx, &job, state.limits.llm_max_attempts, unfinished > 0)
         .await
         .context("queueing the job")?;
     tx.commit()

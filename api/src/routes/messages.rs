@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 /// The last page number accepted (it keeps `page × limit` far from overflow).
 const MAX_PAGE: i64 = 10_000_000;
 
-/// Paging of a session's messages.
+/// Paging of a session's messages (and operations).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
@@ -25,6 +25,22 @@ pub struct PageParams {
     /// 1 to 200; default 50.
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+}
+
+impl PageParams {
+    /// The page, the limit and the offset they make; a 422 naming the field when one
+    /// is out of range.
+    pub fn resolve(&self) -> Result<(i64, i64, i64), ApiError> {
+        let page = self.page.unwrap_or(1);
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=MAX_PAGE).contains(&page) {
+            return Err(ApiError::field("page", "must be between 1 and 10,000,000"));
+        }
+        if !(1..=200).contains(&limit) {
+            return Err(ApiError::field("limit", "must be between 1 and 200"));
+        }
+        Ok((page, limit, (page - 1) * limit))
+    }
 }
 
 /// One page of messages, oldest first.
@@ -58,15 +74,7 @@ pub async fn list(
     Path(session_id): Path<SessionId>,
     Query(params): Query<PageParams>,
 ) -> Result<Json<MessagePage>, ApiError> {
-    let page = params.page.unwrap_or(1);
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&page) {
-        return Err(ApiError::field("page", "must be between 1 and 10,000,000"));
-    }
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 200"));
-    }
-    let offset = (page - 1) * limit;
+    let (page, limit, offset) = params.resolve()?;
     let mut conn = state.conn().await?;
     sessions::find_owned(&mut conn, session_id, user)
         .await

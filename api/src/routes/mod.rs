@@ -10,6 +10,7 @@ pub mod job_postings;
 pub mod messages;
 pub mod operations;
 pub mod resume;
+pub mod session_operations;
 pub mod sessions;
 
 use crate::error::{self, ApiError};
@@ -52,6 +53,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             post(generate::generate_question),
         )
         .route("/sessions/{id}/messages", get(messages::list))
+        .route("/sessions/{id}/operations", get(session_operations::list))
         .route("/sessions/{id}/answers", post(messages::answer))
         .route("/openapi.json", get(docs::openapi_json))
         .layer(timeout(request_timeout))

@@ -360,7 +360,13 @@ async fn the_rate_limit_answers_429_with_retry_after_and_holds_across_replicas(p
 
 #[sqlx::test(migrations = false)]
 async fn a_rate_limit_of_zero_is_off(pool: PgPool) {
-    let app = TestApp::spawn_with(pool, |c| c.rate_limit_generate_per_minute = 0).await;
+    // 40 requests on one session: the per-session cap of unfinished operations (no
+    // worker runs here, so all stay pending) is not what this test is about.
+    let app = TestApp::spawn_with(pool, |c| {
+        c.rate_limit_generate_per_minute = 0;
+        c.max_pending_per_session = 0;
+    })
+    .await;
     let user = app.register("ada@example.com").await;
     let session = app.create_session(&user).await;
     for _ in 0..40 {

@@ -9,3 +9,4 @@ mod openapi;
 mod operations;
 mod ownership;
 mod resources;
+mod session_operations;

@@ -192,6 +192,57 @@ pub async fn fail(
     Ok(done.rows_affected() == 1)
 }
 
+/// How many operations of the session have not finished: the api's cap per session,
+/// and whether a new one must wait for an earlier one.
+pub async fn count_unfinished(
+    conn: &mut PgConnection,
+    session_id: SessionId,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM operations
+         WHERE session_id = $1 AND status IN ('pending', 'processing')",
+    )
+    .bind(session_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// One page of the session's operations in `statuses`, in the order they were
+/// accepted (the order they run in).
+pub async fn page_of_session(
+    conn: &mut PgConnection,
+    session_id: SessionId,
+    statuses: &[&str],
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Operation>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, operation_type, status, result, error_message, created_at, updated_at
+         FROM operations WHERE session_id = $1 AND status = ANY($2)
+         ORDER BY accepted_seq
+         LIMIT $3 OFFSET $4",
+    )
+    .bind(session_id)
+    .bind(statuses)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(conn)
+    .await
+}
+
+/// How many of the session's operations are in `statuses`.
+pub async fn count_of_session(
+    conn: &mut PgConnection,
+    session_id: SessionId,
+    statuses: &[&str],
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM operations WHERE session_id = $1 AND status = ANY($2)")
+        .bind(session_id)
+        .bind(statuses)
+        .fetch_one(conn)
+        .await
+}
+
 /// How many operations are in each status (absent statuses have none).
 pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(OperationStatus, i64)>, sqlx::Error> {
     sqlx::query_as("SELECT status, count(*) FROM operations GROUP BY status")

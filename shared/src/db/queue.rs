@@ -70,7 +70,7 @@ pub async fn beat(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Err
 pub const PURGE_BATCH: i64 = 1_000;
 
 /// Deletes up to [`PURGE_BATCH`] ended jobs of the queue that ended more than
-/// `older_than_days` ago, if no other replica is purging now (a transaction-scoped
+/// `older_than_days` ago (and held jobs whose operation is gone), if no other replica is purging now (a transaction-scoped
 /// advisory lock; `None` when another holds it). The operations and messages they
 /// produced are kept: only the queue's rows go.
 pub async fn purge_ended_jobs(
@@ -81,12 +81,18 @@ pub async fn purge_ended_jobs(
     if !try_purge_lock(&mut tx).await? {
         return Ok(None);
     }
+    // Also the held jobs whose operation went with its user: nothing will release
+    // them, and their run_at (the end of time) never ages.
     let done = sqlx::query(concat!(
         "DELETE FROM apalis.jobs WHERE id IN (
              SELECT j.id FROM apalis.jobs j
-             WHERE j.job_type = $1 AND ",
+             WHERE j.job_type = $1
+               AND ((",
         ended_job!(),
-        " AND coalesce(j.done_at, j.lock_at, j.run_at) < now() - make_interval(days => $2)
+        " AND coalesce(j.done_at, j.lock_at, j.run_at) < now() - make_interval(days => $2))
+                    OR (j.run_at >= question_job_held_until()
+                        AND NOT EXISTS (SELECT 1 FROM operations o
+                                        WHERE o.id = j.idempotency_key::uuid)))
              LIMIT $3)"
     ))
     .bind(QUESTION_GENERATION_QUEUE)

@@ -56,6 +56,9 @@ async fn every_202_completes_after_the_api_is_killed_right_after_accepting(pool:
             ("DATABASE_URL", db.clone()),
             ("JWT_SECRET", "kill-secret".into()),
             ("RATE_LIMIT_GENERATE_PER_MINUTE", "0".into()),
+            // The 50 go on one session: this test is about the api being killed, not
+            // the per-session cap. They then run one after another.
+            ("MAX_PENDING_PER_SESSION", "0".into()),
         ],
     )
     .await;
@@ -112,7 +115,9 @@ async fn sigterm_with_50_jobs_in_flight_exits_0_in_time_and_loses_nothing(pool: 
         &server,
         &[("WORKER_CONCURRENCY", "64"), ("WORKER_SHUTDOWN_SECS", "15")],
     );
-    let ops = enqueue_on(&pool, &sessions(&pool, 10).await, 6).await;
+    // Sixty sessions with one job each: a session's questions run one at a time, so
+    // 50 can be in flight at once only if at least 50 sessions have one.
+    let ops = enqueue_on(&pool, &sessions(&pool, 60).await, 1).await;
     let mut worker = Process::start("worker", "sigterm-50", &env).await;
     until_operations(&pool, "processing", 50).await;
     let started = std::time::Instant::now();

@@ -217,8 +217,11 @@ async fn workers_stopped_and_killed_again_and_again_with_claimed_jobs_end_every_
     // not started (Queued for apalis, pending for us): SIGTERM drains it, kill -9
     // leaves it to the takeover, which counts an attempt in apalis and none in ours.
     let env = worker_env(&pool, &server, &[("WORKER_CONCURRENCY", "64")]);
-    let fixtures = sessions(&pool, 10).await;
-    let ops = enqueue_on(&pool, &fixtures, 16).await;
+    // 160 sessions with one job each: a session's questions run one at a time, so the
+    // worker's 64 slots fill (and it claims jobs beyond them) only if at least 64
+    // sessions have a runnable job.
+    let fixtures = sessions(&pool, 160).await;
+    let ops = enqueue_on(&pool, &fixtures, 1).await;
     for round in 0..6 {
         let mut worker = Process::start("worker", &format!("stopped-{round}"), &env).await;
         testkit::eventually(

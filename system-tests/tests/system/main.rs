@@ -7,4 +7,5 @@ mod e2e;
 mod faults;
 mod lifecycle;
 mod observability;
+mod ordering;
 mod outage;

@@ -149,7 +149,7 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
         &server,
         1,
         None,
-        question("Still here?", "technical").set_delay(Duration::from_millis(300)),
+        question("Still here?", "technical").set_delay(Duration::from_millis(50)),
     )
     .await;
 
@@ -162,6 +162,9 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
             ("JWT_SECRET", "outage-secret".into()),
             ("RATE_LIMIT_GENERATE_PER_MINUTE", "0".into()),
             ("DATABASE_ACQUIRE_TIMEOUT_SECS", "2".into()),
+            // The load goes on one session: this test is about the outage, not the
+            // per-session cap. Its 160 operations then run one after another.
+            ("MAX_PENDING_PER_SESSION", "0".into()),
         ],
     )
     .await;
@@ -278,8 +281,16 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
     );
 
     // The long-poll listener is back too: a poll asleep on a fresh operation is woken by
-    // its commit (the fake LLM takes 300 ms; without a wake-up it would sleep 25 s).
-    let op: Value = send(&client)
+    // its commit (the fake LLM takes 50 ms; without a wake-up it would sleep 25 s). The
+    // operation is on a NEW session (of another user): a session's questions run one at
+    // a time, so on the loaded session it would wait behind everything accepted above.
+    let (fresh_token, fresh_session) = signed_in_session(&api.addr, "o2@example.com").await;
+    let op: Value = client
+        .post(url(&format!(
+            "/api/v1/sessions/{fresh_session}/generate-question"
+        )))
+        .bearer_auth(&fresh_token)
+        .send()
         .await
         .expect("request")
         .json()
@@ -290,7 +301,7 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
     let started = Instant::now();
     let polled: Value = client
         .get(url(&format!("/api/v1/operations/{id}?wait=25")))
-        .bearer_auth(&token)
+        .bearer_auth(&fresh_token)
         .send()
         .await
         .expect("poll")

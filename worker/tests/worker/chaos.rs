@@ -37,7 +37,10 @@ async fn under_llm_chaos_every_operation_ends_consistent_within_the_call_budget(
         })
         .mount(&server)
         .await;
-    let ops = enqueue_on(&pool, &sessions(&pool, 10).await, 30).await;
+    // 300 operations on 30 sessions of 10: a session's questions run one at a time
+    // (each waits for its predecessor, retries included), so the number of sessions
+    // bounds how many run at once; with few sessions the run would crawl.
+    let ops = enqueue_on(&pool, &sessions(&pool, 30).await, 10).await;
     let worker = RunningWorker::start(
         &pool,
         openai_config(&server, |c| {

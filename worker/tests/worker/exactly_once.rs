@@ -95,17 +95,11 @@ async fn one_worker_at_concurrency_1000_runs_a_thousand_jobs_at_once(pool: PgPoo
         question("Slow and steady?", "technical").set_delay(std::time::Duration::from_secs(2)),
     )
     .await;
-    let mut fixtures = Vec::new();
-    for n in 0..50 {
-        fixtures.push(session(&pool, n).await);
-    }
-    let mut ops = Vec::new();
-    for round in 0..20 {
-        let _ = round;
-        for (user, session) in &fixtures {
-            ops.push(enqueue(&pool, *user, *session, 5).await);
-        }
-    }
+    // A thousand sessions with one job each: a session's questions run one at a time
+    // (the others' jobs are held), so only as many jobs can be in flight at once as
+    // there are sessions with unfinished operations.
+    let fixtures = sessions(&pool, 1000).await;
+    let ops = enqueue_on(&pool, &fixtures, 1).await;
     let worker = RunningWorker::start(
         &pool,
         openai_config(&server, |c| {

@@ -230,22 +230,23 @@ async fn a_pool_of_three_under_64_jobs_in_flight_ends_everything_without_a_retry
         question("Squeezed?", "technical").set_delay(Duration::from_millis(50)),
     )
     .await;
-    let mut fixtures: Vec<(shared::domain::UserId, SessionId)> = Vec::new();
-    for n in 0..10 {
-        fixtures.push(session(&pool, n).await);
+    // A hundred sessions with one job each: a session's questions run one at a time,
+    // so 64 jobs can be in flight at once only if at least 64 sessions have one. Ten
+    // of the sessions are paused: their jobs fail (90 complete, 10 fail).
+    let fixtures = sessions(&pool, 100).await;
+    let paused: Vec<SessionId> = fixtures[..10].iter().map(|(_, s)| *s).collect();
+    for session in &paused {
+        sqlx::query("UPDATE interview_sessions SET status = 'paused' WHERE id = $1")
+            .bind(session)
+            .execute(&pool)
+            .await
+            .expect("pause");
     }
-    let paused = fixtures[0].1;
-    sqlx::query("UPDATE interview_sessions SET status = 'paused' WHERE id = $1")
-        .bind(paused)
-        .execute(&pool)
+    let ops: Vec<_> = enqueue_on(&pool, &fixtures, 1)
         .await
-        .expect("pause");
-    let mut ops = Vec::new();
-    for _ in 0..10 {
-        for (user, session) in &fixtures {
-            ops.push((enqueue(&pool, *user, *session, 5).await, *session));
-        }
-    }
+        .into_iter()
+        .zip(fixtures.iter().map(|(_, s)| *s))
+        .collect();
     // The worker's own pool: three connections for 64 jobs, the heartbeat, the
     // reconciler, apalis' fetches and acknowledgements.
     let small = PgPoolOptions::new()
@@ -261,7 +262,7 @@ async fn a_pool_of_three_under_64_jobs_in_flight_ends_everything_without_a_retry
     .await;
     for (op, session) in &ops {
         let done = finished(&pool, *op).await;
-        let expected = if *session == paused {
+        let expected = if paused.contains(session) {
             "failed"
         } else {
             "completed"

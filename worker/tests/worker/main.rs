@@ -8,3 +8,4 @@ mod exactly_once;
 mod failures;
 mod generation;
 mod lifecycle;
+mod ordering;
