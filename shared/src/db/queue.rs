@@ -70,62 +70,71 @@ pub async fn beat(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Err
 pub const PURGE_BATCH: i64 = 1_000;
 
 /// Deletes up to [`PURGE_BATCH`] ended jobs of the queue that ended more than
-/// `older_than_days` ago (and held jobs whose operation is gone), if no other replica is purging now (a transaction-scoped
-/// advisory lock; `None` when another holds it). The operations and messages they
-/// produced are kept: only the queue's rows go.
+/// `older_than_days` ago, and held jobs whose operation went with its user (nothing
+/// will release them, and their run_at, the end of time, never ages). The operations
+/// and messages they produced are kept: only the queue's rows go. `None` when another
+/// replica is purging now.
 pub async fn purge_ended_jobs(
     pool: &PgPool,
     older_than_days: u32,
 ) -> Result<Option<u64>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    if !try_purge_lock(&mut tx).await? {
-        return Ok(None);
-    }
-    // Also the held jobs whose operation went with its user: nothing will release
-    // them, and their run_at (the end of time) never ages.
-    let done = sqlx::query(concat!(
-        "DELETE FROM apalis.jobs WHERE id IN (
-             SELECT j.id FROM apalis.jobs j
-             WHERE j.job_type = $1
-               AND ((",
-        ended_job!(),
-        " AND coalesce(j.done_at, j.lock_at, j.run_at) < now() - make_interval(days => $2))
-                    OR (j.run_at >= question_job_held_until()
-                        AND NOT EXISTS (SELECT 1 FROM operations o
-                                        WHERE o.id = j.idempotency_key::uuid)))
-             LIMIT $3)"
-    ))
-    .bind(QUESTION_GENERATION_QUEUE)
-    .bind(older_than_days as i32)
-    .bind(PURGE_BATCH)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Some(done.rows_affected()))
+    purge(
+        pool,
+        concat!(
+            "DELETE FROM apalis.jobs WHERE id IN (
+                 SELECT j.id FROM apalis.jobs j
+                 WHERE j.job_type = $1
+                   AND ((",
+            ended_job!(),
+            " AND coalesce(j.done_at, j.lock_at, j.run_at) < now() - make_interval(days => $2))
+                        OR (j.run_at >= question_job_held_until()
+                            AND NOT EXISTS (SELECT 1 FROM operations o
+                                            WHERE o.id = j.idempotency_key::uuid)))
+                 LIMIT $3)"
+        ),
+        older_than_days,
+    )
+    .await
 }
 
-/// Deletes the rows of workers silent for more than `older_than_days` that no job
-/// refers to any more (`jobs.lock_by` is a foreign key to them, and a job held by a
-/// worker row that is gone could never be taken over). `None` when another replica is
-/// purging now.
+/// Deletes up to [`PURGE_BATCH`] rows of workers silent for more than
+/// `older_than_days` that no job refers to any more (`jobs.lock_by` is a foreign key
+/// to them, and a job held by a worker row that is gone could never be taken over).
+/// `None` when another replica is purging now.
 pub async fn purge_silent_workers(
     pool: &PgPool,
+    older_than_days: u32,
+) -> Result<Option<u64>, sqlx::Error> {
+    purge(
+        pool,
+        "DELETE FROM apalis.workers WHERE id IN (
+             SELECT w.id FROM apalis.workers w
+             WHERE w.worker_type = $1
+               AND w.last_seen < now() - make_interval(days => $2)
+               AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)
+             LIMIT $3)",
+        older_than_days,
+    )
+    .await
+}
+
+/// Runs one purge statement (binding the queue, the days and [`PURGE_BATCH`]) under
+/// the purge lock; `None` when another replica holds it.
+async fn purge(
+    pool: &PgPool,
+    sql: &'static str,
     older_than_days: u32,
 ) -> Result<Option<u64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     if !try_purge_lock(&mut tx).await? {
         return Ok(None);
     }
-    let done = sqlx::query(
-        "DELETE FROM apalis.workers w
-         WHERE w.worker_type = $1
-           AND w.last_seen < now() - make_interval(days => $2)
-           AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)",
-    )
-    .bind(QUESTION_GENERATION_QUEUE)
-    .bind(older_than_days as i32)
-    .execute(&mut *tx)
-    .await?;
+    let done = sqlx::query(sql)
+        .bind(QUESTION_GENERATION_QUEUE)
+        .bind(older_than_days as i32)
+        .bind(PURGE_BATCH)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(Some(done.rows_affected()))
 }
