@@ -51,6 +51,13 @@ pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
 }
 
 /// `GET /docs`: an interactive page (Scalar, loaded from its CDN) over our document.
+///
+/// The bundle is pinned to one version and carries a subresource-integrity hash, so
+/// the CDN can neither move it nor alter it. The CDN serves npm package files
+/// verbatim, so to bump the version, hash the same file from the npm package:
+///   cd /tmp && npm pack @scalar/api-reference@<version> && tar xzf scalar-api-reference-<version>.tgz
+///   openssl dgst -sha384 -binary package/dist/browser/standalone.js | openssl base64 -A
+/// and put the version in the URL and `sha384-<that>` in `integrity` below.
 pub async fn docs_page() -> Html<&'static str> {
     Html(
         r#"<!doctype html>
@@ -62,7 +69,9 @@ pub async fn docs_page() -> Html<&'static str> {
 </head>
 <body>
   <script id="api-reference" data-url="/api/v1/openapi.json"></script>
-  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.76.0/dist/browser/standalone.js"
+          integrity="sha384-oH1C0RwqcwbVXkC+r8A+4qRoyEUQdtxAzOwumkxZtQBBcsy61FOoPt7B50OVJYYQ"
+          crossorigin="anonymous"></script>
   <noscript>The machine-readable document is at <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</noscript>
 </body>
 </html>"#,
