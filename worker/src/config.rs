@@ -1,6 +1,7 @@
 //! The worker's settings: one `clap` parse of the environment (and `.env`).
 
 use crate::llm::openai::ReplyFormat;
+use clap::builder::TypedValueParser;
 use clap::{Parser, ValueEnum};
 use shared::config::{DatabaseConfig, Secret, TelemetryConfig};
 use std::net::SocketAddr;
@@ -13,6 +14,16 @@ pub enum Provider {
     Openai,
     /// The built-in deterministic generator: no network, for laptops, demos and CI.
     Offline,
+}
+
+/// `LLM_PROVIDER` as given: a provider, or empty (which counts as unset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderSetting(pub Option<Provider>);
+
+impl From<Provider> for ProviderSetting {
+    fn from(provider: Provider) -> Self {
+        Self(Some(provider))
+    }
 }
 
 /// Every setting of the `worker` binary; `worker --help` lists them with their defaults.
@@ -31,9 +42,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub worker_concurrency: u32,
 
-    /// LLM provider [default: openai when OPENAI_API_KEY or OPENAI_BASE_URL is set, else offline].
-    #[arg(long, env = "LLM_PROVIDER", value_enum)]
-    pub llm_provider: Option<Provider>,
+    /// LLM provider: openai or offline [default: openai when OPENAI_API_KEY or
+    /// OPENAI_BASE_URL is set, else offline]. Empty counts as unset, like the two below:
+    /// compose passes `${OPENAI_API_KEY:-}` through as an empty value.
+    #[arg(long, env = "LLM_PROVIDER", value_parser = clap::builder::PossibleValuesParser::new(["openai", "offline", ""]).map(|v| ProviderSetting(Provider::from_str(&v, true).ok())))]
+    pub llm_provider: Option<ProviderSetting>,
 
     /// API key of the OpenAI-compatible server.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
@@ -81,6 +94,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "JOB_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=36_500))]
     pub job_retention_days: u32,
 
+    /// Earlier questions of the session quoted into each prompt, the most recent ones
+    /// (0 to 1,000): what the model is told not to repeat. The default keeps the whole
+    /// history of any interview of ordinary length; the bound keeps a prompt's cost flat.
+    #[arg(long, env = "PROMPT_MAX_EARLIER_QUESTIONS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=1_000))]
+    pub prompt_max_earlier_questions: u32,
+
     #[command(flatten)]
     pub database: DatabaseConfig,
 
@@ -109,15 +128,26 @@ pub const MISSED_HEARTBEATS: u32 = 4;
 const WORST_CASE_MARGIN: Duration = Duration::from_secs(60);
 
 impl WorkerConfig {
-    /// The provider in use: explicit, else `openai` when a key or base URL is set.
+    /// The provider in use: explicit, else `openai` when a key or base URL is set. An
+    /// empty value is no value: `OPENAI_API_KEY=` alone means offline.
     pub fn provider(&self) -> Provider {
-        self.llm_provider.unwrap_or(
-            if self.openai_api_key.is_some() || self.openai_base_url.is_some() {
+        self.llm_provider.and_then(|setting| setting.0).unwrap_or(
+            if self.openai_api_key().is_some() || self.openai_base_url().is_some() {
                 Provider::Openai
             } else {
                 Provider::Offline
             },
         )
+    }
+
+    /// `OPENAI_API_KEY`, unless unset or empty.
+    pub fn openai_api_key(&self) -> Option<&Secret> {
+        self.openai_api_key.as_ref().filter(|key| !key.expose().is_empty())
+    }
+
+    /// `OPENAI_BASE_URL`, unless unset or empty.
+    pub fn openai_base_url(&self) -> Option<&str> {
+        self.openai_base_url.as_deref().filter(|url| !url.is_empty())
     }
 
     pub fn llm_timeout(&self) -> Duration {
@@ -163,7 +193,7 @@ impl WorkerConfig {
         Self {
             worker_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             worker_concurrency: 16,
-            llm_provider: Some(Provider::Offline),
+            llm_provider: Some(Provider::Offline.into()),
             openai_api_key: None,
             openai_base_url: None,
             llm_model: "test-model".into(),
@@ -175,6 +205,7 @@ impl WorkerConfig {
             worker_shutdown_secs: 30,
             worker_heartbeat_secs: 8,
             job_retention_days: 7,
+            prompt_max_earlier_questions: 50,
             database: DatabaseConfig::for_url(database_url),
             telemetry: TelemetryConfig {
                 rust_log: "info".into(),
@@ -217,6 +248,31 @@ mod tests {
             let err = WorkerConfig::try_parse_from(args).expect_err("out of range");
             assert!(err.to_string().contains(&args[1][2..]), "{err}");
         }
+    }
+
+    #[test]
+    fn empty_llm_settings_count_as_unset_and_mean_offline() {
+        // Compose passes `OPENAI_API_KEY: ${OPENAI_API_KEY:-}`: unset and empty must
+        // both resolve to the offline generator, never to OpenAI without a key.
+        let unset = WorkerConfig::try_parse_from(["worker"]).expect("parse");
+        assert_eq!(unset.provider(), Provider::Offline);
+        let empty = WorkerConfig::try_parse_from([
+            "worker",
+            "--openai-api-key=",
+            "--openai-base-url=",
+            "--llm-provider=",
+        ])
+        .expect("empty values parse");
+        assert_eq!(empty.provider(), Provider::Offline);
+        assert!(empty.openai_api_key().is_none() && empty.openai_base_url().is_none());
+        let keyed = WorkerConfig::try_parse_from(["worker", "--openai-api-key=sk-real"])
+            .expect("parse");
+        assert_eq!(keyed.provider(), Provider::Openai);
+        assert!(WorkerConfig::try_parse_from(["worker", "--llm-provider=gpt"]).is_err());
+        assert!(
+            WorkerConfig::try_parse_from(["worker", "--prompt-max-earlier-questions", "1001"])
+                .is_err()
+        );
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct JobState {
     pub llm: Llm,
     /// LLM attempts per operation in all (`LLM_MAX_ATTEMPTS`).
     pub max_attempts: u32,
+    /// Earlier questions quoted into a prompt (`PROMPT_MAX_EARLIER_QUESTIONS`).
+    pub max_earlier_questions: i64,
 }
 
 /// apalis' view of this delivery: which run of the task this is (its stored attempt
@@ -191,7 +193,7 @@ async fn try_attempt(
     }
     *is_last |= attempts >= state.max_attempts;
 
-    let Some(inputs) = question_inputs::load(&mut conn, job.session_id).await? else {
+    let Some(inputs) = question_inputs::load(&mut conn, job.session_id, state.max_earlier_questions).await? else {
         return fail(&mut conn, job.operation_id, SESSION_GONE).await;
     };
     if inputs.status != SessionStatus::Active {
@@ -201,6 +203,7 @@ async fn try_attempt(
         job_posting: inputs.job_posting,
         resume: inputs.resume,
         earlier_questions: inputs.earlier_questions,
+        questions_asked: inputs.current_question_number,
         requested_type: QuestionType::for_position(inputs.current_question_number),
     };
     // No connection is held while the LLM thinks.

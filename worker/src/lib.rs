@@ -55,6 +55,7 @@ pub async fn work(
         pool: pool.clone(),
         llm,
         max_attempts: config.llm_max_attempts,
+        max_earlier_questions: i64::from(config.prompt_max_earlier_questions),
     });
 
     let metrics = shared::metrics::install_recorder();
@@ -109,8 +110,8 @@ pub fn llm(config: &WorkerConfig) -> anyhow::Result<Llm> {
             Llm::Offline(llm::offline::OfflineWriter)
         }
         Provider::Openai => Llm::OpenAi(Box::new(OpenAiWriter::new(OpenAiSettings {
-            base_url: config.openai_base_url.clone(),
-            api_key: config.openai_api_key.clone(),
+            base_url: config.openai_base_url().map(str::to_owned),
+            api_key: config.openai_api_key().cloned(),
             model: config.llm_model.clone(),
             timeout: config.llm_timeout(),
             format: config.llm_response_format,

@@ -10,8 +10,12 @@ use shared::domain::QuestionType;
 pub const PROMPT_VERSION: &str = "2026-11-24.1";
 
 /// The most characters of resume and description quoted into a prompt: enough for the
-/// substance, bounded so one huge document cannot blow the model's context.
+/// substance, bounded so one huge document cannot blow the model's context. The api
+/// stores whatever fits its 256 KiB body; this is where the budget is kept.
 const MAX_QUOTED_CHARS: usize = 6_000;
+
+/// The most characters of a job title or company name quoted into a prompt.
+const MAX_NAME_CHARS: usize = 200;
 
 /// Everything a question is written from: the dual context of job and candidate.
 #[derive(Debug, Clone)]
@@ -20,8 +24,11 @@ pub struct QuestionContext {
     pub job_posting: Option<JobPosting>,
     /// The candidate's resume, if they wrote one.
     pub resume: Option<String>,
-    /// The session's questions so far, oldest first: not to be repeated.
+    /// The session's latest questions (`PROMPT_MAX_EARLIER_QUESTIONS` of them at most),
+    /// oldest first: not to be repeated.
     pub earlier_questions: Vec<String>,
+    /// How many questions the session has had in all (`earlier_questions` may be fewer).
+    pub questions_asked: i32,
     /// The type the rotation asks for next.
     pub requested_type: QuestionType,
 }
@@ -45,28 +52,35 @@ pub fn build(context: &QuestionContext) -> Prompt {
     let mut user = String::new();
     match &context.job_posting {
         Some(job) => {
-            user.push_str(&format!("Role: {}", job.title));
+            user.push_str(&format!("Role: {}", clip(&job.title, MAX_NAME_CHARS)));
             if let Some(company) = &job.company {
-                user.push_str(&format!(" at {company}"));
+                user.push_str(&format!(" at {}", clip(company, MAX_NAME_CHARS)));
             }
-            user.push_str(&format!("\nJob description:\n{}\n", clip(&job.description)));
+            user.push_str(&format!(
+                "\nJob description:\n{}\n",
+                clip(&job.description, MAX_QUOTED_CHARS)
+            ));
         }
         None => user
             .push_str("Role: (the job posting is no longer available; ask a general question)\n"),
     }
     match &context.resume {
-        Some(resume) => user.push_str(&format!("\nCandidate's resume:\n{}\n", clip(resume))),
+        Some(resume) => user.push_str(&format!("\nCandidate's resume:\n{}\n", clip(resume, MAX_QUOTED_CHARS))),
         None => user.push_str("\nThe candidate has not shared a resume.\n"),
     }
     if !context.earlier_questions.is_empty() {
         user.push_str("\nQuestions already asked (do not repeat them):\n");
+        // Numbered as asked: the list may be only the latest of a long interview.
+        let first = usize::try_from(context.questions_asked)
+            .unwrap_or(0)
+            .saturating_sub(context.earlier_questions.len());
         for (n, question) in context.earlier_questions.iter().enumerate() {
-            user.push_str(&format!("{}. {}\n", n + 1, question));
+            user.push_str(&format!("{}. {}\n", first + n + 1, question));
         }
     }
     user.push_str(&format!(
         "\nWrite question number {} of this interview. Its type must be \"{}\": {}",
-        context.earlier_questions.len() + 1,
+        context.questions_asked + 1,
         context.requested_type,
         guidance(context.requested_type)
     ));
@@ -85,8 +99,8 @@ fn guidance(kind: QuestionType) -> &'static str {
     }
 }
 
-fn clip(text: &str) -> &str {
-    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+fn clip(text: &str, max_chars: usize) -> &str {
+    match text.char_indices().nth(max_chars) {
         Some((end, _)) => &text[..end],
         None => text,
     }
@@ -110,6 +124,7 @@ mod tests {
             }),
             resume: Some("Ten years of PostgreSQL".into()),
             earlier_questions: vec!["What is MVCC?".into()],
+            questions_asked: 1,
             requested_type: QuestionType::Behavioral,
         }
     }
@@ -138,5 +153,17 @@ mod tests {
         let mut ctx = context();
         ctx.resume = Some("é".repeat(MAX_QUOTED_CHARS * 2));
         assert!(build(&ctx).user.chars().filter(|c| *c == 'é').count() == MAX_QUOTED_CHARS);
+        ctx.job_posting.as_mut().expect("posting").title = "ț".repeat(10_000);
+        assert!(build(&ctx).user.chars().filter(|c| *c == 'ț').count() == MAX_NAME_CHARS);
+    }
+
+    #[test]
+    fn a_long_interview_quotes_its_latest_questions_numbered_as_asked() {
+        let mut ctx = context();
+        ctx.earlier_questions = vec!["Q70?".into(), "Q71?".into()];
+        ctx.questions_asked = 71;
+        let prompt = build(&ctx).user;
+        assert!(prompt.contains("70. Q70?\n71. Q71?\n"), "{prompt}");
+        assert!(prompt.contains("question number 72"), "{prompt}");
     }
 }

@@ -18,7 +18,8 @@ pub struct QuestionInputs {
     /// `None` when the job posting was deleted after the session began.
     pub job_posting: Option<JobPosting>,
     pub resume: Option<String>,
-    /// The session's questions so far, oldest first.
+    /// The session's latest questions (at most the `max_earlier` asked for), oldest
+    /// first; `current_question_number` counts them all.
     pub earlier_questions: Vec<String>,
 }
 
@@ -36,25 +37,31 @@ struct Row {
     earlier_questions: Vec<String>,
 }
 
-/// The inputs for the session's next question; `None` when the session is gone.
+/// The inputs for the session's next question, with its last `max_earlier` questions;
+/// `None` when the session is gone.
 pub async fn load(
     conn: &mut PgConnection,
     session_id: SessionId,
+    max_earlier: i64,
 ) -> Result<Option<QuestionInputs>, sqlx::Error> {
     let row: Option<Row> = sqlx::query_as(
         "SELECT s.status, s.current_question_number,
                 p.id AS job_posting_id, p.user_id AS job_posting_user_id,
                 p.title, p.company, p.description, p.created_at AS job_posting_created_at,
                 r.content AS resume,
-                ARRAY(SELECT m.content FROM session_messages m
-                      WHERE m.session_id = s.id AND m.message_type = 'question'
-                      ORDER BY m.created_at, m.id) AS earlier_questions
+                ARRAY(SELECT latest.content FROM
+                        (SELECT m.content, m.created_at, m.id FROM session_messages m
+                         WHERE m.session_id = s.id AND m.message_type = 'question'
+                         ORDER BY m.created_at DESC, m.id DESC
+                         LIMIT $2) AS latest
+                      ORDER BY latest.created_at, latest.id) AS earlier_questions
          FROM interview_sessions s
          LEFT JOIN job_postings p ON p.id = s.job_posting_id
          LEFT JOIN resumes r ON r.user_id = s.user_id
          WHERE s.id = $1",
     )
     .bind(session_id)
+    .bind(max_earlier)
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|row| {

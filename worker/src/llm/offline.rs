@@ -67,7 +67,7 @@ impl QuestionWriter for OfflineWriter {
             .unwrap_or_else(|| {
                 format!(
                     "Question {}: what else should we know about how you would succeed as {}?",
-                    context.earlier_questions.len() + 1,
+                    context.questions_asked + 1,
                     words.role
                 )
             });
@@ -168,7 +168,7 @@ fn seed(context: &QuestionContext) -> u64 {
         .job_posting
         .as_ref()
         .map_or("", |j| j.title.as_str());
-    for byte in title.bytes().chain([context.earlier_questions.len() as u8]) {
+    for byte in title.bytes().chain(context.questions_asked.to_le_bytes()) {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -193,6 +193,7 @@ mod tests {
                 created_at: Utc::now(),
             }),
             resume: Some("Built observability pipelines".into()),
+            questions_asked: earlier.len() as i32,
             earlier_questions: earlier,
             requested_type: kind,
         }

@@ -195,3 +195,34 @@ async fn json_object_mode_asks_for_json_and_reads_it(pool: PgPool) {
         "json_object"
     );
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_prompt_quotes_only_the_latest_earlier_questions(pool: PgPool) {
+    migrated(&pool).await;
+    let server = MockServer::start().await;
+    for (n, text) in ["Oldest question?", "Middle question?", "Newest question?"]
+        .into_iter()
+        .enumerate()
+    {
+        mount(&server, (n + 1) as u8, Some(1), question(text, "technical")).await;
+    }
+    let (user, session) = session(&pool, 1).await;
+    let worker = RunningWorker::start(
+        &pool,
+        openai_config(&server, |c| c.prompt_max_earlier_questions = 1),
+    )
+    .await;
+    for _ in 0..3 {
+        let operation = enqueue(&pool, user, session, 5).await;
+        finished(&pool, operation).await;
+    }
+    worker.stop().await;
+
+    let bodies = call_bodies(&server).await;
+    assert_eq!(bodies.len(), 3);
+    let third = bodies[2]["messages"].to_string();
+    assert!(third.contains("2. Middle question?"), "{third}");
+    assert!(!third.contains("Oldest question?"), "{third}");
+    assert!(third.contains("question number 3"), "{third}");
+    assert_eq!(counter(&pool, session).await, 3);
+}

@@ -24,7 +24,7 @@ pub fn openai_config(
     configure: impl FnOnce(&mut WorkerConfig),
 ) -> WorkerConfig {
     config(|c| {
-        c.llm_provider = Some(Provider::Openai);
+        c.llm_provider = Some(Provider::Openai.into());
         c.openai_base_url = Some(format!("{}/v1", server.uri()));
         c.openai_api_key = Some(shared::config::Secret::new("sk-test-key"));
         configure(c);
