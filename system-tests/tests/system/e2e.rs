@@ -54,7 +54,7 @@ async fn a_client_gets_a_question_through_the_real_api_and_worker_binaries(pool:
         "e2e",
         &[
             ("DATABASE_URL", db.clone()),
-            ("JWT_SECRET", "e2e-secret".into()),
+            ("JWT_SECRET", "e2e-test-signing-key-of-32-bytes".into()),
         ],
     )
     .await;

@@ -54,7 +54,7 @@ async fn every_202_completes_after_the_api_is_killed_right_after_accepting(pool:
         "killed",
         &[
             ("DATABASE_URL", db.clone()),
-            ("JWT_SECRET", "kill-secret".into()),
+            ("JWT_SECRET", "kill-test-signing-key-of-32-bytes".into()),
             ("RATE_LIMIT_GENERATE_PER_MINUTE", "0".into()),
             // The 50 go on one session: this test is about the api being killed, not
             // the per-session cap. They then run one after another.

@@ -188,7 +188,7 @@ async fn both_binaries_export_the_contract_metrics_and_all_that_dashboards_and_a
         "metrics",
         &[
             ("DATABASE_URL", db.clone()),
-            ("JWT_SECRET", "metrics-secret".into()),
+            ("JWT_SECRET", "metrics-test-signing-key-32-bytes".into()),
         ],
     )
     .await;

@@ -159,7 +159,7 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
         "outage",
         &[
             ("DATABASE_URL", db.clone()),
-            ("JWT_SECRET", "outage-secret".into()),
+            ("JWT_SECRET", "outage-test-signing-key-32-bytes".into()),
             ("RATE_LIMIT_GENERATE_PER_MINUTE", "0".into()),
             ("DATABASE_ACQUIRE_TIMEOUT_SECS", "2".into()),
             // The load goes on one session: this test is about the outage, not the
