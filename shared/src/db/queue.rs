@@ -20,12 +20,21 @@ macro_rules! ended_job {
 }
 
 /// Jobs of the queue by apalis status (`Pending`, `Queued`, `Running`, `Done`,
-/// `Failed`, `Killed`), as one cheap GROUP BY.
+/// `Failed`, `Killed`), as one cheap GROUP BY; `Pending` and `Queued` count only the
+/// jobs that are due. One not due yet is `Held` (behind its session's earlier question:
+/// `run_at` at the end of time) or `Scheduled` (due later), so that a session's queued
+/// follow-ups do not read as work that more workers could take.
 pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, count(*) FROM apalis.jobs WHERE job_type = $1 GROUP BY status")
-        .bind(QUESTION_GENERATION_QUEUE)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(
+        "SELECT CASE WHEN status NOT IN ('Pending', 'Queued') OR run_at <= now() THEN status
+                     WHEN run_at >= question_job_held_until() THEN 'Held'
+                     ELSE 'Scheduled' END,
+                count(*)
+         FROM apalis.jobs WHERE job_type = $1 GROUP BY 1",
+    )
+    .bind(QUESTION_GENERATION_QUEUE)
+    .fetch_all(pool)
+    .await
 }
 
 /// Seconds since the oldest job still waiting to be picked up was due (0 when none is).
