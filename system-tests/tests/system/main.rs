@@ -9,3 +9,4 @@ mod lifecycle;
 mod observability;
 mod ordering;
 mod outage;
+mod scaling;

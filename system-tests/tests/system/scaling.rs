@@ -1,0 +1,268 @@
+//! The workers' autoscaling as KEDA and the HPA compute it: the exact query, target and
+//! replica bounds of `deploy/k8s/keda.yaml`, run against queues of known content, and
+//! the replica count the HPA formula gives, `ceil(value / target)` between
+//! `minReplicaCount` and `maxReplicaCount` (deploy/README.md, "How scaling behaves").
+
+use shared::jobs::{HELD_UNTIL, QUESTION_GENERATION_QUEUE};
+use sqlx::PgPool;
+use std::path::PathBuf;
+use testkit::fixtures::*;
+
+fn deploy_file(path: &str) -> String {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path);
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// The value of the first `key: value` line of `yaml` (quotes stripped). Enough for the
+/// flat keys these manifests use once each; no YAML library in the workspace.
+fn scalar(yaml: &str, key: &str) -> String {
+    yaml.lines()
+        .find_map(|line| {
+            let value = line.trim_start().strip_prefix(key)?.strip_prefix(':')?;
+            Some(value.trim().trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| panic!("no `{key}:` in {yaml}"))
+}
+
+fn number(yaml: &str, key: &str) -> u32 {
+    let value = scalar(yaml, key);
+    value
+        .parse()
+        .unwrap_or_else(|e| panic!("`{key}: {value}`: {e}"))
+}
+
+/// The folded block scalar (`key: >-`) under `key`, as a YAML parser reads it: the
+/// more-indented lines that follow, joined by single spaces, the final newline dropped.
+fn folded_block(yaml: &str, key: &str) -> String {
+    let mut lines = yaml.lines();
+    let header = lines
+        .by_ref()
+        .find(|line| line.trim_start().starts_with(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no `{key}:` in {yaml}"));
+    assert_eq!(
+        header.trim_start(),
+        format!("{key}: >-"),
+        "`{key}` must stay a folded block scalar, which this reader folds as YAML does"
+    );
+    let indent = header.len() - header.trim_start().len();
+    let body: Vec<&str> = lines
+        .take_while(|line| !line.trim().is_empty() && line.len() - line.trim_start().len() > indent)
+        .collect();
+    let body_indent = body[0].len() - body[0].trim_start().len();
+    assert!(
+        body.iter()
+            .all(|line| line.len() - line.trim_start().len() == body_indent),
+        "a more-indented line would keep its newline when folded: keep the query flush"
+    );
+    body.iter()
+        .map(|line| line.trim())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What KEDA and the HPA it manages read from `keda.yaml`.
+#[derive(Debug)]
+struct Scaler {
+    query: String,
+    target: u32,
+    min: u32,
+    max: u32,
+}
+
+impl Scaler {
+    fn from_manifest() -> Self {
+        let keda = deploy_file("k8s/keda.yaml");
+        Scaler {
+            query: folded_block(&keda, "query"),
+            target: number(&keda, "targetQueryValue"),
+            min: number(&keda, "minReplicaCount"),
+            max: number(&keda, "maxReplicaCount"),
+        }
+    }
+
+    /// The query's value on `pool` now.
+    async fn value(&self, pool: &PgPool) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(self.query.clone()))
+            .fetch_one(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", self.query))
+    }
+
+    /// The HPA's desired replicas for an AverageValue target: `ceil(value / target)`,
+    /// held between the ScaledObject's bounds (0 is never reached with a floor of 1).
+    fn replicas(&self, value: i64) -> u32 {
+        let wanted = u32::try_from(value).expect("a count").div_ceil(self.target);
+        wanted.clamp(self.min, self.max)
+    }
+}
+
+/// When a job row is due.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    /// A minute ago: a worker could take it now.
+    Now,
+    /// In five minutes: a retry's backoff, or a job scheduled for later.
+    Later,
+    /// At the end of time: held behind its session's earlier question.
+    Held,
+}
+
+/// Inserts `n` rows of `queue` straight into apalis' table, as apalis leaves them in
+/// `status`, with `attempts` of 5 spent; those a worker holds (`Queued`, `Running`,
+/// and the ended ones) are locked by the worker `scaling-worker`.
+async fn jobs(pool: &PgPool, queue: &str, n: i64, status: &str, attempts: i32, due: Due) {
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         VALUES ('scaling-worker', $1, 'PostgresStorage', '', now())
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(QUESTION_GENERATION_QUEUE)
+    .execute(pool)
+    .await
+    .expect("worker row");
+    let run_at = match due {
+        Due::Now => "now() - interval '1 minute'",
+        Due::Later => "now() + interval '5 minutes'",
+        Due::Held => "to_timestamp($5)",
+    };
+    let locked = status != "Pending" && !(status == "Failed" && attempts < 5);
+    let sql = format!(
+        "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at,
+                                  lock_by, lock_at, done_at)
+         SELECT convert_to('{{}}', 'UTF8'), gen_random_uuid()::text, $1, $2, $3, 5, {run_at},
+                CASE WHEN $4 THEN 'scaling-worker' END, CASE WHEN $4 THEN now() END,
+                CASE WHEN $2 IN ('Done', 'Failed', 'Killed') THEN now() END
+         FROM generate_series(1, $6)"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(queue)
+        .bind(status)
+        .bind(attempts)
+        .bind(locked)
+        .bind(HELD_UNTIL as f64)
+        .bind(n)
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{n} {status} jobs: {e}"));
+}
+
+async fn question_jobs(pool: &PgPool, n: i64, status: &str, attempts: i32, due: Due) {
+    jobs(pool, QUESTION_GENERATION_QUEUE, n, status, attempts, due).await;
+}
+
+#[test]
+fn the_target_is_one_replicas_concurrency_and_scale_down_waits_for_the_drain() {
+    let keda = deploy_file("k8s/keda.yaml");
+    let config = deploy_file("k8s/config.yaml");
+    let worker = deploy_file("k8s/worker.yaml");
+    let concurrency = number(&config, "WORKER_CONCURRENCY");
+    let drain = number(&config, "WORKER_SHUTDOWN_SECS");
+    assert_eq!(
+        Scaler::from_manifest().target,
+        concurrency,
+        "targetQueryValue is the jobs one replica carries"
+    );
+    let grace = number(&worker, "terminationGracePeriodSeconds");
+    assert!(
+        grace > drain,
+        "the pod must outlive the drain: grace {grace} s, drain {drain} s"
+    );
+    // The only stabilizationWindowSeconds and policies in the file are scaleDown's.
+    let scale_down = &keda[keda.find("scaleDown:").expect("a scaleDown behavior")..];
+    let window = number(scale_down, "stabilizationWindowSeconds");
+    assert!(
+        window >= drain + 60,
+        "scale-down waits for the drain with a margin: window {window} s, drain {drain} s"
+    );
+    assert_eq!(scalar(scale_down, "- type"), "Percent");
+    let percent = number(scale_down, "value");
+    assert!(
+        (1..100).contains(&percent),
+        "a scale-down step removes a fraction of the replicas, not {percent} %"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn two_hundred_waiting_jobs_ask_for_ceil_200_over_the_target(pool: PgPool) {
+    migrated(&pool).await;
+    let scaler = Scaler::from_manifest();
+    question_jobs(&pool, 200, "Pending", 0, Due::Now).await;
+
+    let value = scaler.value(&pool).await;
+    assert_eq!(value, 200);
+    assert_eq!(scaler.replicas(value), 200_u32.div_ceil(scaler.target));
+    assert_eq!(scaler.replicas(value), 4, "with the target of 64");
+}
+
+#[sqlx::test(migrations = false)]
+async fn busy_replicas_with_nothing_waiting_are_kept(pool: PgPool) {
+    migrated(&pool).await;
+    let scaler = Scaler::from_manifest();
+    // The issue's case: ten replicas each running a full 64, none waiting.
+    question_jobs(&pool, 640, "Running", 1, Due::Now).await;
+
+    let value = scaler.value(&pool).await;
+    assert_eq!(value, 640);
+    assert_eq!(scaler.replicas(value), 10, "not scaled down to one");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_mixed_queue_counts_what_could_run_now_and_what_runs(pool: PgPool) {
+    migrated(&pool).await;
+    let scaler = Scaler::from_manifest();
+    // Through the api's own enqueue: three sessions with three questions each, so
+    // each session's first can run and the other two are held behind it.
+    let fixtures = sessions(&pool, 3).await;
+    enqueue_on(&pool, &fixtures, 3).await;
+
+    // Counted: what a worker could take now, what workers claimed, what runs.
+    question_jobs(&pool, 88, "Pending", 0, Due::Now).await;
+    question_jobs(&pool, 7, "Queued", 0, Due::Now).await;
+    question_jobs(&pool, 2, "Failed", 1, Due::Now).await; // attempts left: apalis fetches it again
+    question_jobs(&pool, 29, "Running", 1, Due::Now).await;
+    // Not counted.
+    question_jobs(&pool, 300, "Pending", 0, Due::Held).await;
+    question_jobs(&pool, 40, "Pending", 1, Due::Later).await;
+    question_jobs(&pool, 5, "Failed", 1, Due::Later).await;
+    question_jobs(&pool, 500, "Done", 1, Due::Now).await;
+    question_jobs(&pool, 50, "Failed", 5, Due::Now).await; // attempts spent: failed for good
+    question_jobs(&pool, 10, "Killed", 2, Due::Now).await;
+    jobs(&pool, "some_other_queue", 20, "Pending", 0, Due::Now).await;
+
+    let value = scaler.value(&pool).await;
+    assert_eq!(value, 3 + 88 + 7 + 2 + 29);
+    assert_eq!(scaler.replicas(value), 129_u32.div_ceil(scaler.target));
+    assert_eq!(scaler.replicas(value), 3, "with the target of 64");
+
+    // The queue gauge agrees: `pending` is what is due, the held and scheduled apart.
+    let by_status = shared::db::queue::count_by_status(&pool)
+        .await
+        .expect("count");
+    let count = |status: &str| {
+        by_status
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(count("Pending"), 3 + 88, "{by_status:?}");
+    assert_eq!(count("Queued"), 7, "{by_status:?}");
+    assert_eq!(count("Held"), 300 + 6, "{by_status:?}");
+    assert_eq!(count("Scheduled"), 40, "{by_status:?}");
+    assert_eq!(count("Failed"), 2 + 5 + 50, "{by_status:?}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_empty_queue_reads_zero_and_keeps_the_floor(pool: PgPool) {
+    migrated(&pool).await;
+    let scaler = Scaler::from_manifest();
+    // Only ended work and a session's held questions: nothing a worker could do.
+    question_jobs(&pool, 25, "Done", 1, Due::Now).await;
+    question_jobs(&pool, 4, "Pending", 0, Due::Held).await;
+
+    let value = scaler.value(&pool).await;
+    assert_eq!(value, 0);
+    assert_eq!(scaler.replicas(value), scaler.min);
+    assert_eq!(scaler.min, 1, "one worker stays for the queue's upkeep");
+}
