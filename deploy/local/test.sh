@@ -7,7 +7,9 @@
 #   tests     every test of the workspace but the bench crate's (a benchmark harness, run
 #             by deploy/bench/run.sh); arguments go to cargo test;
 #   build     the api and worker binaries, then
-#   validate  the OpenAPI document and the deployment files (deploy/validate.sh), and
+#   validate  the OpenAPI document and the deployment files (deploy/validate.sh),
+#   alerts    the alert rules loaded and unit-tested by promtool, installed if missing
+#             (deploy/prometheus/check.sh), and
 #   fuzz      the api against its own document (deploy/fuzz.sh).
 # At the end, or at a failure, it prints the seconds each phase took.
 set -euo pipefail
@@ -54,4 +56,5 @@ phase postgres start_postgres
 phase tests cargo test --workspace --exclude bench --locked ${test_args[@]+"${test_args[@]}"}
 phase build cargo build --quiet --locked --bins -p api -p worker
 phase validate bash deploy/validate.sh
+phase alerts bash deploy/prometheus/check.sh
 phase fuzz bash deploy/fuzz.sh
