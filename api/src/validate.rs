@@ -7,29 +7,21 @@
 
 use crate::error::ApiError;
 
-/// A required text field: not blank, at most `max_chars` characters.
-pub fn text<'a>(field: &str, value: &'a str, max_chars: usize) -> Result<&'a str, ApiError> {
+/// A required text field: not blank. Its length is bounded only by the 256 KiB body
+/// limit: what reaches the model is cut to a budget by the worker (`worker/src/prompt.rs`),
+/// so a long resume is the worker's to shorten, never the client's error.
+pub fn text<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
     no_nul(field, value)?;
     if value.trim().is_empty() {
         return Err(ApiError::field(field, "must not be empty"));
-    }
-    if value.chars().count() > max_chars {
-        return Err(ApiError::field(
-            field,
-            format!("must be at most {max_chars} characters"),
-        ));
     }
     Ok(value)
 }
 
 /// An optional text field: absent or blank is `None`, otherwise as [`text`].
-pub fn optional_text<'a>(
-    field: &str,
-    value: Option<&'a str>,
-    max_chars: usize,
-) -> Result<Option<&'a str>, ApiError> {
+pub fn optional_text<'a>(field: &str, value: Option<&'a str>) -> Result<Option<&'a str>, ApiError> {
     match value {
-        Some(v) if !v.trim().is_empty() => text(field, v, max_chars).map(Some),
+        Some(v) if !v.trim().is_empty() => text(field, v).map(Some),
         _ => Ok(None),
     }
 }
@@ -45,12 +37,6 @@ fn no_nul(field: &str, value: &str) -> Result<(), ApiError> {
         Ok(())
     }
 }
-
-/// The most characters of a long free-text field (resume, answer, job description).
-/// Chosen so that even a body of the longest text, every character JSON-escaped (12
-/// bytes for one outside the BMP), stays under the 256 KiB body limit: "too long" is
-/// then always a 422 naming the field, never a 413 for the whole body.
-pub const MAX_CONTENT_CHARS: usize = 20_000;
 
 /// An email address, lower-cased. Deliberately simple (one `@`, a dotted domain of
 /// non-empty labels, no spaces or control characters; the `pattern` of
@@ -124,15 +110,15 @@ mod tests {
 
     #[test]
     fn nul_characters_are_refused() {
-        assert!(text("title", "a\0b", 10).is_err());
-        assert!(optional_text("company", Some("\0"), 10).is_err());
+        assert!(text("title", "a\0b").is_err());
+        assert!(optional_text("company", Some("\0")).is_err());
         assert!(email("a\0@example.com").is_err());
     }
 
     #[test]
     fn blank_text_is_refused() {
-        assert!(text("title", "  ", 10).is_err());
-        assert!(text("title", "x".repeat(11).as_str(), 10).is_err());
-        assert_eq!(optional_text("company", Some(" "), 10).ok(), Some(None));
+        assert!(text("title", "  ").is_err());
+        assert!(text("title", "x".repeat(200_000).as_str()).is_ok());
+        assert_eq!(optional_text("company", Some(" ")).ok(), Some(None));
     }
 }

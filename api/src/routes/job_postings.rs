@@ -14,11 +14,11 @@ use utoipa::ToSchema;
 /// A job posting to practise for.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct JobPostingRequest {
-    #[schema(max_length = 200, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    #[schema(pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub title: String,
-    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
+    #[schema(pattern = r"^[^\x00]*$")]
     pub company: Option<String>,
-    #[schema(max_length = 20000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    #[schema(pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub description: String,
 }
 
@@ -36,9 +36,9 @@ pub async fn create(
     CurrentUser(user): CurrentUser,
     Json(req): Json<JobPostingRequest>,
 ) -> Result<(StatusCode, Json<JobPosting>), ApiError> {
-    let title = validate::text("title", &req.title, 200)?;
-    let company = validate::optional_text("company", req.company.as_deref(), 200)?;
-    let description = validate::text("description", &req.description, validate::MAX_CONTENT_CHARS)?;
+    let title = validate::text("title", &req.title)?;
+    let company = validate::optional_text("company", req.company.as_deref())?;
+    let description = validate::text("description", &req.description)?;
     let mut conn = state.conn().await?;
     let posting = job_postings::insert(&mut conn, user, title, company, description)
         .await

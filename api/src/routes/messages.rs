@@ -55,7 +55,7 @@ pub struct MessagePage {
 /// The user's answer to the last question.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AnswerRequest {
-    #[schema(max_length = 20000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    #[schema(pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: String,
 }
 
@@ -112,7 +112,7 @@ pub async fn answer(
     Path(session_id): Path<SessionId>,
     Json(req): Json<AnswerRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
-    let content = validate::text("content", &req.content, validate::MAX_CONTENT_CHARS)?;
+    let content = validate::text("content", &req.content)?;
     let mut tx = state.begin().await?;
     // Locked so a concurrent PATCH cannot complete the session between check and insert.
     let session = sessions::lock_owned(&mut tx, session_id, user)

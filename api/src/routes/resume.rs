@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 /// The resume's text.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ResumeRequest {
-    #[schema(max_length = 20000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    #[schema(pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: String,
 }
 
@@ -30,7 +30,7 @@ pub async fn put_resume(
     CurrentUser(user): CurrentUser,
     Json(req): Json<ResumeRequest>,
 ) -> Result<Json<Resume>, ApiError> {
-    let content = validate::text("content", &req.content, validate::MAX_CONTENT_CHARS)?;
+    let content = validate::text("content", &req.content)?;
     let mut conn = state.conn().await?;
     let resume = resumes::upsert(&mut conn, user, content)
         .await
