@@ -193,7 +193,9 @@ async fn try_attempt(
     }
     *is_last |= attempts >= state.max_attempts;
 
-    let Some(inputs) = question_inputs::load(&mut conn, job.session_id, state.max_earlier_questions).await? else {
+    let Some(inputs) =
+        question_inputs::load(&mut conn, job.session_id, state.max_earlier_questions).await?
+    else {
         return fail(&mut conn, job.operation_id, SESSION_GONE).await;
     };
     if inputs.status != SessionStatus::Active {

@@ -65,7 +65,10 @@ pub fn build(context: &QuestionContext) -> Prompt {
             .push_str("Role: (the job posting is no longer available; ask a general question)\n"),
     }
     match &context.resume {
-        Some(resume) => user.push_str(&format!("\nCandidate's resume:\n{}\n", clip(resume, MAX_QUOTED_CHARS))),
+        Some(resume) => user.push_str(&format!(
+            "\nCandidate's resume:\n{}\n",
+            clip(resume, MAX_QUOTED_CHARS)
+        )),
         None => user.push_str("\nThe candidate has not shared a resume.\n"),
     }
     if !context.earlier_questions.is_empty() {
