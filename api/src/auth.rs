@@ -1,43 +1,108 @@
 //! Credentials: argon2id password hashes and HS256 access tokens.
 //!
-//! Hashing is deliberately slow (tens of milliseconds of CPU), so it runs on tokio's
-//! blocking pool, never on the async threads that serve other requests.
+//! Hashing is deliberately slow (tens of milliseconds of CPU, 19 MiB), so it runs on
+//! tokio's blocking pool, never on the async threads that serve other requests, and
+//! behind a bound ([`PasswordHashing`]).
 
 use crate::error::ApiError;
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use metrics::counter;
 use serde::{Deserialize, Serialize};
 use shared::config::Secret;
 use shared::domain::UserId;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-/// Hashes a password with argon2id (PHC string with a random salt).
-pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|hash| hash.to_string())
-            .map_err(|err| ApiError::internal("hashing a password", anyhow::anyhow!("{err}")))
-    })
-    .await
-    .map_err(|err| ApiError::internal("hashing a password", err))?
+/// Argon2id hashing behind a bound: at most `limit` hashes run at once, each on tokio's
+/// blocking pool. Each costs 19 MiB and tens of milliseconds of CPU, so without the
+/// bound a burst of registrations takes as much memory and CPU as it likes (48 at once
+/// reached ≈ 700 MB). A request that finds every permit taken is answered `503` with
+/// `Retry-After` at once: queueing it would only let the queue grow.
+#[derive(Debug)]
+pub struct PasswordHashing {
+    permits: Arc<Semaphore>,
+    limit: usize,
+    /// The most hashes seen running at once (tests assert it against the bound).
+    peak: AtomicUsize,
 }
 
-/// Whether `password` matches the stored PHC hash. A malformed stored hash counts as a
-/// mismatch (and is logged), never as a match.
-pub async fn verify_password(password: String, stored: String) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || match PasswordHash::new(&stored) {
-        Ok(hash) => Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok(),
-        Err(err) => {
-            tracing::error!(error = %err, "stored password hash is malformed");
-            false
+/// Seconds a client is told to wait when every hashing permit is taken.
+pub const HASHING_BUSY_RETRY_AFTER_SECS: u64 = 1;
+
+impl PasswordHashing {
+    /// At most `limit` (≥ 1) hashes at once.
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.max(1);
+        Self {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+            peak: AtomicUsize::new(0),
         }
-    })
-    .await
-    .map_err(|err| ApiError::internal("verifying a password", err))
+    }
+
+    /// The most hashes that ran at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// The bound.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Hashes a password (PHC string with a random salt).
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        self.run("hashing a password", move || {
+            Argon2::default()
+                .hash_password(password.as_bytes())
+                .map(|hash| hash.to_string())
+                .map_err(|err| ApiError::internal("hashing a password", anyhow::anyhow!("{err}")))
+        })
+        .await?
+    }
+
+    /// Whether `password` matches the stored PHC hash. A malformed stored hash counts
+    /// as a mismatch (and is logged), never as a match.
+    pub async fn verify(&self, password: String, stored: String) -> Result<bool, ApiError> {
+        self.run("verifying a password", move || {
+            match PasswordHash::new(&stored) {
+                Ok(hash) => Argon2::default()
+                    .verify_password(password.as_bytes(), &hash)
+                    .is_ok(),
+                Err(err) => {
+                    tracing::error!(error = %err, "stored password hash is malformed");
+                    false
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs `work` on the blocking pool holding a permit, or refuses at once.
+    async fn run<T: Send + 'static>(
+        &self,
+        step: &'static str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            counter!("password_hashes_refused_total").increment(1);
+            ApiError::Busy {
+                retry_after_secs: HASHING_BUSY_RETRY_AFTER_SECS,
+            }
+        })?;
+        let running = self.limit - self.permits.available_permits();
+        self.peak.fetch_max(running, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|err| ApiError::internal(step, err))
+    }
 }
 
 /// A stored hash to verify against when the email is unknown, so that a login for a

@@ -1,8 +1,9 @@
 //! The api's settings: one `clap` parse of the environment (and `.env`).
 
 use clap::Parser;
+use ipnet::IpNet;
 use shared::config::{DatabaseConfig, Secret, TelemetryConfig};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Every setting of the `api` binary; `api --help` lists them with their defaults.
@@ -13,8 +14,10 @@ pub struct ApiConfig {
     #[arg(long, env = "API_ADDR", default_value = "127.0.0.1:8080")]
     pub api_addr: SocketAddr,
 
-    /// HS256 key that signs access tokens. Unset: a random key per process, with a loud
-    /// warning (tokens then die with the process and do not work across replicas).
+    /// HS256 key that signs access tokens, at least 32 bytes. Unset: a random key per
+    /// process, with a loud warning (tokens then die with the process and do not work
+    /// across replicas). Set but shorter, or a known placeholder, the api refuses to
+    /// start: an empty or guessable key lets anyone who knows a user id forge tokens.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
@@ -43,6 +46,51 @@ pub struct ApiConfig {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub request_timeout_secs: u64,
 
+    /// Password hashes (argon2id, 19 MiB and tens of ms of CPU each) computed at once,
+    /// 1 to 1,024 [default: the number of cores]. A registration or login that finds
+    /// them all busy is answered 503 with Retry-After at once: a queue would only grow.
+    #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=1_024))]
+    pub password_hash_concurrency: Option<u32>,
+
+    /// Failed logins allowed per minute, for one account and for one client address
+    /// each (0: off; at most 10,000). Past it, 429 with Retry-After until the minute ends.
+    #[arg(long, env = "LOGIN_ATTEMPTS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub login_attempts_per_minute: u32,
+
+    /// Registrations allowed per minute from one client address (0: off; at most 10,000).
+    #[arg(long, env = "REGISTRATIONS_PER_MINUTE_PER_ADDRESS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub registrations_per_minute_per_address: u32,
+
+    /// Proxies whose X-Forwarded-For is believed: comma-separated addresses or CIDR
+    /// ranges (e.g. `10.0.0.0/8,127.0.0.1`). Empty: the client is the socket's peer.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = trusted_proxy)]
+    pub trusted_proxies: Vec<Option<IpNet>>,
+
+    /// Open client connections at most (1 to 1,000,000); more wait in the kernel's
+    /// backlog until one closes. Keep the file limit (`ulimit -n`) above it.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Long polls (`wait` > 0) waiting at once (0 to 1,000,000). Past it, a poll answers
+    /// at once with the operation's state and Retry-After, as if `wait=0`.
+    #[arg(long, env = "MAX_LONG_POLLS", default_value_t = 2_048, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_long_polls: u32,
+
+    /// Seconds a client may take to send a request's headers, 1 to 300; also how long
+    /// an idle keep-alive connection stays open.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_read_timeout_secs: u64,
+
+    /// Origins a browser may call the api from, comma-separated
+    /// (`https://app.example.com`); none by default, `*` for any.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// The window of the login and registration throttles: a minute, as their names
+    /// say. Not a setting; tests shorten it.
+    #[arg(skip = 60u64)]
+    pub throttle_window_secs: u64,
+
     /// Print the OpenAPI document and exit (for validators and client generators).
     #[arg(long)]
     pub print_openapi: bool,
@@ -65,12 +113,18 @@ impl ApiConfig {
             max_pending_per_session: 20,
             llm_max_attempts: 5,
             request_timeout_secs: 10,
+            password_hash_concurrency: None,
+            login_attempts_per_minute: 0,
+            registrations_per_minute_per_address: 0,
+            trusted_proxies: Vec::new(),
+            max_connections: 4_096,
+            max_long_polls: 2_048,
+            header_read_timeout_secs: 10,
+            cors_allowed_origins: Vec::new(),
+            throttle_window_secs: 60,
             print_openapi: false,
             database: DatabaseConfig::for_url(database_url),
-            telemetry: TelemetryConfig {
-                rust_log: "info".into(),
-                log_format: Default::default(),
-            },
+            telemetry: TelemetryConfig::for_tests(),
         }
     }
 
@@ -78,6 +132,88 @@ impl ApiConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
+
+    /// Checks what clap cannot without echoing a secret into the logs (its errors quote
+    /// the value): a set `JWT_SECRET` must be a usable key.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.jwt_secret {
+            Some(secret) => check_jwt_secret(secret.expose())
+                .map_err(|why| format!("JWT_SECRET {why}; the api refuses to start")),
+            None => Ok(()),
+        }
+    }
+
+    /// Password hashes at once: the setting, else one per core.
+    pub fn password_hash_concurrency(&self) -> usize {
+        self.password_hash_concurrency.map_or_else(
+            || std::thread::available_parallelism().map_or(2, usize::from),
+            |n| n as usize,
+        )
+    }
+
+    /// The trusted proxies, empty entries (`TRUSTED_PROXIES=`) left out.
+    pub fn trusted_proxies(&self) -> Vec<IpNet> {
+        self.trusted_proxies.iter().flatten().copied().collect()
+    }
+
+    /// The allowed origins, empty entries left out.
+    pub fn cors_allowed_origins(&self) -> Vec<&str> {
+        self.cors_allowed_origins
+            .iter()
+            .map(|origin| origin.trim())
+            .filter(|origin| !origin.is_empty())
+            .collect()
+    }
+}
+
+/// The shortest `JWT_SECRET` taken: 32 bytes, HS256's own key size.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Words that mark a secret copied from an example rather than generated.
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace",
+    "placeholder",
+    "example",
+    "your-secret",
+    "insecure",
+];
+
+/// Checks `JWT_SECRET`: at least 32 bytes and not a placeholder from an example file.
+fn check_jwt_secret(value: &str) -> Result<(), String> {
+    if value.len() < MIN_JWT_SECRET_BYTES {
+        return Err(format!(
+            "must be at least {MIN_JWT_SECRET_BYTES} bytes (it is {}): generate one with \
+             `openssl rand -hex 32`, or leave JWT_SECRET unset for a random development key",
+            value.len()
+        ));
+    }
+    let lower = value.to_ascii_lowercase();
+    if let Some(word) = PLACEHOLDER_WORDS.iter().find(|word| lower.contains(**word)) {
+        return Err(format!(
+            "is a placeholder (it contains {word:?}): generate one with `openssl rand -hex 32`"
+        ));
+    }
+    if value.bytes().all(|b| b == value.as_bytes()[0]) {
+        return Err("is one character repeated: generate one with `openssl rand -hex 32`".into());
+    }
+    Ok(())
+}
+
+/// One entry of `TRUSTED_PROXIES`: an address (a /32 or /128) or a CIDR range; empty is
+/// no entry.
+fn trusted_proxy(value: &str) -> Result<Option<IpNet>, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse::<IpNet>()
+        .or_else(|_| value.parse::<IpAddr>().map(IpNet::from))
+        .map(Some)
+        .map_err(|_| format!("{value:?} is neither an IP address nor a CIDR range"))
 }
 
 #[cfg(test)]
@@ -95,6 +231,11 @@ mod tests {
             ["api", "--request-timeout-secs", "301"],
             ["api", "--database-max-connections", "1"],
             ["api", "--database-acquire-timeout-secs", "0"],
+            ["api", "--password-hash-concurrency", "0"],
+            ["api", "--max-connections", "0"],
+            ["api", "--header-read-timeout-secs", "0"],
+            ["api", "--trusted-proxies", "10.0.0.0/33"],
+            ["api", "--trusted-proxies", "proxy.internal"],
         ] {
             let err = ApiConfig::try_parse_from(args).expect_err("out of range");
             assert!(err.to_string().contains(&args[1][2..]), "{err}");
@@ -110,5 +251,48 @@ mod tests {
         let off = ApiConfig::try_parse_from(["api", "--rate-limit-generate-per-minute", "0"])
             .expect("0 turns the limit off");
         assert_eq!(off.rate_limit_generate_per_minute, 0);
+        assert_eq!(config.login_attempts_per_minute, 10);
+        assert_eq!(config.registrations_per_minute_per_address, 10);
+        assert!(config.max_connections >= 1_000 && config.max_long_polls >= 1_000);
+        assert!(config.password_hash_concurrency() >= 1);
+        assert!(config.trusted_proxies().is_empty() && config.cors_allowed_origins().is_empty());
+    }
+
+    #[test]
+    fn weak_jwt_secrets_are_refused_naming_the_variable() {
+        let generated = "4f1c2a9be07d43d8a5c6e1f09b7d2c3e";
+        for weak in [
+            "",
+            "short-secret",
+            "change-me-change-me-change-me-change-me",
+            "REPLACE_WITH_32_RANDOM_BYTES_FROM_OPENSSL",
+            "this-is-an-example-secret-of-40-bytes!!!",
+            &"a".repeat(64),
+        ] {
+            let config = ApiConfig::try_parse_from(["api", "--jwt-secret", weak]).expect("parses");
+            let err = config.validate().expect_err(weak);
+            assert!(err.starts_with("JWT_SECRET "), "{err}");
+            assert!(
+                weak.is_empty() || !err.contains(weak),
+                "the secret is not echoed: {err}"
+            );
+        }
+        let config =
+            ApiConfig::try_parse_from(["api", "--jwt-secret", generated]).expect("a real key");
+        assert_eq!(config.validate(), Ok(()));
+        let unset = ApiConfig::try_parse_from(["api"]).expect("parses");
+        assert_eq!(unset.validate(), Ok(()), "unset: a random development key");
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges() {
+        let config =
+            ApiConfig::try_parse_from(["api", "--trusted-proxies", "10.0.0.0/8, 127.0.0.1,,::1"])
+                .expect("parse");
+        let proxies = config.trusted_proxies();
+        assert_eq!(proxies.len(), 3);
+        assert!(proxies[0].contains(&"10.1.2.3".parse::<IpAddr>().expect("ip")));
+        assert!(proxies[1].contains(&"127.0.0.1".parse::<IpAddr>().expect("ip")));
+        assert!(!proxies[1].contains(&"127.0.0.2".parse::<IpAddr>().expect("ip")));
     }
 }

@@ -48,6 +48,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("The service is temporarily unavailable; try again shortly.")]
     ServiceUnavailable,
+    #[error("The service is busy; try again in {retry_after_secs} seconds.")]
+    Busy { retry_after_secs: u64 },
     #[error("Something went wrong on our side.")]
     Internal(#[source] anyhow::Error),
 }
@@ -83,7 +85,9 @@ impl ApiError {
             NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            ServiceUnavailable | Busy { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
+            }
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
     }
@@ -178,7 +182,8 @@ impl IntoResponse for ApiError {
             ApiError::NotAuthenticated => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::TooManyRequests { retry_after_secs } => {
+            ApiError::TooManyRequests { retry_after_secs }
+            | ApiError::Busy { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             ApiError::ServiceUnavailable => {

@@ -12,6 +12,7 @@
 //! - [`http_metrics`], [`state`], [`validate`]: the small parts the handlers share.
 
 pub mod auth;
+pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -19,14 +20,18 @@ pub mod http_metrics;
 pub mod known_users;
 pub mod long_poll;
 pub mod routes;
+pub mod serve;
 pub mod state;
+pub mod throttle;
 pub mod validate;
 
 use crate::config::ApiConfig;
-use crate::state::{AppState, Limits};
+use crate::state::{AppState, Guards, Limits};
 use sqlx::PgPool;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Runs the api on `listener` until `shutdown` completes: connects, migrates (unless
@@ -45,7 +50,9 @@ pub async fn run(
 #[derive(Debug)]
 pub struct App {
     state: AppState,
-    request_timeout: std::time::Duration,
+    routing: routes::Routing,
+    connections: serve::ConnectionLimits,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl App {
@@ -65,10 +72,24 @@ impl App {
                 llm_max_attempts: config.llm_max_attempts,
                 max_pending_per_session: config.max_pending_per_session,
             },
+            guards: Arc::new(Guards::new(config)),
         };
         Self {
             state,
-            request_timeout: config.request_timeout(),
+            routing: routes::Routing {
+                request_timeout: config.request_timeout(),
+                public_metrics: config.telemetry.metrics_addr.is_none(),
+                cors_allowed_origins: config
+                    .cors_allowed_origins()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            },
+            connections: serve::ConnectionLimits {
+                max_connections: config.max_connections as usize,
+                header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+            },
+            metrics_addr: config.telemetry.metrics_addr,
         }
     }
 
@@ -77,28 +98,45 @@ impl App {
         self.state.waiters.clone()
     }
 
-    /// Serves on `listener` until `shutdown` completes and requests in flight finish.
+    /// The bounds on clients (tests read the hashing high-water mark from it).
+    pub fn guards(&self) -> Arc<Guards> {
+        self.state.guards.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` completes and requests in flight finish;
+    /// `/metrics` too, on its own listener when `METRICS_ADDR` is set.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let listener_task = tokio::spawn(long_poll::listen(
-            self.state.pool.clone(),
-            self.state.waiters.clone(),
-            self.state.users.clone(),
-        ));
-        let app = routes::router(self.state, self.request_timeout);
+        let mut background = vec![
+            tokio::spawn(long_poll::listen(
+                self.state.pool.clone(),
+                self.state.waiters.clone(),
+                self.state.users.clone(),
+            )),
+            tokio::spawn(shared::metrics::refresh_gauges_every(
+                self.state.pool.clone(),
+                shared::metrics::GAUGE_REFRESH,
+            )),
+        ];
+        if let Some(addr) = self.metrics_addr {
+            let metrics_listener = TcpListener::bind(addr).await?;
+            tracing::info!(addr = %metrics_listener.local_addr()?, "api metrics listening");
+            let metrics = routes::metrics_router(self.state.clone());
+            background.push(tokio::spawn(async move {
+                if let Err(err) = axum::serve(metrics_listener, metrics).await {
+                    tracing::error!(error = %err, "the metrics listener stopped");
+                }
+            }));
+        }
+        let app = routes::router(self.state, &self.routing);
         tracing::info!(addr = %listener.local_addr()?, "api listening");
-        let shutdown = async move {
-            shutdown.await;
-            tracing::info!("shutdown requested: finishing requests in flight");
-        };
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
-        listener_task.abort();
-        served?;
+        serve::serve(listener, app, self.connections, shutdown).await;
+        for task in background {
+            task.abort();
+        }
         tracing::info!("api stopped");
         Ok(())
     }

@@ -7,6 +7,10 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     shared::config::load_dotenv();
     let config = ApiConfig::parse();
+    if let Err(why) = config.validate() {
+        eprintln!("error: {why}");
+        std::process::exit(2);
+    }
     if config.print_openapi {
         println!("{}", api::routes::docs::openapi_document()?);
         return Ok(());

@@ -1,13 +1,18 @@
 //! What every handler shares: cheap to clone, built once in [`crate::App::new`].
 
-use crate::auth::JwtKeys;
+use crate::auth::{JwtKeys, PasswordHashing};
+use crate::client_addr::TrustedProxies;
+use crate::config::ApiConfig;
 use crate::error::{ApiError, Context};
 use crate::known_users::KnownUsers;
 use crate::long_poll::Waiters;
+use crate::throttle::Throttle;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// The api's shared state.
 #[derive(Debug, Clone)]
@@ -20,6 +25,8 @@ pub struct AppState {
     pub users: Arc<KnownUsers>,
     pub metrics: PrometheusHandle,
     pub limits: Limits,
+    /// The bounds that keep a hostile or unlucky client from taking the process down.
+    pub guards: Arc<Guards>,
 }
 
 impl AppState {
@@ -31,6 +38,42 @@ impl AppState {
     /// A transaction on a pooled connection, for the handler to commit.
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, ApiError> {
         self.pool.begin().await.context("beginning a transaction")
+    }
+}
+
+/// The bounds on what clients can make this process do: password hashes at once,
+/// failed logins and registrations per minute, long polls waiting at once.
+#[derive(Debug)]
+pub struct Guards {
+    pub hashing: PasswordHashing,
+    /// Failed logins per account (lower-cased email) and minute.
+    pub failed_logins_by_account: Throttle,
+    /// Failed logins per client address and minute.
+    pub failed_logins_by_address: Throttle,
+    /// Registrations per client address and minute.
+    pub registrations_by_address: Throttle,
+    /// Whose `X-Forwarded-For` names the client.
+    pub proxies: TrustedProxies,
+    /// One permit per long poll allowed to wait (`MAX_LONG_POLLS`).
+    pub long_polls: Arc<Semaphore>,
+}
+
+impl Guards {
+    /// The guards the configuration asks for.
+    pub fn new(config: &ApiConfig) -> Self {
+        let window = Duration::from_secs(config.throttle_window_secs);
+        let logins = config.login_attempts_per_minute;
+        Self {
+            hashing: PasswordHashing::new(config.password_hash_concurrency()),
+            failed_logins_by_account: Throttle::new(logins, window),
+            failed_logins_by_address: Throttle::new(logins, window),
+            registrations_by_address: Throttle::new(
+                config.registrations_per_minute_per_address,
+                window,
+            ),
+            proxies: TrustedProxies::new(config.trusted_proxies()),
+            long_polls: Arc::new(Semaphore::new(config.max_long_polls as usize)),
+        }
     }
 }
 

@@ -166,6 +166,23 @@ pub struct TelemetryConfig {
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// A private address for `/metrics` (e.g. `0.0.0.0:9464`, reachable by Prometheus
+    /// but not published). When set, `/metrics` is served there only, and the public
+    /// listener answers it 404. Unset, `/metrics` stays on the public listener.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl TelemetryConfig {
+    /// Settings for tests: `info` text logs, metrics on the main listener.
+    pub fn for_tests() -> Self {
+        Self {
+            rust_log: "info".into(),
+            log_format: LogFormat::Text,
+            metrics_addr: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
-//! `POST /auth/register` and `POST /auth/login`.
+//! `POST /auth/register`, `POST /auth/login` and `POST /auth/refresh`.
 
 use crate::auth;
+use crate::client_addr::ClientAddr;
 use crate::error::{ApiError, Context, ErrorBody};
-use crate::extract::Json;
+use crate::extract::{CurrentUser, Json};
 use crate::state::AppState;
 use crate::validate;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use shared::db::users::{self, User};
+use shared::domain::UserId;
 use utoipa::ToSchema;
 
 /// A new account.
@@ -22,7 +24,7 @@ pub struct RegisterRequest {
     /// At least 8 characters.
     #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
-    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
+    #[schema(pattern = r"^[^\x00]*$")]
     pub full_name: Option<String>,
 }
 
@@ -50,15 +52,28 @@ pub struct TokenResponse {
         (status = 409, description = "EMAIL_TAKEN", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR: bad email, password under 8 characters", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: too many registrations from this address this minute", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the limit resets"))),
+        (status = 503, description = "SERVICE_UNAVAILABLE: every password-hashing slot is busy", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds before trying again"))),
     ))]
 pub async fn register(
     State(state): State<AppState>,
+    client: ClientAddr,
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     let email = validate::email(&req.email)?;
     let password = validate::password(&req.password)?.to_owned();
-    let full_name = validate::optional_text("full_name", req.full_name.as_deref(), 200)?;
-    let hash = auth::hash_password(password).await?;
+    let full_name = validate::optional_text("full_name", req.full_name.as_deref())?;
+    let guards = &state.guards;
+    let address = client.key();
+    guards
+        .registrations_by_address
+        .check(&address)
+        .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
+    let hash = guards.hashing.hash(password).await?;
+    // Counted once the work is done: a registration refused as busy costs nothing.
+    guards.registrations_by_address.hit(&address);
     let mut conn = state.conn().await?;
     match users::insert(&mut conn, &email, &hash, full_name).await {
         Ok(user) => Ok((StatusCode::CREATED, Json(user))),
@@ -74,15 +89,31 @@ pub async fn register(
         (status = 401, description = "INVALID_CREDENTIALS", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: too many failed logins for this account or from this address this minute", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the limit resets"))),
+        (status = 503, description = "SERVICE_UNAVAILABLE: every password-hashing slot is busy", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds before trying again"))),
     ))]
 pub async fn login(
     State(state): State<AppState>,
+    client: ClientAddr,
     Json(req): Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let email = req.email.trim().to_lowercase();
     if email.contains('\0') {
         // No account can have it (registration refuses it), and SQL cannot take it.
         return Err(ApiError::InvalidCredentials);
+    }
+    // Throttled before any work: a guesser past the limit costs no hash and no query.
+    let guards = &state.guards;
+    let address = client.key();
+    for (throttle, key) in [
+        (&guards.failed_logins_by_account, &email),
+        (&guards.failed_logins_by_address, &address),
+    ] {
+        throttle
+            .check(key)
+            .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
     }
     let credentials = {
         let mut conn = state.conn().await?;
@@ -96,13 +127,37 @@ pub async fn login(
         Some(c) => (Some(c.id), c.password_hash),
         None => (None, auth::dummy_hash().to_owned()),
     };
-    let matches = auth::verify_password(req.password, stored).await?;
+    let matches = guards.hashing.verify(req.password, stored).await?;
     match user {
-        Some(user) if matches => Ok(Json(TokenResponse {
-            access_token: state.jwt.issue(user)?,
-            token_type: "bearer",
-            expires_in: state.jwt.ttl_secs(),
-        })),
-        _ => Err(ApiError::InvalidCredentials),
+        Some(user) if matches => Ok(Json(token_for(&state, user)?)),
+        _ => {
+            guards.failed_logins_by_account.hit(&email);
+            guards.failed_logins_by_address.hit(&address);
+            Err(ApiError::InvalidCredentials)
+        }
     }
+}
+
+/// Exchanges a valid, unexpired token for a fresh one: a candidate deep in an
+/// interview keeps going without signing in again. An expired token cannot be
+/// refreshed (`401`): refresh before `expires_in` runs out.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", operation_id = "refresh_token", tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A fresh token", body = TokenResponse),
+        (status = 401, description = "NOT_AUTHENTICATED: missing, invalid or expired token", body = ErrorBody),
+    ))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<TokenResponse>, ApiError> {
+    Ok(Json(token_for(&state, user)?))
+}
+
+fn token_for(state: &AppState, user: UserId) -> Result<TokenResponse, ApiError> {
+    Ok(TokenResponse {
+        access_token: state.jwt.issue(user)?,
+        token_type: "bearer",
+        expires_in: state.jwt.ttl_secs(),
+    })
 }

@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "Interview service API", description = "Durable, asynchronous question generation for AI mock interviews.", license(name = "MIT", identifier = "MIT")),
     paths(
-        auth::register, auth::login,
+        auth::register, auth::login, auth::refresh,
         resume::put_resume,
         job_postings::create, job_postings::get, job_postings::delete,
         sessions::create, sessions::list, sessions::get, sessions::update,

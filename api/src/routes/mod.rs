@@ -18,11 +18,12 @@ use crate::http_metrics;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -33,13 +34,26 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// How the router is put together, from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    /// How long an ordinary request may take (long polls get their `wait` on top).
+    pub request_timeout: Duration,
+    /// Whether `/metrics` is served here (`false` when `METRICS_ADDR` moves it).
+    pub public_metrics: bool,
+    /// Origins allowed to call from a browser; empty: no CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
+}
+
 /// The whole application: routes, then the layers, outermost last.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+pub fn router(state: AppState, routing: &Routing) -> Router {
     use axum::http::StatusCode;
+    let request_timeout = routing.request_timeout;
     let timeout = |d| TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, d);
     let api = Router::new()
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
         .route("/resume", put(resume::put_resume))
         .route("/job-postings", post(job_postings::create))
         .route(
@@ -66,12 +80,15 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
                 )),
         );
 
-    Router::new()
+    let mut public = Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/docs", get(docs::docs_page))
+        .route("/docs", get(docs::docs_page));
+    if routing.public_metrics {
+        public = public.route("/metrics", get(health::metrics));
+    }
+    let app = public
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
@@ -84,7 +101,56 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id, user_id = tracing::field::Empty)
         }))
-        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid));
+    match cors(&routing.cors_allowed_origins) {
+        // Outermost, so a preflight is answered before anything else runs.
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
+}
+
+/// `/metrics` alone, for the private listener at `METRICS_ADDR`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+/// The CORS policy for `origins` (`*` allows any), or none when the list is empty:
+/// then browsers on other origins are refused by their own same-origin rule.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                REQUEST_ID.clone(),
+            ])
+            .expose_headers([header::LOCATION, header::RETRY_AFTER, REQUEST_ID.clone()])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// Gives the contract's error body to error responses that layers made with only a

@@ -7,6 +7,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use metrics::counter;
 use serde::Deserialize;
 use shared::db::operations::{self, Operation};
 use shared::domain::{OperationId, UserId};
@@ -46,10 +47,24 @@ pub async fn get(
     if wait > MAX_WAIT_SECS {
         return Err(ApiError::field("wait", "must be between 0 and 30 seconds"));
     }
-    let operation = if wait == 0 {
-        read(&state, id, user).await?
-    } else {
-        wait_for(&state, id, user, Duration::from_secs(wait)).await?
+    // Past MAX_LONG_POLLS waiting at once, a poll answers at once, as `wait=0` would:
+    // the client polls again after Retry-After, and nothing waits unbounded.
+    let permit = match wait {
+        0 => None,
+        _ => state
+            .guards
+            .long_polls
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .or_else(|| {
+                counter!("long_polls_shed_total").increment(1);
+                None
+            }),
+    };
+    let operation = match permit {
+        None => read(&state, id, user).await?,
+        Some(_permit) => wait_for(&state, id, user, Duration::from_secs(wait)).await?,
     };
     Ok(respond(operation))
 }

@@ -14,6 +14,7 @@ pub struct TestApp {
     pub client: Client,
     pub pool: PgPool,
     pub waiters: Arc<Waiters>,
+    pub guards: Arc<api::state::Guards>,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -44,6 +45,7 @@ impl TestApp {
         let (tx, rx) = oneshot::channel::<()>();
         let app = api::App::new(&config, pool.clone());
         let waiters = app.waiters();
+        let guards = app.guards();
         tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
@@ -55,6 +57,7 @@ impl TestApp {
             client: Client::new(),
             pool,
             waiters,
+            guards,
             _shutdown: tx,
         }
     }

@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod errors;
 mod generate;
+mod hostile;
 mod openapi;
 mod operations;
 mod ownership;

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
-async fn pending_operation(app: &TestApp) -> (crate::helpers::User, String) {
+pub async fn pending_operation(app: &TestApp) -> (crate::helpers::User, String) {
     let user = app.register("ada@example.com").await;
     let session = app.create_session(&user).await;
     let op: Value = app

@@ -1,0 +1,135 @@
+//! Counters per key over fixed one-minute windows, in this process's memory: failed
+//! logins per account and per client address, registrations per address.
+//!
+//! Fixed windows, not sliding ones, on purpose: a key that went over its limit is
+//! free again when its minute ends, so an attacker who spends an account's failed
+//! logins locks its real owner out for at most the rest of that minute, never longer.
+//! Memory is bounded: the map is emptied when each window ends and tracks at most
+//! [`MAX_KEYS`] keys per window (past that, new keys go uncounted and a warning is
+//! logged: failing open on a flood of distinct keys beats refusing everyone).
+//!
+//! The counts are per replica: N api replicas allow N times the limit. That is the
+//! price of keeping password checks off the database; the limit's purpose, making
+//! guessing slow, holds.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The most keys one window tracks.
+pub const MAX_KEYS: usize = 100_000;
+
+/// Events per key and window, with a limit.
+#[derive(Debug)]
+pub struct Throttle {
+    /// Events allowed per key and window; 0 turns the throttle off.
+    limit: u32,
+    window: Duration,
+    current: Mutex<Window>,
+}
+
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    counts: HashMap<String, u32>,
+    warned_full: bool,
+}
+
+impl Throttle {
+    /// A throttle of `limit` events per key and `window`.
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit,
+            window,
+            current: Mutex::new(Window {
+                started: Instant::now(),
+                counts: HashMap::new(),
+                warned_full: false,
+            }),
+        }
+    }
+
+    /// `Err(seconds until the window ends)` when `key` has used up its events.
+    pub fn check(&self, key: &str) -> Result<(), u64> {
+        if self.limit == 0 {
+            return Ok(());
+        }
+        let window = self.window();
+        match window.counts.get(key) {
+            Some(count) if *count >= self.limit => Err(self.retry_after(&window)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one event for `key`.
+    pub fn hit(&self, key: &str) {
+        if self.limit == 0 {
+            return;
+        }
+        let mut window = self.window();
+        if let Some(count) = window.counts.get_mut(key) {
+            *count = count.saturating_add(1);
+        } else if window.counts.len() < MAX_KEYS {
+            window.counts.insert(key.to_owned(), 1);
+        } else if !window.warned_full {
+            window.warned_full = true;
+            tracing::warn!(
+                keys = MAX_KEYS,
+                "throttle full for this window: new keys go uncounted until it ends"
+            );
+        }
+    }
+
+    /// The current window, a fresh one if the last has ended.
+    fn window(&self) -> std::sync::MutexGuard<'_, Window> {
+        let mut window = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if window.started.elapsed() >= self.window {
+            window.started = Instant::now();
+            window.counts.clear();
+            window.counts.shrink_to(1_024);
+            window.warned_full = false;
+        }
+        window
+    }
+
+    /// Whole seconds until the window ends, at least 1.
+    fn retry_after(&self, window: &Window) -> u64 {
+        let left = self.window.saturating_sub(window.started.elapsed());
+        (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_past_its_limit_waits_for_the_window_and_others_do_not() {
+        let throttle = Throttle::new(3, Duration::from_millis(200));
+        for _ in 0..3 {
+            assert!(throttle.check("ada").is_ok());
+            throttle.hit("ada");
+        }
+        let retry_after = throttle.check("ada").expect_err("over the limit");
+        assert_eq!(retry_after, 1);
+        assert!(throttle.check("grace").is_ok());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(throttle.check("ada").is_ok(), "a new window forgives");
+    }
+
+    #[test]
+    fn zero_is_off_and_the_map_is_bounded() {
+        let off = Throttle::new(0, Duration::from_secs(60));
+        for _ in 0..100 {
+            off.hit("ada");
+        }
+        assert!(off.check("ada").is_ok());
+        let throttle = Throttle::new(1, Duration::from_secs(60));
+        for n in 0..MAX_KEYS + 10 {
+            throttle.hit(&n.to_string());
+        }
+        assert_eq!(throttle.window().counts.len(), MAX_KEYS);
+        assert!(throttle.check("0").is_err());
+        assert!(throttle.check(&(MAX_KEYS + 5).to_string()).is_ok());
+    }
+}
