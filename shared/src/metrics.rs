@@ -109,6 +109,7 @@ fn describe() {
 fn queue_state(apalis_status: &str) -> Option<&'static str> {
     match apalis_status {
         "Pending" | "Queued" => Some("pending"),
+        "Held" => Some("held"),
         "Running" => Some("running"),
         "Done" => Some("done"),
         "Failed" | "Killed" => Some("failed"),
@@ -116,11 +117,30 @@ fn queue_state(apalis_status: &str) -> Option<&'static str> {
     }
 }
 
-/// Reads queue depth and operation counts from the database into the gauges. Called on
-/// every scrape; states with no rows are set to 0 so a drained queue reads 0, not stale.
+/// How often [`refresh_gauges_every`] reads the database gauges.
+pub const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Keeps the database gauges fresh: reads them now, then every `period`, for as long
+/// as the task runs. A scrape then costs no query at all, however often (or however
+/// many clients) scrape; the gauges are at most `period` old.
+pub async fn refresh_gauges_every(pool: PgPool, period: std::time::Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = refresh_database_gauges(&pool).await {
+            // The gauges keep their last values; the process's own series are unaffected.
+            tracing::warn!(error = %err, "could not read queue depth for the metrics");
+        }
+    }
+}
+
+/// Reads queue depth and operation counts from the database into the gauges; states
+/// with no rows are set to 0 so a drained queue reads 0, not stale.
 pub async fn refresh_database_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
     let mut depth = [
         ("pending", 0i64),
+        ("held", 0),
         ("running", 0),
         ("done", 0),
         ("failed", 0),

@@ -142,12 +142,16 @@ impl WorkerConfig {
 
     /// `OPENAI_API_KEY`, unless unset or empty.
     pub fn openai_api_key(&self) -> Option<&Secret> {
-        self.openai_api_key.as_ref().filter(|key| !key.expose().is_empty())
+        self.openai_api_key
+            .as_ref()
+            .filter(|key| !key.expose().is_empty())
     }
 
     /// `OPENAI_BASE_URL`, unless unset or empty.
     pub fn openai_base_url(&self) -> Option<&str> {
-        self.openai_base_url.as_deref().filter(|url| !url.is_empty())
+        self.openai_base_url
+            .as_deref()
+            .filter(|url| !url.is_empty())
     }
 
     pub fn llm_timeout(&self) -> Duration {
@@ -207,10 +211,7 @@ impl WorkerConfig {
             job_retention_days: 7,
             prompt_max_earlier_questions: 50,
             database: DatabaseConfig::for_url(database_url),
-            telemetry: TelemetryConfig {
-                rust_log: "info".into(),
-                log_format: Default::default(),
-            },
+            telemetry: TelemetryConfig::for_tests(),
         }
     }
 }
@@ -265,8 +266,8 @@ mod tests {
         .expect("empty values parse");
         assert_eq!(empty.provider(), Provider::Offline);
         assert!(empty.openai_api_key().is_none() && empty.openai_base_url().is_none());
-        let keyed = WorkerConfig::try_parse_from(["worker", "--openai-api-key=sk-real"])
-            .expect("parse");
+        let keyed =
+            WorkerConfig::try_parse_from(["worker", "--openai-api-key=sk-real"]).expect("parse");
         assert_eq!(keyed.provider(), Provider::Openai);
         assert!(WorkerConfig::try_parse_from(["worker", "--llm-provider=gpt"]).is_err());
         assert!(

@@ -61,17 +61,21 @@ pub async fn work(
     let metrics = shared::metrics::install_recorder();
     shared::metrics::register_worker_series();
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server_pool = pool.clone();
-    let worst_case = config.operation_worst_case();
+    let metrics_addr = config.telemetry.metrics_addr;
+    let ops = server::router(metrics.clone(), metrics_addr.is_none());
     let server = tokio::spawn(async move {
-        axum::serve(listener, server::router(server_pool, metrics, worst_case))
+        axum::serve(listener, ops)
             .with_graceful_shutdown(async {
                 let _ = server_stopped.await;
             })
             .await
     });
 
-    let upkeep = [
+    let mut upkeep = vec![
+        tokio::spawn(server::refresh_gauges(
+            pool.clone(),
+            config.operation_worst_case(),
+        )),
         tokio::spawn(upkeep::heartbeat(
             pool.clone(),
             config.heartbeat_interval(),
@@ -83,6 +87,16 @@ pub async fn work(
         )),
         tokio::spawn(upkeep::retention(pool.clone(), config.job_retention_days)),
     ];
+    if let Some(addr) = metrics_addr {
+        let metrics_listener = TcpListener::bind(addr).await?;
+        tracing::info!(addr = %metrics_listener.local_addr()?, "worker metrics listening");
+        let router = server::metrics_router(metrics);
+        upkeep.push(tokio::spawn(async move {
+            if let Err(err) = axum::serve(metrics_listener, router).await {
+                tracing::error!(error = %err, "the metrics listener stopped");
+            }
+        }));
+    }
     let signal = async move {
         shutdown.await;
         tracing::info!("shutdown requested: taking no new jobs, finishing those in flight");

@@ -18,6 +18,23 @@ async fn scrape(addr: &str) -> String {
         .expect("text")
 }
 
+/// A scrape in which every `(series, value)` reads as given: the database gauges are
+/// refreshed every few seconds, not at the scrape, so the first scrapes may be older.
+async fn scrape_showing(addr: &str, expected: &[(&str, f64)]) -> String {
+    testkit::eventually(
+        format_args!("{addr}/metrics to show {expected:?}"),
+        std::time::Duration::from_secs(60),
+        || async {
+            let scraped = scrape(addr).await;
+            expected
+                .iter()
+                .all(|(series, want)| value(&scraped, series) == Some(*want))
+                .then_some(scraped)
+        },
+    )
+    .await
+}
+
 /// The value of the series `name{labels}` (labels as rendered, e.g. `state="pending"`).
 fn value(scraped: &str, series: &str) -> Option<f64> {
     scraped
@@ -200,7 +217,14 @@ async fn both_binaries_export_the_contract_metrics_and_all_that_dashboards_and_a
         .expect("request");
 
     // Queued, no worker yet: the api reports it from the database.
-    let before = scrape(&api.addr).await;
+    let before = scrape_showing(
+        &api.addr,
+        &[
+            (r#"question_jobs{state="pending"}"#, 1.0),
+            (r#"operations{status="pending"}"#, 1.0),
+        ],
+    )
+    .await;
     assert_eq!(
         value(&before, r#"question_jobs{state="pending"}"#),
         Some(1.0),
@@ -216,8 +240,13 @@ async fn both_binaries_export_the_contract_metrics_and_all_that_dashboards_and_a
     .await;
     finished(&pool, op).await;
     settled_jobs(&pool).await;
-    let api_after = scrape(&api.addr).await;
-    let worker_after = scrape(&worker.addr).await;
+    let settled = [
+        (r#"question_jobs{state="pending"}"#, 0.0),
+        (r#"question_jobs{state="done"}"#, 1.0),
+        (r#"operations{status="completed"}"#, 1.0),
+    ];
+    let api_after = scrape_showing(&api.addr, &settled).await;
+    let worker_after = scrape_showing(&worker.addr, &settled).await;
     for scraped in [&api_after, &worker_after] {
         assert_eq!(
             value(scraped, r#"question_jobs{state="pending"}"#),
