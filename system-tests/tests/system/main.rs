@@ -10,3 +10,4 @@ mod observability;
 mod ordering;
 mod outage;
 mod scaling;
+mod security;
