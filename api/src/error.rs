@@ -29,6 +29,10 @@ pub enum ApiError {
     SessionNotFound,
     #[error("No operation with this id.")]
     OperationNotFound,
+    #[error(
+        "The operation has already finished; only a pending or processing one can be cancelled."
+    )]
+    OperationFinished,
     #[error("The interview session is {0}; only an active session can take this.")]
     SessionNotActive(shared::domain::SessionStatus),
     #[error("A {from} session cannot become {to}.")]
@@ -76,6 +80,7 @@ impl ApiError {
             JobPostingNotFound => (StatusCode::NOT_FOUND, "JOB_POSTING_NOT_FOUND"),
             SessionNotFound => (StatusCode::NOT_FOUND, "SESSION_NOT_FOUND"),
             OperationNotFound => (StatusCode::NOT_FOUND, "OPERATION_NOT_FOUND"),
+            OperationFinished => (StatusCode::CONFLICT, "OPERATION_FINISHED"),
             SessionNotActive(_) => (StatusCode::BAD_REQUEST, "SESSION_NOT_ACTIVE"),
             InvalidStatusTransition { .. } => {
                 (StatusCode::BAD_REQUEST, "INVALID_STATUS_TRANSITION")

@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
         job_postings::create, job_postings::get, job_postings::delete,
         sessions::create, sessions::list, sessions::get, sessions::update,
         generate::generate_question,
-        operations::get, session_operations::list,
+        operations::get, operations::cancel, session_operations::list,
         messages::list, messages::answer,
         health::healthz, health::readyz, health::metrics,
     ),

@@ -69,6 +69,7 @@ pub fn router(state: AppState, routing: &Routing) -> Router {
         .route("/sessions/{id}/messages", get(messages::list))
         .route("/sessions/{id}/operations", get(session_operations::list))
         .route("/sessions/{id}/answers", post(messages::answer))
+        .route("/operations/{id}/cancel", post(operations::cancel))
         .route("/openapi.json", get(docs::openapi_json))
         .layer(timeout(request_timeout))
         // Long polls wait up to 30 s by design, so they get their own, longer bound.

@@ -1,4 +1,5 @@
-//! `GET /operations/{id}`: poll, or long-poll with `wait`, an operation.
+//! `GET /operations/{id}`: poll, or long-poll with `wait`, an operation; and
+//! `POST /operations/{id}/cancel`.
 
 use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::{CurrentUser, Path, Query};
@@ -10,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use metrics::counter;
 use serde::Deserialize;
 use shared::db::operations::{self, Operation};
+use shared::db::{queue, sessions};
 use shared::domain::{OperationId, UserId};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -114,4 +116,47 @@ fn respond(operation: Operation) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
     response
+}
+
+/// Cancels a `pending` or `processing` operation: it becomes `failed` with
+/// "Cancelled.", its job is dropped (or, if a worker runs it now, the worker discards
+/// its answer at the commit), and the session's next question, if one waits, goes on.
+#[utoipa::path(post, path = "/api/v1/operations/{id}/cancel", operation_id = "cancel_operation", tag = "operations", params(("id" = uuid::Uuid, Path, description = "Operation id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Cancelled: the operation, now failed", body = Operation),
+        (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 404, description = "OPERATION_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "OPERATION_FINISHED: it completed or failed already", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: bad id", body = ErrorBody),
+    ))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<OperationId>,
+) -> Result<axum::Json<Operation>, ApiError> {
+    let mut tx = state.begin().await?;
+    let session = operations::session_of_owned(&mut tx, id, user)
+        .await
+        .context("finding the operation")?
+        .ok_or(ApiError::OperationNotFound)?;
+    // The session's row first, as a worker's commit and the generate call take it:
+    // one order of locks, so a cancel never deadlocks against them.
+    if let Some(session) = session {
+        sessions::lock_owned(&mut tx, session, user)
+            .await
+            .context("locking the session")?;
+    }
+    let Some(cancelled) = operations::cancel(&mut tx, id, user)
+        .await
+        .context("cancelling the operation")?
+    else {
+        return Err(ApiError::OperationFinished);
+    };
+    queue::kill_unstarted(&mut tx, id)
+        .await
+        .context("dropping the operation's job")?;
+    tx.commit().await.context("committing the cancel")?;
+    counter!("operations_cancelled_total").increment(1);
+    Ok(axum::Json(cancelled))
 }

@@ -146,3 +146,96 @@ async fn wait_out_of_range_missing_operations_and_bad_ids_are_refused(pool: PgPo
     )
     .await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn cancel_fails_a_pending_operation_drops_its_job_and_releases_the_next(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let user = app.register("ada@example.com").await;
+    let session = app.create_session(&user).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let op: Value = app
+            .generate(&user, &session)
+            .await
+            .json()
+            .await
+            .expect("json");
+        ids.push(op["id"].as_str().expect("id").to_owned());
+    }
+    let cancel = |id: &str, who: &crate::helpers::User| {
+        app.request(
+            reqwest::Method::POST,
+            &format!("/api/v1/operations/{id}/cancel"),
+            Some(who),
+        )
+        .send()
+    };
+    // Not theirs, or not there: 404, and nothing changes.
+    let other = app.register("eve@example.com").await;
+    let stranger = cancel(&ids[0], &other).await.expect("request");
+    assert_error(stranger, StatusCode::NOT_FOUND, "OPERATION_NOT_FOUND").await;
+    let missing = cancel(&uuid::Uuid::new_v4().to_string(), &user)
+        .await
+        .expect("request");
+    assert_error(missing, StatusCode::NOT_FOUND, "OPERATION_NOT_FOUND").await;
+
+    let cancelled = cancel(&ids[0], &user).await.expect("request");
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let body: Value = cancelled.json().await.expect("json");
+    assert_eq!(body["status"], "failed");
+    assert_eq!(body["error_message"], "Cancelled.");
+    assert_eq!(body["id"], ids[0].as_str());
+    let polled: Value = app
+        .get(&format!("/api/v1/operations/{}", ids[0]), Some(&user))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(polled["status"], "failed");
+    // Its job will never run; the second, held behind it, is released at once.
+    let jobs: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT idempotency_key, status, run_at <= now() FROM apalis.jobs ORDER BY run_at",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("jobs");
+    let job = |id: &str| jobs.iter().find(|j| j.0 == id).expect("its job").clone();
+    assert_eq!(job(&ids[0]).1, "Killed");
+    assert_eq!((job(&ids[1]).1.as_str(), job(&ids[1]).2), ("Pending", true));
+
+    // Finished already: 409, for a failed one and for a completed one alike.
+    let twice = cancel(&ids[0], &user).await.expect("request");
+    assert_error(twice, StatusCode::CONFLICT, "OPERATION_FINISHED").await;
+    complete(&app.pool, &ids[1]).await;
+    let done = cancel(&ids[1], &user).await.expect("request");
+    assert_error(done, StatusCode::CONFLICT, "OPERATION_FINISHED").await;
+    let kept: Value = app
+        .get(&format!("/api/v1/operations/{}", ids[1]), Some(&user))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(kept["status"], "completed");
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_operation_deleted_by_retention_polls_as_404(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (user, id) = pending_operation(&app).await;
+    complete(&app.pool, &id).await;
+    sqlx::query(
+        "UPDATE operations SET updated_at = now() - interval '31 days' WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .expect("age");
+    let purged = shared::db::operations::purge_finished(&app.pool, 30)
+        .await
+        .expect("purge");
+    assert_eq!(purged, Some(1));
+    let gone = app
+        .get(&format!("/api/v1/operations/{id}"), Some(&user))
+        .await;
+    assert_error(gone, StatusCode::NOT_FOUND, "OPERATION_NOT_FOUND").await;
+}

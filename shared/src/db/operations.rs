@@ -5,6 +5,7 @@
 //! twice. Reaching `completed` or `failed` fires the `operation_finished` NOTIFY
 //! (trigger in the migration), which wakes long-polls when the change commits.
 
+use crate::db::queue;
 use crate::domain::{OperationId, OperationStatus, OperationType, SessionId, UserId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -120,6 +121,72 @@ pub async fn find_owned(
     .bind(user_id)
     .fetch_optional(conn)
     .await
+}
+
+/// The session an operation of `user_id` was made for: `None` when there is no such
+/// operation, `Some(None)` when its session is gone.
+pub async fn session_of_owned(
+    conn: &mut PgConnection,
+    id: OperationId,
+    user_id: UserId,
+) -> Result<Option<Option<SessionId>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT session_id FROM operations WHERE id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The sentence a cancelled operation fails with.
+pub const CANCELLED: &str = "Cancelled.";
+
+/// Fails a `pending` or `processing` operation of `user_id` as [`CANCELLED`]; `None`
+/// when it has already finished or is not theirs. A worker holding it then finds it
+/// finished at its commit and discards its answer.
+pub async fn cancel(
+    conn: &mut PgConnection,
+    id: OperationId,
+    user_id: UserId,
+) -> Result<Option<Operation>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE operations
+         SET status = 'failed', error_message = $3, updated_at = now()
+         WHERE id = $1 AND user_id = $2 AND status IN ('pending', 'processing')
+         RETURNING id, operation_type, status, result, error_message, created_at, updated_at",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(CANCELLED)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Deletes up to [`queue::PURGE_BATCH`] finished operations last changed more than
+/// `older_than_days` ago. Their question messages stay (their `operation_id` becomes
+/// NULL): the message is the record, the operation only its receipt. Keys for
+/// idempotency live 24 hours, so a retention of a day or more never forgets one that
+/// still counts. `None` when another replica is purging now.
+pub async fn purge_finished(
+    pool: &PgPool,
+    older_than_days: u32,
+) -> Result<Option<u64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if !queue::try_purge_lock(&mut tx).await? {
+        return Ok(None);
+    }
+    let done = sqlx::query(
+        "DELETE FROM operations WHERE id IN (
+             SELECT id FROM operations
+             WHERE status IN ('completed', 'failed')
+               AND updated_at < now() - make_interval(days => $1)
+             LIMIT $2)",
+    )
+    .bind(older_than_days as i32)
+    .bind(queue::PURGE_BATCH)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(done.rows_affected()))
 }
 
 /// The operation, whoever owns it.

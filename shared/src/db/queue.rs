@@ -5,6 +5,7 @@
 //! Only rows of our queue (`job_type = 'question_generation'`) are touched. The enqueue
 //! itself stays in [`crate::jobs`], since it goes through apalis' `push_tasks`.
 
+use crate::domain::OperationId;
 use crate::jobs::QUESTION_GENERATION_QUEUE;
 use sqlx::{PgConnection, PgPool};
 
@@ -106,6 +107,27 @@ pub async fn purge_ended_jobs(
     .await
 }
 
+/// Ends the job of a cancelled operation unless a worker is running it now: `Killed`,
+/// so apalis never fetches it again and the board shows why. A running one finishes
+/// its attempt and finds the operation failed at its commit, which then adds nothing.
+pub async fn kill_unstarted(
+    conn: &mut PgConnection,
+    operation_id: OperationId,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE apalis.jobs
+         SET status = 'Killed', done_at = now(),
+             last_result = '{\"Err\": \"Cancelled by its owner.\"}'
+         WHERE job_type = $1 AND idempotency_key = $2::text
+           AND status IN ('Pending', 'Queued', 'Failed')",
+    )
+    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(operation_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Deletes up to [`PURGE_BATCH`] rows of workers silent for more than
 /// `older_than_days` that no job refers to any more (`jobs.lock_by` is a foreign key
 /// to them, and a job held by a worker row that is gone could never be taken over).
@@ -149,7 +171,7 @@ async fn purge(
 }
 
 /// One replica purges at a time: the lock is released when the transaction ends.
-async fn try_purge_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+pub(crate) async fn try_purge_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('interviewer.purge'))")
         .fetch_one(conn)
         .await

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cancel;
 mod e2e;
 mod faults;
 mod lifecycle;

@@ -42,6 +42,9 @@ async fn the_api_refuses_a_weak_jwt_secret_naming_it(pool: PgPool) {
             .expect("read stderr");
         assert!(!status.success(), "{weak:?} was accepted");
         assert!(stderr.contains("JWT_SECRET"), "{weak:?}: {stderr}");
-        assert!(weak.is_empty() || !stderr.contains(weak), "the secret was echoed: {stderr}");
+        assert!(
+            weak.is_empty() || !stderr.contains(weak),
+            "the secret was echoed: {stderr}"
+        );
     }
 }
