@@ -94,6 +94,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "JOB_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=36_500))]
     pub job_retention_days: u32,
 
+    /// Days a finished operation is kept before it is deleted (0: keep them all; at
+    /// most 36,500). Its question message stays: the operation is only a receipt.
+    /// At least a day, so no idempotency key (kept 24 hours) is forgotten early.
+    #[arg(long, env = "OPERATION_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub operation_retention_days: u32,
+
     /// Earlier questions of the session quoted into each prompt, the most recent ones
     /// (0 to 1,000): what the model is told not to repeat. The default keeps the whole
     /// history of any interview of ordinary length; the bound keeps a prompt's cost flat.
@@ -209,6 +215,7 @@ impl WorkerConfig {
             worker_shutdown_secs: 30,
             worker_heartbeat_secs: 8,
             job_retention_days: 7,
+            operation_retention_days: 30,
             prompt_max_earlier_questions: 50,
             database: DatabaseConfig::for_url(database_url),
             telemetry: TelemetryConfig::for_tests(),

@@ -86,6 +86,10 @@ pub async fn work(
             config.operation_worst_case(),
         )),
         tokio::spawn(upkeep::retention(pool.clone(), config.job_retention_days)),
+        tokio::spawn(upkeep::operation_retention(
+            pool.clone(),
+            config.operation_retention_days,
+        )),
     ];
     if let Some(addr) = metrics_addr {
         let metrics_listener = TcpListener::bind(addr).await?;

@@ -10,7 +10,7 @@
 //! Every replica runs all three; each statement is safe to run from several at once.
 
 use metrics::counter;
-use shared::db::{queue, reconcile};
+use shared::db::{operations, queue, reconcile};
 use shared::jobs::QUESTION_GENERATION_QUEUE;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -93,6 +93,41 @@ pub async fn retention(pool: PgPool, days: u32) {
             Err(err) => tracing::warn!(error = %err, "could not delete old queue rows"),
         }
     }
+}
+
+/// Deletes finished operations older than `days`, hourly; `days == 0` keeps them all.
+pub async fn operation_retention(pool: PgPool, days: u32) {
+    if days == 0 {
+        return;
+    }
+    let mut every = tokio::time::interval(PURGE_EVERY);
+    loop {
+        every.tick().await;
+        match purge_operations_once(&pool, days).await {
+            Ok(0) => {}
+            Ok(operations) => {
+                tracing::info!(
+                    operations,
+                    days,
+                    "deleted finished operations past retention"
+                )
+            }
+            Err(err) => tracing::warn!(error = %err, "could not delete old operations"),
+        }
+    }
+}
+
+/// One pass of [`operation_retention`], batch after batch until nothing is left or
+/// another replica holds the purge; returns how many were deleted. Public for tests.
+pub async fn purge_operations_once(pool: &PgPool, days: u32) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    while let Some(batch) = operations::purge_finished(pool, days).await? {
+        deleted += batch;
+        if batch < queue::PURGE_BATCH as u64 {
+            break;
+        }
+    }
+    Ok(deleted)
 }
 
 /// One retention pass, batch after batch until nothing is left or another replica

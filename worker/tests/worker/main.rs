@@ -9,3 +9,4 @@ mod failures;
 mod generation;
 mod lifecycle;
 mod ordering;
+mod retention;

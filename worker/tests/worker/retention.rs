@@ -1,0 +1,89 @@
+//! Retention of operations: finished ones older than OPERATION_RETENTION_DAYS go, in
+//! batches and one replica at a time; their question messages stay.
+
+use crate::helpers::*;
+use shared::domain::OperationId;
+use sqlx::PgPool;
+use worker::upkeep::purge_operations_once;
+
+async fn age(pool: &PgPool, op: OperationId, days: i32) {
+    sqlx::query(
+        "UPDATE operations SET updated_at = now() - make_interval(days => $2) WHERE id = $1",
+    )
+    .bind(op)
+    .bind(days)
+    .execute(pool)
+    .await
+    .expect("age");
+}
+
+async fn exists(pool: &PgPool, op: OperationId) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM operations WHERE id = $1)")
+        .bind(op)
+        .fetch_one(pool)
+        .await
+        .expect("exists")
+}
+
+#[sqlx::test(migrations = false)]
+async fn finished_operations_past_retention_go_and_their_messages_stay(pool: PgPool) {
+    migrated(&pool).await;
+    let fixtures = sessions(&pool, 3).await;
+    let worker = RunningWorker::start(&pool, config(|_| {})).await;
+    let mut done = Vec::new();
+    for (user, session) in &fixtures[..2] {
+        let op = enqueue(&pool, *user, *session, 5).await;
+        finished(&pool, op).await;
+        done.push(op);
+    }
+    worker.stop().await;
+    // Unfinished, however old: never deleted (the reconciler's to end, not ours).
+    let (user, session) = fixtures[2];
+    let waiting = enqueue(&pool, user, session, 5).await;
+    age(&pool, done[0], 31).await;
+    age(&pool, done[1], 29).await;
+    age(&pool, waiting, 400).await;
+
+    assert_eq!(purge_operations_once(&pool, 30).await.expect("purge"), 1);
+    assert!(!exists(&pool, done[0]).await);
+    assert!(exists(&pool, done[1]).await && exists(&pool, waiting).await);
+    // The question it produced is the permanent record: kept, detached.
+    let messages: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM session_messages WHERE session_id = $1 AND operation_id IS NULL",
+    )
+    .bind(fixtures[0].1)
+    .fetch_one(&pool)
+    .await
+    .expect("messages");
+    assert_eq!(messages, 1);
+    assert_eq!(counter(&pool, fixtures[0].1).await, 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_backlog_goes_in_batches_and_one_replica_purges_at_a_time(pool: PgPool) {
+    migrated(&pool).await;
+    let (user, _) = session(&pool, 1).await;
+    sqlx::query(
+        "INSERT INTO operations (id, user_id, operation_type, status, error_message, updated_at)
+         SELECT gen_random_uuid(), $1, 'question_generation', 'failed', 'old', now() - interval '40 days'
+         FROM generate_series(1, 2500)",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .expect("backlog");
+    // Another replica is purging: this one leaves it alone.
+    let mut other = pool.begin().await.expect("tx");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('interviewer.purge'))")
+        .execute(&mut *other)
+        .await
+        .expect("lock");
+    assert_eq!(purge_operations_once(&pool, 30).await.expect("purge"), 0);
+    other.commit().await.expect("release");
+    // Then one pass takes the whole backlog, 1,000 at a time.
+    assert_eq!(
+        purge_operations_once(&pool, 30).await.expect("purge"),
+        2_500
+    );
+    assert_eq!(purge_operations_once(&pool, 30).await.expect("purge"), 0);
+}
