@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# Checks, then tests, stopping at the first failure:
-#   fmt       cargo fmt --check;
-#   clippy    every target of the whole workspace, warnings denied;
-#   machete   no unused dependency (cargo-machete, installed if missing);
+# The test command, stopping at the first failure (lints are deploy/local/lint.sh):
+#   fmt       cargo fmt --check (a second: a badly formatted tree fails at once);
 #   postgres  a real PostgreSQL at DATABASE_URL (started if need be: ensure-postgres.sh);
 #   tests     every test of the workspace but the bench crate's (a benchmark harness, run
 #             by deploy/bench/run.sh); arguments go to cargo test;
@@ -15,7 +13,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 test_args=("$@")
-machete_version=0.9.2 # installed when no cargo-machete is
 
 done_phases=() current="" current_start=0
 phase() { # phase NAME COMMAND...: runs COMMAND as the phase NAME, timed
@@ -33,25 +30,12 @@ summary() {
 }
 trap summary EXIT
 
-machete() {
-    if ! cargo machete --version >/dev/null 2>&1; then
-        echo "test: installing cargo-machete $machete_version"
-        if ! cargo install --quiet --locked cargo-machete --version "$machete_version"; then
-            echo "test: cannot install cargo-machete, which keeps unused dependencies out:" >&2
-            echo "test: 'cargo install --locked cargo-machete --version $machete_version' failed (above)" >&2
-            return 1
-        fi
-    fi
-    cargo machete
-}
 start_postgres() {
     # shellcheck source=deploy/local/ensure-postgres.sh
     . deploy/local/ensure-postgres.sh
 }
 
 phase fmt cargo fmt --all -- --check
-phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
-phase machete machete
 phase postgres start_postgres
 phase tests cargo test --workspace --exclude bench --locked ${test_args[@]+"${test_args[@]}"}
 phase build cargo build --quiet --locked --bins -p api -p worker
