@@ -34,9 +34,9 @@ pub struct PasswordHashing {
 pub const HASHING_BUSY_RETRY_AFTER_SECS: u64 = 1;
 
 impl PasswordHashing {
-    /// At most `limit` (≥ 1) hashes at once.
+    /// At most `limit` (1 to `Semaphore::MAX_PERMITS`) hashes at once.
     pub fn new(limit: usize) -> Self {
-        let limit = limit.max(1);
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             permits: Arc::new(Semaphore::new(limit)),
             limit,

@@ -47,9 +47,10 @@ pub struct ApiConfig {
     pub request_timeout_secs: u64,
 
     /// Password hashes (argon2id, 19 MiB and tens of ms of CPU each) computed at once,
-    /// 1 to 1,024 [default: the number of cores]. A registration or login that finds
+    /// at most 1,024 [default: the number of cores]. A registration or login that finds
     /// them all busy is answered 503 with Retry-After at once: a queue would only grow.
-    #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=1_024))]
+    /// 0 removes the bound (unsafe on a public port).
+    #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(0..=1_024))]
     pub password_hash_concurrency: Option<u32>,
 
     /// Failed logins allowed per minute, for one account and for one client address
@@ -66,19 +67,20 @@ pub struct ApiConfig {
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = trusted_proxy)]
     pub trusted_proxies: Vec<Option<IpNet>>,
 
-    /// Open client connections at most (1 to 1,000,000); more wait in the kernel's
-    /// backlog until one closes. Keep the file limit (`ulimit -n`) above it.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Open client connections at most (at most 1,000,000; 0: no bound); more wait in
+    /// the kernel's backlog until one closes. Keep the file limit (`ulimit -n`) above it.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub max_connections: u32,
 
-    /// Long polls (`wait` > 0) waiting at once (0 to 1,000,000). Past it, a poll answers
-    /// at once with the operation's state and Retry-After, as if `wait=0`.
+    /// Long polls (`wait` > 0) waiting at once (at most 1,000,000; 0: none, every poll
+    /// answers at once). Past it, a poll answers at once with the operation's state and
+    /// Retry-After, as if `wait=0`.
     #[arg(long, env = "MAX_LONG_POLLS", default_value_t = 2_048, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub max_long_polls: u32,
 
-    /// Seconds a client may take to send a request's headers, 1 to 300; also how long
-    /// an idle keep-alive connection stays open.
-    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    /// Seconds a client may take to send a request's headers, at most 300 (0: no
+    /// limit); also how long an idle keep-alive connection stays open.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub header_read_timeout_secs: u64,
 
     /// Origins a browser may call the api from, comma-separated
@@ -143,12 +145,27 @@ impl ApiConfig {
         }
     }
 
-    /// Password hashes at once: the setting, else one per core.
+    /// Password hashes at once: the setting (0: no bound), else one per core.
     pub fn password_hash_concurrency(&self) -> usize {
-        self.password_hash_concurrency.map_or_else(
-            || std::thread::available_parallelism().map_or(2, usize::from),
-            |n| n as usize,
-        )
+        match self.password_hash_concurrency {
+            None => std::thread::available_parallelism().map_or(2, usize::from),
+            Some(0) => tokio::sync::Semaphore::MAX_PERMITS,
+            Some(n) => n as usize,
+        }
+    }
+
+    /// Open connections at most (0: no bound).
+    pub fn max_connections(&self) -> usize {
+        match self.max_connections {
+            0 => tokio::sync::Semaphore::MAX_PERMITS,
+            n => n as usize,
+        }
+    }
+
+    /// The header-read timeout (0: none).
+    pub fn header_read_timeout(&self) -> Option<Duration> {
+        (self.header_read_timeout_secs > 0)
+            .then(|| Duration::from_secs(self.header_read_timeout_secs))
     }
 
     /// The trusted proxies, empty entries (`TRUSTED_PROXIES=`) left out.
@@ -231,9 +248,9 @@ mod tests {
             ["api", "--request-timeout-secs", "301"],
             ["api", "--database-max-connections", "1"],
             ["api", "--database-acquire-timeout-secs", "0"],
-            ["api", "--password-hash-concurrency", "0"],
-            ["api", "--max-connections", "0"],
-            ["api", "--header-read-timeout-secs", "0"],
+            ["api", "--password-hash-concurrency", "1025"],
+            ["api", "--max-connections", "1000001"],
+            ["api", "--header-read-timeout-secs", "301"],
             ["api", "--trusted-proxies", "10.0.0.0/33"],
             ["api", "--trusted-proxies", "proxy.internal"],
         ] {

@@ -31,7 +31,6 @@ use sqlx::PgPool;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Runs the api on `listener` until `shutdown` completes: connects, migrates (unless
@@ -86,8 +85,8 @@ impl App {
                     .collect(),
             },
             connections: serve::ConnectionLimits {
-                max_connections: config.max_connections as usize,
-                header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+                max_connections: config.max_connections(),
+                header_read_timeout: config.header_read_timeout(),
             },
             metrics_addr: config.telemetry.metrics_addr,
         }

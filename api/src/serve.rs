@@ -33,8 +33,8 @@ pub struct ConnectionLimits {
     /// Connections open at once.
     pub max_connections: usize,
     /// How long a client may take to send a request's headers (and a keep-alive
-    /// connection may sit idle).
-    pub header_read_timeout: Duration,
+    /// connection may sit idle); `None`: as long as it likes.
+    pub header_read_timeout: Option<Duration>,
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight
