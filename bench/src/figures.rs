@@ -20,14 +20,24 @@ const FINISH_DEADLINE: Duration = Duration::from_secs(900);
 /// MAX_PENDING_PER_SESSION of them (20) be refused with a 429.
 const ENQUEUE_SESSIONS: usize = 40_000;
 
-/// 1. `POST …/generate-question` on `connections` connections (no worker running, so
-///    the api and PostgreSQL have the machine).
-pub async fn enqueue(setup: &Setup, connections: usize) -> anyhow::Result<Figures> {
+/// 1. `POST …/generate-question` on `connections` connections, with `workers` workers
+///    (instant LLM) draining the queue meanwhile: none leaves the api and PostgreSQL the
+///    machine; a real system enqueues and drains at once.
+pub async fn enqueue(
+    setup: &Setup,
+    connections: usize,
+    workers: usize,
+) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
     let api = stack::api(setup, &db).await?;
-    // No worker runs, so no operation ever ends: one session per request (see
-    // ENQUEUE_SESSIONS).
+    // One session per request (see ENQUEUE_SESSIONS): with no worker, no operation
+    // ever ends.
     let user = User::create(&api, ENQUEUE_SESSIONS).await?;
+    let llm = fake_llm::start(Duration::ZERO).await?;
+    let mut draining = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        draining.push(stack::worker(setup, &db, &llm, 64).await?);
+    }
     let cpu_before = cpu_snapshot(&[&api]);
     let outcome = load::closed_loop(connections, WARMUP, MEASURE, move |http, n| {
         let user = user.clone();
@@ -38,6 +48,11 @@ pub async fn enqueue(setup: &Setup, connections: usize) -> anyhow::Result<Figure
     let (operations,): (i64,) = sqlx::query_as("SELECT count(*) FROM operations")
         .fetch_one(&db.pool)
         .await?;
+    let (drained,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM operations WHERE status = 'completed'")
+            .fetch_one(&db.pool)
+            .await?;
+    drop(draining);
     if operations > ENQUEUE_SESSIONS as i64 {
         eprintln!(
             "enqueue: {operations} requests accepted on {ENQUEUE_SESSIONS} sessions: some \
@@ -46,7 +61,14 @@ pub async fn enqueue(setup: &Setup, connections: usize) -> anyhow::Result<Figure
     }
     drop(api);
     db.drop_database().await?;
-    Ok(with_cpu(load_figures(outcome), "api", cpu))
+    let mut figures = with_cpu(load_figures(outcome), "api", cpu);
+    if workers > 0 {
+        figures.insert(
+            "drained_per_sec".into(),
+            round(drained as f64 / (WARMUP + MEASURE).as_secs_f64()),
+        );
+    }
+    Ok(figures)
 }
 
 /// 2. `GET /operations/{id}` on `connections` connections, over 1,000 operations.
@@ -296,6 +318,108 @@ pub async fn wake(setup: &Setup, count: usize) -> anyhow::Result<Figures> {
     figures.insert("wake_p50_ms".into(), round(percentile(&mut wakes, 50.0)));
     figures.insert("wake_p99_ms".into(), round(percentile(&mut wakes, 99.0)));
     Ok(figures)
+}
+
+/// 8. What a candidate waits beyond the model: open-loop arrivals, one every 1/`rate`
+///    s for `seconds` (each on its own session), each client doing what the README
+///    tells one to: POST generate-question, then long-poll the operation (`wait=30`)
+///    until it has finished. Overhead = POST to the answering poll, minus the model's
+///    latency. One worker at `concurrency`; arrivals of the first WARMUP are not counted
+///    (the worker's pool and the api's connections are still opening).
+pub async fn overhead(
+    setup: &Setup,
+    rate: u32,
+    seconds: u64,
+    latency_ms: u64,
+    concurrency: u32,
+) -> anyhow::Result<Figures> {
+    let db = Database::create(setup).await?;
+    let api = stack::api(setup, &db).await?;
+    let llm = fake_llm::start(Duration::from_millis(latency_ms)).await?;
+    let total = rate as u64 * seconds;
+    let user = User::create(&api, total as usize).await?;
+    let worker = stack::worker(setup, &db, &llm, concurrency).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(4_096)
+        .http1_only()
+        .build()?;
+    let model = Duration::from_millis(latency_ms);
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
+    // Open loop: an arrival that is late is sent at once, never skipped, so a slow
+    // server faces the same load as a fast one.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut clients = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        ticker.tick().await;
+        let counted = started.elapsed() >= WARMUP;
+        let (user, http) = (user.clone(), http.clone());
+        clients.push(tokio::spawn(async move {
+            let outcome = ask_and_wait(&user, &http, n as usize).await;
+            (counted, outcome)
+        }));
+    }
+    let (mut overheads, mut posts, mut failed, mut errors) = (Vec::new(), Vec::new(), 0, 0);
+    for client in clients {
+        match client.await? {
+            (true, Ok((posted, answered, completed))) => {
+                posts.push(posted.as_secs_f64() * 1000.0);
+                overheads.push((answered.as_secs_f64() - model.as_secs_f64()) * 1000.0);
+                failed += u64::from(!completed);
+            }
+            (true, Err(_)) => errors += 1,
+            (false, _) => {}
+        }
+    }
+    let (_, rss) = stack::rss_mib(worker.pid());
+    drop(worker);
+    drop(api);
+    db.drop_database().await?;
+    let mut figures = Figures::new();
+    figures.insert("counted".into(), json!(overheads.len()));
+    for p in [50.0, 90.0, 99.0] {
+        figures.insert(
+            format!("overhead_p{p}_ms"),
+            round(percentile(&mut overheads, p)),
+        );
+    }
+    figures.insert(
+        "overhead_max_ms".into(),
+        round(percentile(&mut overheads, 100.0)),
+    );
+    figures.insert("post_p99_ms".into(), round(percentile(&mut posts, 99.0)));
+    figures.insert("failed".into(), json!(failed));
+    figures.insert("errors".into(), json!(errors));
+    figures.insert("worker_rss_high_water_mib".into(), round(rss));
+    Ok(figures)
+}
+
+/// One client: POST, then long polls until the operation has finished. Returns the
+/// POST's latency, the time to the answering poll, and whether it completed.
+async fn ask_and_wait(
+    user: &User,
+    http: &reqwest::Client,
+    n: usize,
+) -> anyhow::Result<(Duration, Duration, bool)> {
+    let sent = Instant::now();
+    let id = user.generate(http, n).await?;
+    let posted = sent.elapsed();
+    loop {
+        let operation: Value = http
+            .get(format!("{}/operations/{id}?wait=30", user.base))
+            .bearer_auth(&user.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        match operation["status"].as_str() {
+            Some("completed") => return Ok((posted, sent.elapsed(), true)),
+            Some("failed") => return Ok((posted, sent.elapsed(), false)),
+            _ if sent.elapsed() > FINISH_DEADLINE => bail!("operation {id} never finished"),
+            _ => {}
+        }
+    }
 }
 
 /// Seconds from the first claim of a job to the last operation's commit.

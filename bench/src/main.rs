@@ -44,7 +44,8 @@ struct Cli {
 
 #[derive(Debug, Clone, Copy, Subcommand)]
 enum Figure {
-    /// 1. POST generate-question at 32 and 128 connections.
+    /// 1. POST generate-question at 32 and 128 connections, then at 32 while two
+    ///    workers drain the queue.
     Enqueue,
     /// 2. GET /operations/{id} at 64 connections.
     Poll,
@@ -58,6 +59,9 @@ enum Figure {
     Wake,
     /// 7. pgbench with our enqueue and completion transactions.
     Pgbench,
+    /// 8. Overhead: POST then long poll, minus a 2 s model, at 100 and 300 arrivals/s
+    ///    (open loop), one worker at WORKER_CONCURRENCY 1,000.
+    Overhead,
     /// Every figure above, in order.
     All,
 }
@@ -85,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
             Figure::Pickup,
             Figure::Wake,
             Figure::Pgbench,
+            Figure::Overhead,
         ],
         one => vec![one],
     };
@@ -97,9 +102,10 @@ async fn main() -> anyhow::Result<()> {
 async fn run_figure(cli: &Cli, setup: &Setup, figure: Figure) -> anyhow::Result<()> {
     match figure {
         Figure::Enqueue => {
-            for connections in [32, 128] {
-                repeat(cli, "enqueue", json!({"connections": connections}), || {
-                    figures::enqueue(setup, connections)
+            for (connections, workers) in [(32, 0), (128, 0), (32, 2)] {
+                let params = json!({"connections": connections, "draining_workers": workers});
+                repeat(cli, "enqueue", params, || {
+                    figures::enqueue(setup, connections, workers)
                 })
                 .await?;
             }
@@ -159,6 +165,15 @@ async fn run_figure(cli: &Cli, setup: &Setup, figure: Figure) -> anyhow::Result<
             for clients in [10, 20] {
                 repeat(cli, "pgbench_complete", json!({"clients": clients}), || {
                     pgbench::run(setup, scripts, "complete.sql", MESSAGES, clients, 12)
+                })
+                .await?;
+            }
+        }
+        Figure::Overhead => {
+            for rate in [100, 300] {
+                let params = json!({"arrivals_per_sec": rate, "seconds": 20, "llm_latency_ms": 2_000, "worker_concurrency": 1_000});
+                repeat(cli, "overhead", params, || {
+                    figures::overhead(setup, rate, 20, 2_000, 1_000)
                 })
                 .await?;
             }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of BENCHMARKS.md: `deploy/bench/run.sh <figure>` for one figure
-# (enqueue, poll, end-to-end, in-flight, pickup, wake, pgbench) or `all`. Each figure
+# (enqueue, poll, end-to-end, in-flight, pickup, wake, pgbench, overhead) or `all`. Each figure
 # brings up its own stack (a fresh database on the PostgreSQL of DATABASE_URL, started
 # if need be, the real api and worker binaries, a fake LLM of set latency) and prints
 # one JSON line per run and one with the median of the runs (--runs, default 3). The
