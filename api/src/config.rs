@@ -138,11 +138,26 @@ impl ApiConfig {
     /// Checks what clap cannot without echoing a secret into the logs (its errors quote
     /// the value): a set `JWT_SECRET` must be a usable key.
     pub fn validate(&self) -> Result<(), String> {
-        match &self.jwt_secret {
-            Some(secret) => check_jwt_secret(secret.expose())
-                .map_err(|why| format!("JWT_SECRET {why}; the api refuses to start")),
-            None => Ok(()),
+        if let Some(secret) = &self.jwt_secret {
+            check_jwt_secret(secret.expose())
+                .map_err(|why| format!("JWT_SECRET {why}; the api refuses to start"))?;
         }
+        // An origin the CORS layer cannot use would be dropped silently: the browser
+        // client it was meant for would fail with no clue on our side.
+        for origin in self.cors_allowed_origins() {
+            let usable = origin == "*"
+                || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.contains(char::is_whitespace)
+                    && axum::http::HeaderValue::from_str(origin).is_ok()
+                    && !origin.ends_with('/'));
+            if !usable {
+                return Err(format!(
+                    "CORS_ALLOWED_ORIGINS has {origin:?}, which is not an origin \
+                     (scheme://host[:port], no path, e.g. https://app.example.com) or *"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Password hashes at once: the setting (0: no bound), else one per core.
@@ -299,6 +314,23 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         let unset = ApiConfig::try_parse_from(["api"]).expect("parses");
         assert_eq!(unset.validate(), Ok(()), "unset: a random development key");
+    }
+
+    #[test]
+    fn cors_origins_must_be_origins() {
+        for bad in ["app.example.com", "https://app.example.com/", "https://a b"] {
+            let config =
+                ApiConfig::try_parse_from(["api", "--cors-allowed-origins", bad]).expect("parses");
+            let err = config.validate().expect_err(bad);
+            assert!(err.starts_with("CORS_ALLOWED_ORIGINS"), "{err}");
+        }
+        let good = ApiConfig::try_parse_from([
+            "api",
+            "--cors-allowed-origins",
+            "https://app.example.com,http://localhost:5173",
+        ])
+        .expect("parses");
+        assert_eq!(good.validate(), Ok(()));
     }
 
     #[test]

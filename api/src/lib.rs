@@ -65,7 +65,11 @@ impl App {
             )),
             waiters: Arc::new(long_poll::Waiters::default()),
             users: Arc::new(known_users::KnownUsers::default()),
-            metrics: shared::metrics::install_recorder(),
+            metrics: {
+                let handle = shared::metrics::install_recorder();
+                shared::metrics::register_api_series();
+                handle
+            },
             limits: Limits {
                 generate_per_minute: config.rate_limit_generate_per_minute,
                 llm_max_attempts: config.llm_max_attempts,

@@ -7,13 +7,13 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     shared::config::load_dotenv();
     let config = ApiConfig::parse();
-    if let Err(why) = config.validate() {
-        eprintln!("error: {why}");
-        std::process::exit(2);
-    }
     if config.print_openapi {
         println!("{}", api::routes::docs::openapi_document()?);
         return Ok(());
+    }
+    if let Err(why) = config.validate() {
+        eprintln!("error: {why}");
+        std::process::exit(2);
     }
     shared::telemetry::init(&config.telemetry);
     tracing::info!(database = %config.database.database_url, "starting api");

@@ -61,14 +61,19 @@ impl Throttle {
         }
     }
 
-    /// Counts one event for `key`.
-    pub fn hit(&self, key: &str) {
+    /// Counts one event for `key` if it has events left, in one step: concurrent
+    /// requests cannot all pass a check before any of them counts. `Err(seconds until
+    /// the window ends)` when it has none.
+    pub fn take(&self, key: &str) -> Result<(), u64> {
         if self.limit == 0 {
-            return;
+            return Ok(());
         }
         let mut window = self.window();
         if let Some(count) = window.counts.get_mut(key) {
-            *count = count.saturating_add(1);
+            if *count >= self.limit {
+                return Err(self.retry_after(&window));
+            }
+            *count += 1;
         } else if window.counts.len() < MAX_KEYS {
             window.counts.insert(key.to_owned(), 1);
         } else if !window.warned_full {
@@ -77,6 +82,18 @@ impl Throttle {
                 keys = MAX_KEYS,
                 "throttle full for this window: new keys go uncounted until it ends"
             );
+        }
+        Ok(())
+    }
+
+    /// Gives back an event [`Throttle::take`] counted, when it turned out not to count
+    /// (a login that succeeded, a registration refused as busy).
+    pub fn give_back(&self, key: &str) {
+        if self.limit == 0 {
+            return;
+        }
+        if let Some(count) = self.window().counts.get_mut(key) {
+            *count = count.saturating_sub(1);
         }
     }
 
@@ -107,26 +124,46 @@ mod tests {
     fn a_key_past_its_limit_waits_for_the_window_and_others_do_not() {
         let throttle = Throttle::new(3, Duration::from_millis(200));
         for _ in 0..3 {
-            assert!(throttle.check("ada").is_ok());
-            throttle.hit("ada");
+            assert!(throttle.take("ada").is_ok());
         }
-        let retry_after = throttle.check("ada").expect_err("over the limit");
+        let retry_after = throttle.take("ada").expect_err("over the limit");
         assert_eq!(retry_after, 1);
-        assert!(throttle.check("grace").is_ok());
+        assert!(throttle.check("ada").is_err());
+        throttle.give_back("ada");
+        assert!(
+            throttle.check("ada").is_ok(),
+            "a given-back event frees a place"
+        );
+        assert!(throttle.take("grace").is_ok());
         std::thread::sleep(Duration::from_millis(250));
         assert!(throttle.check("ada").is_ok(), "a new window forgives");
+    }
+
+    #[test]
+    fn concurrent_takes_never_pass_the_limit() {
+        let throttle = std::sync::Arc::new(Throttle::new(10, Duration::from_secs(60)));
+        let passed: usize = (0..8)
+            .map(|_| {
+                let throttle = throttle.clone();
+                std::thread::spawn(move || {
+                    (0..100).filter(|_| throttle.take("ada").is_ok()).count()
+                })
+            })
+            .map(|thread| thread.join().expect("thread"))
+            .sum();
+        assert_eq!(passed, 10);
     }
 
     #[test]
     fn zero_is_off_and_the_map_is_bounded() {
         let off = Throttle::new(0, Duration::from_secs(60));
         for _ in 0..100 {
-            off.hit("ada");
+            assert!(off.take("ada").is_ok());
         }
         assert!(off.check("ada").is_ok());
         let throttle = Throttle::new(1, Duration::from_secs(60));
         for n in 0..MAX_KEYS + 10 {
-            throttle.hit(&n.to_string());
+            assert!(throttle.take(&n.to_string()).is_ok());
         }
         assert_eq!(throttle.window().counts.len(), MAX_KEYS);
         assert!(throttle.check("0").is_err());

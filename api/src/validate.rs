@@ -38,13 +38,16 @@ fn no_nul(field: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The longest email address accepted (RFC 5321's path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
+
 /// An email address, lower-cased. Deliberately simple (one `@`, a dotted domain of
 /// non-empty labels, no spaces or control characters; the `pattern` of
 /// `RegisterRequest::email` says the same): the real check is whether mail arrives,
 /// which is not ours to do here.
 pub fn email(value: &str) -> Result<String, ApiError> {
     let plain = |c: char| c != '@' && !c.is_whitespace() && !c.is_control();
-    let valid = value.chars().count() <= 254
+    let valid = value.chars().count() <= MAX_EMAIL_CHARS
         && match value.split_once('@') {
             Some((local, domain)) => {
                 !local.is_empty()

@@ -1,6 +1,7 @@
 //! The Prometheus recorder, the rendering of a scrape, and the gauges that are read
-//! from the database at scrape time so that every replica reports the whole queue, not
-//! its own share. Serving `/metrics` over HTTP is the binaries' part.
+//! from the database (every few seconds, by a task of each binary) so that every
+//! replica reports the whole queue, not its own share. Serving `/metrics` over HTTP is
+//! the binaries' part.
 
 use crate::db::operations;
 use crate::db::queue;
@@ -41,7 +42,8 @@ pub fn install_recorder() -> PrometheusHandle {
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 /// The body of a `/metrics` response and its content type: what both binaries answer a
-/// scrape with, after refreshing the gauges they read from the database.
+/// scrape with. It reads nothing: the database gauges are kept fresh by
+/// [`refresh_gauges_every`].
 pub fn render(handle: &PrometheusHandle) -> (&'static str, String) {
     (CONTENT_TYPE, handle.render())
 }
@@ -93,6 +95,18 @@ fn describe() {
     describe_gauge!(
         "question_jobs_in_flight",
         "Jobs this worker process is running now."
+    );
+    describe_counter!(
+        "password_hashes_refused_total",
+        "Registrations and logins answered 503 because every hashing slot was busy."
+    );
+    describe_counter!(
+        "long_polls_shed_total",
+        "Long polls answered at once because MAX_LONG_POLLS were already waiting."
+    );
+    describe_counter!(
+        "operations_cancelled_total",
+        "Operations their owner cancelled."
     );
     describe_counter!(
         "http_requests_total",
@@ -169,6 +183,14 @@ pub async fn refresh_database_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
         gauge!("operations", "status" => status.as_str()).set(count as f64);
     }
     Ok(())
+}
+
+/// Registers the api's own counters at zero, so that dashboards and alerts find them
+/// before the first event.
+pub fn register_api_series() {
+    counter!("password_hashes_refused_total").increment(0);
+    counter!("long_polls_shed_total").increment(0);
+    counter!("operations_cancelled_total").increment(0);
 }
 
 /// Registers the worker's own series at zero, so that dashboards and alerts find them

@@ -69,11 +69,16 @@ pub async fn register(
     let address = client.key();
     guards
         .registrations_by_address
-        .check(&address)
+        .take(&address)
         .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
-    let hash = guards.hashing.hash(password).await?;
-    // Counted once the work is done: a registration refused as busy costs nothing.
-    guards.registrations_by_address.hit(&address);
+    let hash = match guards.hashing.hash(password).await {
+        Ok(hash) => hash,
+        Err(err) => {
+            // Refused as busy (or failed): it did no work, so it does not count.
+            guards.registrations_by_address.give_back(&address);
+            return Err(err);
+        }
+    };
     let mut conn = state.conn().await?;
     match users::insert(&mut conn, &email, &hash, full_name).await {
         Ok(user) => Ok((StatusCode::CREATED, Json(user))),
@@ -100,24 +105,52 @@ pub async fn login(
     Json(req): Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let email = req.email.trim().to_lowercase();
-    if email.contains('\0') {
-        // No account can have it (registration refuses it), and SQL cannot take it.
+    if email.contains('\0') || email.chars().count() > validate::MAX_EMAIL_CHARS {
+        // No account can have it (registration refuses it): SQL cannot take a NUL, and
+        // a 200 KiB "email" must not become a 200 KiB throttle key.
         return Err(ApiError::InvalidCredentials);
     }
     // Throttled before any work: a guesser past the limit costs no hash and no query.
+    // Each attempt takes its place first, so a burst cannot pass the check together;
+    // a login that succeeds gives its places back.
     let guards = &state.guards;
     let address = client.key();
-    for (throttle, key) in [
-        (&guards.failed_logins_by_account, &email),
-        (&guards.failed_logins_by_address, &address),
-    ] {
-        throttle
-            .check(key)
-            .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
+    guards
+        .failed_logins_by_address
+        .take(&address)
+        .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
+    if let Err(retry_after_secs) = guards.failed_logins_by_account.take(&email) {
+        guards.failed_logins_by_address.give_back(&address);
+        return Err(ApiError::TooManyRequests { retry_after_secs });
     }
+    let give_back = || {
+        guards.failed_logins_by_account.give_back(&email);
+        guards.failed_logins_by_address.give_back(&address);
+    };
+    let verified = verify(&state, &email, req.password).await;
+    match verified {
+        Ok(Some(user)) => {
+            give_back();
+            Ok(Json(token_for(&state, user)?))
+        }
+        Ok(None) => Err(ApiError::InvalidCredentials),
+        Err(err) => {
+            // Busy or broken: not a guess that failed.
+            give_back();
+            Err(err)
+        }
+    }
+}
+
+/// The user whose password this is, `None` for a wrong password or unknown email.
+async fn verify(
+    state: &AppState,
+    email: &str,
+    password: String,
+) -> Result<Option<UserId>, ApiError> {
     let credentials = {
         let mut conn = state.conn().await?;
-        users::find_credentials(&mut conn, &email)
+        users::find_credentials(&mut conn, email)
             .await
             .context("reading the credentials")?
     };
@@ -127,15 +160,8 @@ pub async fn login(
         Some(c) => (Some(c.id), c.password_hash),
         None => (None, auth::dummy_hash().to_owned()),
     };
-    let matches = guards.hashing.verify(req.password, stored).await?;
-    match user {
-        Some(user) if matches => Ok(Json(token_for(&state, user)?)),
-        _ => {
-            guards.failed_logins_by_account.hit(&email);
-            guards.failed_logins_by_address.hit(&address);
-            Err(ApiError::InvalidCredentials)
-        }
-    }
+    let matches = state.guards.hashing.verify(password, stored).await?;
+    Ok(user.filter(|_| matches))
 }
 
 /// Exchanges a valid, unexpired token for a fresh one: a candidate deep in an
