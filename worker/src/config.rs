@@ -106,6 +106,13 @@ pub struct WorkerConfig {
     #[arg(long, env = "PROMPT_MAX_EARLIER_QUESTIONS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=1_000))]
     pub prompt_max_earlier_questions: u32,
 
+    /// Operator token of the queue board (`/board` on WORKER_ADDR): unset or empty, the
+    /// board is off and its routes answer 404; set, at least 16 bytes of visible ASCII,
+    /// or the worker refuses to start. Sent as `Authorization: Bearer <token>`, or as the password of
+    /// HTTP Basic (any user name) so that a browser asks for it.
+    #[arg(long, env = "OPS_TOKEN", hide_env_values = true)]
+    pub ops_token: Option<Secret>,
+
     #[command(flatten)]
     pub database: DatabaseConfig,
 
@@ -133,7 +140,36 @@ pub const MISSED_HEARTBEATS: u32 = 4;
 /// takeover, slow statements, a long pause of a process.
 const WORST_CASE_MARGIN: Duration = Duration::from_secs(60);
 
+/// The shortest `OPS_TOKEN` taken: 16 bytes (128 bits when random, as
+/// `openssl rand -hex 16` prints them) cannot be guessed over HTTP.
+pub const MIN_OPS_TOKEN_BYTES: usize = 16;
+
 impl WorkerConfig {
+    /// Checks what clap cannot, without echoing a secret (clap's errors quote the
+    /// value): a set `OPS_TOKEN` must be long enough to guard the board, and visible
+    /// ASCII, which is all an `Authorization` header carries (a token read from a file
+    /// with its newline could otherwise never be sent, and the board would just refuse).
+    pub fn validate(&self) -> Result<(), String> {
+        let Some(token) = self.ops_token() else {
+            return Ok(());
+        };
+        let token = token.expose();
+        if token.len() < MIN_OPS_TOKEN_BYTES || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "OPS_TOKEN must be at least {MIN_OPS_TOKEN_BYTES} bytes of visible ASCII, \
+                 no spaces (e.g. openssl rand -hex 16); the worker refuses to start"
+            ));
+        }
+        Ok(())
+    }
+
+    /// `OPS_TOKEN`, unless unset or empty: the queue board is on when this is `Some`.
+    pub fn ops_token(&self) -> Option<&Secret> {
+        self.ops_token
+            .as_ref()
+            .filter(|token| !token.expose().is_empty())
+    }
+
     /// The provider in use: explicit, else `openai` when a key or base URL is set. An
     /// empty value is no value: `OPENAI_API_KEY=` alone means offline.
     pub fn provider(&self) -> Provider {
@@ -217,6 +253,7 @@ impl WorkerConfig {
             job_retention_days: 7,
             operation_retention_days: 30,
             prompt_max_earlier_questions: 50,
+            ops_token: None,
             database: DatabaseConfig::for_url(database_url),
             telemetry: TelemetryConfig::for_tests(),
         }
@@ -311,6 +348,33 @@ mod tests {
         ])
         .expect("parse");
         assert_eq!(config.provider(), Provider::Openai);
+    }
+
+    #[test]
+    fn a_short_ops_token_is_refused_by_name_without_echoing_it() {
+        let short = "fifteen-bytes!!";
+        let config =
+            WorkerConfig::try_parse_from(["worker", "--ops-token", short]).expect("parses");
+        let err = config.validate().expect_err("too short");
+        assert!(err.starts_with("OPS_TOKEN "), "{err}");
+        assert!(!err.contains(short), "the token is not echoed: {err}");
+        let newline = WorkerConfig::try_parse_from(["worker", "--ops-token", "0123456789abcdef\n"])
+            .expect("parses");
+        assert!(newline.validate().is_err(), "a newline could never be sent");
+        let config = WorkerConfig::try_parse_from(["worker", "--ops-token", "sixteen-bytes!!!"])
+            .expect("parses");
+        assert_eq!(config.validate(), Ok(()));
+        assert!(config.ops_token().is_some());
+        for off in [&["worker"][..], &["worker", "--ops-token="][..]] {
+            let config = WorkerConfig::try_parse_from(off).expect("parses");
+            assert_eq!(
+                config.validate(),
+                Ok(()),
+                "unset or empty: the board is off"
+            );
+            assert!(config.ops_token().is_none());
+        }
+        assert!(!format!("{config:?}").contains("sixteen"), "Debug hides it");
     }
 
     #[test]

@@ -8,6 +8,10 @@ async fn main() -> anyhow::Result<()> {
     shared::config::load_dotenv();
     shared::tls::install_crypto_provider();
     let config = WorkerConfig::parse();
+    if let Err(why) = config.validate() {
+        eprintln!("error: {why}");
+        std::process::exit(2);
+    }
     shared::telemetry::init(&config.telemetry);
     tracing::info!(database = %config.database.database_url, "starting worker");
     let listener = tokio::net::TcpListener::bind(config.worker_addr).await?;
