@@ -8,8 +8,10 @@
 //! - [`llm`]: the provider trait, `openai` and `offline`;
 //! - [`prompt`], [`output`]: what the LLM is asked, and the strict reading of its reply;
 //! - [`upkeep`]: the heartbeat, the reconciler and retention, beside the jobs;
-//! - [`server`]: `/healthz` and `/metrics`.
+//! - [`server`]: `/healthz` and `/metrics`;
+//! - [`board`]: the queue board for operators, beside them when `OPS_TOKEN` is set.
 
+pub mod board;
 pub mod config;
 pub mod job;
 pub mod llm;
@@ -62,7 +64,8 @@ pub async fn work(
     shared::metrics::register_worker_series();
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_addr = config.telemetry.metrics_addr;
-    let ops = server::router(metrics.clone(), metrics_addr.is_none());
+    let ops = server::router(metrics.clone(), metrics_addr.is_none())
+        .merge(board::router(pool.clone(), config));
     let server = tokio::spawn(async move {
         axum::serve(listener, ops)
             .with_graceful_shutdown(async {

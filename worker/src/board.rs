@@ -1,0 +1,211 @@
+//! The queue board: a few read-only HTML views of the queue for operators, served on
+//! the ops listener (`WORKER_ADDR`) when `OPS_TOKEN` is set, and only to its bearer
+//! ([`auth`]). Off (no token), its routes are not there at all and answer 404.
+//!
+//! It shows jobs by state, the newest jobs, one job's attempts and last error with its
+//! operation, and the workers. It has no buttons: retrying a failed job would
+//! contradict the lifecycle (a failed operation stays failed) and cancelling is the
+//! owner's, through the api. The SQL is in [`shared::db::queue`].
+
+pub mod auth;
+pub mod html;
+pub mod pages;
+
+use crate::config::WorkerConfig;
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use shared::db::queue::{self, BOARD_STATES};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Jobs listed on `/board`.
+const LISTED_JOBS: i64 = 50;
+
+/// Workers listed on `/board`.
+const LISTED_WORKERS: i64 = 50;
+
+/// What the handlers share. No `Debug`: it holds the token.
+#[derive(Clone)]
+struct Board {
+    pool: PgPool,
+    token: Arc<[u8]>,
+    heartbeat_window: Duration,
+}
+
+/// The board's routes, to merge into the ops router; none when `OPS_TOKEN` is unset or
+/// empty, so the ops router's 404 answers them.
+pub fn router(pool: PgPool, config: &WorkerConfig) -> Router {
+    let Some(token) = config.ops_token() else {
+        return Router::new();
+    };
+    Router::new()
+        .route("/board", get(overview))
+        .route("/board/jobs/{id}", get(job))
+        .with_state(Board {
+            pool,
+            token: Arc::from(token.expose().as_bytes()),
+            heartbeat_window: config.heartbeat_window(),
+        })
+}
+
+/// Proof that the request carries the token; the first extractor of every handler, so
+/// that nothing else about a request is looked at before it.
+struct Operator;
+
+impl FromRequestParts<Board> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, board: &Board) -> Result<Self, Response> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        if auth::authorized(value, &board.token) {
+            return Ok(Self);
+        }
+        if value.is_some() {
+            // A browser's first request carries no credentials; a wrong one is news.
+            tracing::info!(path = %parts.uri.path(), "queue board: wrong credentials");
+        }
+        let mut response = html(
+            StatusCode::UNAUTHORIZED,
+            pages::notice(
+                "Sign in",
+                "The queue board needs the operator token (OPS_TOKEN).",
+            ),
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(auth::CHALLENGE),
+        );
+        Err(response)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Filter {
+    state: Option<String>,
+}
+
+async fn overview(
+    _: Operator,
+    State(board): State<Board>,
+    Query(filter): Query<Filter>,
+) -> Result<Response, BoardError> {
+    // `?state=` (empty) is no filter, as a form would send it.
+    let state = filter.state.as_deref().filter(|state| !state.is_empty());
+    if let Some(state) = state
+        && !BOARD_STATES.contains(&state)
+    {
+        let why = format!(
+            "No state {state:?}: the states are {}.",
+            BOARD_STATES.join(", ")
+        );
+        return Ok(html(
+            StatusCode::BAD_REQUEST,
+            pages::notice("No such state", &why),
+        ));
+    }
+    let counts = queue::board_counts(&board.pool)
+        .await
+        .map_err(failed("count the jobs by state"))?;
+    let jobs = queue::board_jobs(&board.pool, state, LISTED_JOBS)
+        .await
+        .map_err(failed("list the newest jobs"))?;
+    let workers = queue::board_workers(&board.pool, LISTED_WORKERS)
+        .await
+        .map_err(failed("list the workers"))?;
+    let page = pages::Overview {
+        counts: &counts,
+        jobs: &jobs,
+        workers: &workers,
+        filter: state,
+        heartbeat_window: board.heartbeat_window,
+    }
+    .render();
+    Ok(html(StatusCode::OK, page))
+}
+
+async fn job(
+    _: Operator,
+    State(board): State<Board>,
+    Path(id): Path<String>,
+) -> Result<Response, BoardError> {
+    // Job ids are ULIDs; anything far from one is no job, without asking the database
+    // (which would refuse a NUL in text with an error, not with "no row").
+    let plausible = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !plausible {
+        return Ok(no_job());
+    }
+    match queue::board_job(&board.pool, &id)
+        .await
+        .map_err(failed("read the job"))?
+    {
+        Some(detail) => Ok(html(StatusCode::OK, pages::job(&detail))),
+        None => Ok(no_job()),
+    }
+}
+
+fn no_job() -> Response {
+    html(
+        StatusCode::NOT_FOUND,
+        pages::notice(
+            "Not found",
+            "No such job in the queue (finished jobs go after JOB_RETENTION_DAYS).",
+        ),
+    )
+}
+
+/// An HTML answer with headers that keep it private and inert: never cached (it
+/// names workers and errors), no script may run, no other site may frame it.
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The board's one error: a read that failed, logged with the step it was at.
+#[derive(Debug)]
+struct BoardError {
+    step: &'static str,
+    source: sqlx::Error,
+}
+
+fn failed(step: &'static str) -> impl FnOnce(sqlx::Error) -> BoardError {
+    move |source| BoardError { step, source }
+}
+
+impl IntoResponse for BoardError {
+    fn into_response(self) -> Response {
+        tracing::error!(step = self.step, error = %self.source, "queue board: could not read the queue");
+        html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            pages::notice(
+                "Error",
+                &format!("Could not {}: the worker's log says why.", self.step),
+            ),
+        )
+    }
+}

@@ -1,0 +1,216 @@
+//! The board's two views, as HTML strings: the queue at a glance, and one job.
+
+use super::html::{age, escape, optional_time, page, path_segment, run_at, short, time};
+use shared::db::queue::{BOARD_STATES, BoardJob, BoardJobDetail, BoardWorker};
+use std::time::Duration;
+
+/// How much of a last error the list shows; the job's page shows all of it.
+const SHORT_ERROR_CHARS: usize = 120;
+
+/// What each state means, under its count.
+fn meaning(state: &str) -> &'static str {
+    match state {
+        "pending" => "due, waiting for a worker",
+        "held" => "behind its session's earlier question",
+        "scheduled" => "due later",
+        "running" => "held by a worker now",
+        "retrying" => "failed, attempts left",
+        "done" => "finished",
+        "failed" => "attempts spent",
+        "killed" => "ended for good",
+        _ => "",
+    }
+}
+
+/// `/board`: the counts by state (each a link to its jobs), the newest jobs (of one
+/// state when `filter` is set), and the workers.
+#[derive(Debug)]
+pub struct Overview<'a> {
+    pub counts: &'a [(String, i64)],
+    pub jobs: &'a [BoardJob],
+    pub workers: &'a [BoardWorker],
+    pub filter: Option<&'a str>,
+    /// Workers silent longer than this have their jobs taken over.
+    pub heartbeat_window: Duration,
+}
+
+impl Overview<'_> {
+    pub fn render(&self) -> String {
+        let mut body = String::new();
+        body.push_str("<h2>Jobs by state</h2>\n<div class=\"counts\">\n");
+        let total: i64 = self.counts.iter().map(|(_, n)| n).sum();
+        body.push_str(&format!(
+            "<a class=\"count{}\" id=\"count-all\" href=\"/board\"><b>{total}</b>all<br><small>in the queue</small></a>\n",
+            if self.filter.is_none() { " on" } else { "" },
+        ));
+        for state in BOARD_STATES {
+            let count = self
+                .counts
+                .iter()
+                .find(|(name, _)| name == state)
+                .map_or(0, |(_, n)| *n);
+            body.push_str(&format!(
+                "<a class=\"count{on}\" id=\"count-{state}\" href=\"/board?state={state}\"><b>{count}</b><span class=\"state {state}\">{state}</span><br><small>{meaning}</small></a>\n",
+                on = if self.filter == Some(state) { " on" } else { "" },
+                meaning = meaning(state),
+            ));
+        }
+        body.push_str("</div>\n");
+
+        body.push_str(&format!(
+            "<h2>Newest {} jobs{}</h2>\n",
+            self.jobs.len(),
+            self.filter
+                .map(|state| format!(": {}", escape(state)))
+                .unwrap_or_default(),
+        ));
+        if self.jobs.is_empty() {
+            body.push_str("<p class=\"empty\">No job.</p>\n");
+        } else {
+            body.push_str(
+                "<table>\n<tr><th>Job</th><th>Operation</th><th>State</th><th>Attempts</th><th>Run at</th><th>Worker</th><th>Done at</th><th>Last error</th></tr>\n",
+            );
+            for job in self.jobs {
+                body.push_str(&job_row(job));
+            }
+            body.push_str("</table>\n");
+        }
+
+        body.push_str("<h2>Workers</h2>\n");
+        if self.workers.is_empty() {
+            body.push_str("<p class=\"empty\">No worker has registered.</p>\n");
+        } else {
+            body.push_str(
+                "<table>\n<tr><th>Worker</th><th>Started</th><th>Last seen</th><th>Age</th><th>Running</th></tr>\n",
+            );
+            for worker in self.workers {
+                body.push_str(&self.worker_row(worker));
+            }
+            body.push_str("</table>\n");
+        }
+        page("Queue board", &body)
+    }
+
+    fn worker_row(&self, worker: &BoardWorker) -> String {
+        let silent = worker.age_secs > self.heartbeat_window.as_secs_f64();
+        format!(
+            "<tr><td class=\"mono\">{id}</td><td class=\"when\">{started}</td><td class=\"when\">{seen}</td><td class=\"num{class}\">{age}{note}</td><td class=\"num\">{running}</td></tr>\n",
+            id = escape(&worker.id),
+            started = optional_time(worker.started_at),
+            seen = time(worker.last_seen),
+            class = if silent { " silent" } else { "" },
+            age = age(worker.age_secs),
+            note = if silent { " (silent)" } else { "" },
+            running = worker.running,
+        )
+    }
+}
+
+fn job_row(job: &BoardJob) -> String {
+    format!(
+        "<tr><td class=\"mono\"><a href=\"/board/jobs/{href}\">{id}</a></td><td class=\"mono\">{operation}</td><td><span class=\"state {state}\">{state}</span></td><td class=\"num\">{attempts}/{max}</td><td class=\"when\">{run_at}</td><td class=\"mono\">{worker}</td><td class=\"when\">{done_at}</td><td class=\"err\">{error}</td></tr>\n",
+        href = escape(&path_segment(&job.id)),
+        id = escape(&job.id),
+        operation = escape(job.operation_id.as_deref().unwrap_or("—")),
+        state = escape(&job.state),
+        attempts = job.attempts,
+        max = job.max_attempts,
+        run_at = run_at(job.run_at),
+        worker = escape(job.lock_by.as_deref().unwrap_or("—")),
+        done_at = optional_time(job.done_at),
+        error = escape(&short(
+            job.last_error.as_deref().unwrap_or(""),
+            SHORT_ERROR_CHARS
+        )),
+    )
+}
+
+/// `/board/jobs/{id}`: every column of the job that matters, its whole last result,
+/// and its operation.
+pub fn job(detail: &BoardJobDetail) -> String {
+    let job = &detail.job;
+    let mut body = format!(
+        "<h2>Job <span class=\"mono\">{id}</span></h2>\n<dl>\n",
+        id = escape(&job.id)
+    );
+    let rows = [
+        (
+            "State",
+            format!("<span class=\"state {0}\">{0}</span>", escape(&job.state)),
+        ),
+        ("apalis status", escape(&job.status)),
+        (
+            "Attempts",
+            format!("{} of {}", job.attempts, job.max_attempts),
+        ),
+        (
+            "Priority",
+            detail
+                .priority
+                .map_or_else(|| "—".to_owned(), |p| p.to_string()),
+        ),
+        ("Run at", run_at(job.run_at)),
+        (
+            "Worker",
+            format!(
+                "<span class=\"mono\">{}</span>",
+                escape(job.lock_by.as_deref().unwrap_or("—"))
+            ),
+        ),
+        ("Locked at", optional_time(job.lock_at)),
+        ("Done at", optional_time(job.done_at)),
+    ];
+    for (name, value) in rows {
+        body.push_str(&format!("<dt>{name}</dt><dd>{value}</dd>\n"));
+    }
+    body.push_str("</dl>\n<h2>Last result</h2>\n");
+    match &detail.last_result {
+        Some(result) => {
+            let pretty =
+                serde_json::to_string_pretty(result).unwrap_or_else(|_| result.to_string());
+            body.push_str(&format!("<pre>{}</pre>\n", escape(&pretty)));
+        }
+        None => body.push_str("<p class=\"empty\">None yet: no attempt has ended.</p>\n"),
+    }
+
+    body.push_str(&format!(
+        "<h2>Operation <span class=\"mono\">{}</span></h2>\n",
+        escape(job.operation_id.as_deref().unwrap_or("—"))
+    ));
+    match &detail.operation {
+        Some(operation) => {
+            body.push_str("<dl>\n");
+            let rows = [
+                ("Status", escape(&operation.status)),
+                ("Attempts", operation.attempts.to_string()),
+                (
+                    "Error",
+                    escape(operation.error_message.as_deref().unwrap_or("—")),
+                ),
+                ("Created at", time(operation.created_at)),
+                ("Started at", optional_time(operation.started_at)),
+                ("Updated at", time(operation.updated_at)),
+            ];
+            for (name, value) in rows {
+                body.push_str(&format!("<dt>{name}</dt><dd>{value}</dd>\n"));
+            }
+            body.push_str("</dl>\n");
+        }
+        None => body.push_str(
+            "<p class=\"empty\">Gone: deleted by retention (OPERATION_RETENTION_DAYS) or with its user.</p>\n",
+        ),
+    }
+    page(&format!("Job {}", job.id), &body)
+}
+
+/// A short page with one message (a 404, a 401, a bad filter, an error) and the way
+/// back to the board.
+pub fn notice(title: &str, text: &str) -> String {
+    page(
+        title,
+        &format!(
+            "<p>{}</p>\n<p><a href=\"/board\">Back to the board</a></p>\n",
+            escape(text)
+        ),
+    )
+}
