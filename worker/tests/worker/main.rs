@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod board;
 mod chaos;
 mod exactly_once;
 mod failures;

@@ -1,0 +1,355 @@
+//! The queue board: off without OPS_TOKEN, closed to anyone without it, and with it
+//! the counts, the list and one job's page tell the truth about known jobs, with every
+//! value escaped. The states are made by hand (apalis' columns set in SQL) on a board
+//! served alone, so that no worker moves them while they are read; the worker's own
+//! ops listener serves the same router, as the first tests show.
+
+use crate::helpers::*;
+use reqwest::{Response, StatusCode};
+use shared::config::Secret;
+use shared::domain::OperationId;
+use sqlx::PgPool;
+use std::net::SocketAddr;
+
+const TOKEN: &str = "board-test-token-0123456789";
+
+/// A last error that would run a script if the board printed it as it is.
+const HOSTILE_ERROR: &str = "<script>alert('x')</script> & the model said \"no\"";
+
+fn job_id(op: OperationId) -> String {
+    ulid::Ulid(op.0.as_u128()).to_string()
+}
+
+enum Auth<'a> {
+    None,
+    Bearer(&'a str),
+    Basic(&'a str, &'a str),
+}
+
+async fn get(addr: SocketAddr, path: &str, auth: Auth<'_>) -> Response {
+    let request = reqwest::Client::new().get(format!("http://{addr}{path}"));
+    let request = match auth {
+        Auth::None => request,
+        Auth::Bearer(token) => request.bearer_auth(token),
+        Auth::Basic(user, password) => request.basic_auth(user, Some(password)),
+    };
+    request.send().await.expect("the board answers")
+}
+
+/// A page read with the token, which must answer 200.
+async fn page(addr: SocketAddr, path: &str) -> String {
+    let response = get(addr, path, Auth::Bearer(TOKEN)).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii");
+    assert!(csp.starts_with("default-src 'none'"), "no script: {csp}");
+    response.text().await.expect("body")
+}
+
+/// The number on the board's tile for `state`.
+fn count(page: &str, state: &str) -> i64 {
+    let tile = &page[page
+        .find(&format!("id=\"count-{state}\""))
+        .unwrap_or_else(|| panic!("a tile for {state}"))..];
+    let start = tile.find("<b>").expect("<b>") + 3;
+    let end = tile.find("</b>").expect("</b>");
+    tile[start..end].parse().expect("a number")
+}
+
+/// Jobs listed on a page.
+fn listed(page: &str) -> usize {
+    page.matches("href=\"/board/jobs/").count()
+}
+
+/// The board router alone, as the worker merges it, on a listener of its own.
+async fn serve_board(pool: &PgPool) -> SocketAddr {
+    let config = config(|c| c.ops_token = Some(Secret::new(TOKEN)));
+    let router = worker::board::router(pool.clone(), &config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+async fn set(pool: &PgPool, op: OperationId, assignments: &'static str) {
+    let sql = format!("UPDATE apalis.jobs SET {assignments} WHERE id = $1");
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(job_id(op))
+        .execute(pool)
+        .await
+        .unwrap_or_else(|err| panic!("{assignments}: {err}"));
+    assert_eq!(done.rows_affected(), 1, "{assignments}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn without_an_ops_token_the_board_is_not_there(pool: PgPool) {
+    migrated(&pool).await;
+    let worker = RunningWorker::start(&pool, config(|_| {})).await;
+    let addr = worker.metrics_addr;
+    for path in [
+        "/board",
+        "/board?state=done",
+        "/board/jobs/01KB0000000000000000000000",
+    ] {
+        assert_eq!(
+            get(addr, path, Auth::None).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+        assert_eq!(
+            get(addr, path, Auth::Bearer(TOKEN)).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let empty = config(|c| c.ops_token = Some(Secret::new("")));
+    assert!(empty.ops_token().is_none(), "empty is unset");
+    assert_eq!(
+        get(addr, "/healthz", Auth::None).await.status(),
+        StatusCode::OK
+    );
+    worker.stop().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_worker_serves_the_board_to_the_token_alone(pool: PgPool) {
+    migrated(&pool).await;
+    let (user, session) = session(&pool, 1).await;
+    let worker =
+        RunningWorker::start(&pool, config(|c| c.ops_token = Some(Secret::new(TOKEN)))).await;
+    let addr = worker.metrics_addr;
+    let op = enqueue(&pool, user, session, 5).await;
+    finished(&pool, op).await;
+    // The operation commits before apalis marks its job Done.
+    assert_eq!(settled_jobs(&pool).await, ["Done"]);
+
+    for path in [
+        "/board",
+        &format!("/board/jobs/{}", job_id(op)),
+        "/board/jobs/nope",
+    ] {
+        for auth in [
+            Auth::None,
+            Auth::Bearer("board-test-token-012345678"),
+            Auth::Bearer("wrong-token-of-the-same-len"),
+            Auth::Basic("ops", "wrong-token-of-the-same-len"),
+            Auth::Basic(TOKEN, ""),
+        ] {
+            let response = get(addr, path, auth).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(
+                response.headers()["www-authenticate"],
+                "Basic realm=\"queue board\"",
+                "a browser asks for the token"
+            );
+            let body = response.text().await.expect("body");
+            assert!(!body.contains(&job_id(op)), "nothing of the queue shows");
+        }
+    }
+    // Bearer for scripts, Basic with any user name for a browser.
+    for auth in [
+        Auth::Bearer(TOKEN),
+        Auth::Basic("ops", TOKEN),
+        Auth::Basic("", TOKEN),
+    ] {
+        let response = get(addr, "/board", auth).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.text().await.expect("body");
+        assert!(body.contains(&job_id(op)) && body.contains(&op.to_string()));
+        assert_eq!(count(&body, "done"), 1);
+        // This worker, alive.
+        assert!(body.contains(worker::queue::worker_name_prefix()));
+    }
+    worker.stop().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn counts_list_and_job_page_tell_the_truth_about_known_jobs(pool: PgPool) {
+    migrated(&pool).await;
+    let fixtures = sessions(&pool, 9).await;
+    let mut ops = Vec::new();
+    for (user, session) in &fixtures {
+        ops.push(enqueue(&pool, *user, *session, 5).await);
+    }
+    // Behind the first operation of the first session: held at enqueue.
+    let held = enqueue(&pool, fixtures[0].0, fixtures[0].1, 5).await;
+    // A worker that holds the running job (jobs.lock_by refers to it).
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen, started_at)
+         VALUES ('board-test-worker', 'question_generation', 'PostgresStorage', '', now(), now())",
+    )
+    .execute(&pool)
+    .await
+    .expect("worker row");
+    let [
+        pending_a,
+        pending_b,
+        scheduled,
+        running,
+        retrying,
+        done_a,
+        done_b,
+        failed,
+        killed,
+    ] = ops[..]
+    else {
+        panic!("nine operations")
+    };
+    set(&pool, scheduled, "run_at = now() + interval '1 hour'").await;
+    set(
+        &pool,
+        running,
+        "status = 'Running', attempts = 1, lock_by = 'board-test-worker', lock_at = now()",
+    )
+    .await;
+    set(
+        &pool,
+        retrying,
+        "status = 'Failed', attempts = 2, last_result = '{\"Err\": \"timed out\"}'",
+    )
+    .await;
+    for done in [done_a, done_b] {
+        set(
+            &pool,
+            done,
+            "status = 'Done', attempts = 1, done_at = now(), last_result = '{\"Ok\": null}'",
+        )
+        .await;
+    }
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Failed', attempts = 5, done_at = now(),
+                lock_by = 'board-test-worker', last_result = jsonb_build_object('Err', $2::text)
+         WHERE id = $1",
+    )
+    .bind(job_id(failed))
+    .bind(format!("{HOSTILE_ERROR}\n{}", "more detail ".repeat(40)))
+    .execute(&pool)
+    .await
+    .expect("failed");
+    sqlx::query(
+        "UPDATE operations SET status = 'failed', attempts = 5, error_message = $2 WHERE id = $1",
+    )
+    .bind(failed)
+    .bind("<b>The question could not be generated.</b>")
+    .execute(&pool)
+    .await
+    .expect("operation failed");
+    set(
+        &pool,
+        killed,
+        "status = 'Killed', done_at = now(), last_result = '{\"Err\": \"Cancelled by its owner.\"}'",
+    )
+    .await;
+
+    let addr = serve_board(&pool).await;
+    let board = page(addr, "/board").await;
+    for (state, expected) in [
+        ("all", 10),
+        ("pending", 2),
+        ("held", 1),
+        ("scheduled", 1),
+        ("running", 1),
+        ("retrying", 1),
+        ("done", 2),
+        ("failed", 1),
+        ("killed", 1),
+    ] {
+        assert_eq!(count(&board, state), expected, "{state}");
+    }
+    assert_eq!(listed(&board), 10);
+    assert!(board.contains("held until released"));
+    assert!(board.contains("board-test-worker"));
+    // The list shows the start of the error, escaped.
+    assert!(!board.contains("<script>"), "no markup from the database");
+    assert!(board.contains(
+        "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; the model said &quot;no&quot;"
+    ));
+    assert!(board.contains('…'), "a long error is cut in the list");
+
+    // The filter: only the jobs of one state.
+    for (state, wanted) in [
+        ("pending", vec![pending_a, pending_b]),
+        ("held", vec![held]),
+        ("done", vec![done_a, done_b]),
+        ("failed", vec![failed]),
+        ("running", vec![running]),
+    ] {
+        let filtered = page(addr, &format!("/board?state={state}")).await;
+        assert_eq!(listed(&filtered), wanted.len(), "{state}");
+        for op in wanted {
+            assert!(filtered.contains(&job_id(op)), "{state}: {op}");
+        }
+        assert!(!filtered.contains(&job_id(killed)), "{state}");
+    }
+    assert_eq!(listed(&page(addr, "/board?state=").await), 10, "empty: all");
+    let unknown = get(addr, "/board?state=%3Cscript%3E", Auth::Bearer(TOKEN)).await;
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    assert!(!unknown.text().await.expect("body").contains("<script>"));
+
+    // One job: its attempts, its whole last error (escaped), its operation.
+    let job = page(addr, &format!("/board/jobs/{}", job_id(failed))).await;
+    assert!(job.contains("5 of 5"), "attempts");
+    assert!(!job.contains("<script>") && !job.contains("<b>The"));
+    assert!(job.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+    assert!(
+        job.contains(&"more detail ".repeat(40).trim_end().to_owned()),
+        "all of it"
+    );
+    assert!(job.contains(&failed.to_string()));
+    assert!(job.contains("&lt;b&gt;The question could not be generated.&lt;/b&gt;"));
+    assert!(job.contains("<dt>Status</dt><dd>failed</dd>"));
+    assert!(job.contains("board-test-worker"));
+    let job = page(addr, &format!("/board/jobs/{}", job_id(retrying))).await;
+    assert!(job.contains("2 of 5") && job.contains("timed out") && job.contains("retrying"));
+    // A job whose operation is gone still shows.
+    sqlx::query("DELETE FROM operations WHERE id = $1")
+        .bind(killed)
+        .execute(&pool)
+        .await
+        .expect("delete");
+    let job = page(addr, &format!("/board/jobs/{}", job_id(killed))).await;
+    assert!(job.contains("Cancelled by its owner.") && job.contains("Gone"));
+}
+
+#[sqlx::test(migrations = false)]
+async fn unknown_and_garbage_job_ids_are_not_found_never_an_error(pool: PgPool) {
+    migrated(&pool).await;
+    let addr = serve_board(&pool).await;
+    let long = "x".repeat(2_000);
+    for (id, expected) in [
+        // A well-formed id of no job.
+        (ulid::Ulid::generate().to_string(), StatusCode::NOT_FOUND),
+        (OperationId::new().to_string(), StatusCode::NOT_FOUND),
+        ("not-a-job".to_owned(), StatusCode::NOT_FOUND),
+        (
+            "%27%3B%20DROP%20TABLE%20apalis.jobs%3B--".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        ("%3Cscript%3E".to_owned(), StatusCode::NOT_FOUND),
+        ("%00".to_owned(), StatusCode::NOT_FOUND),
+        (long, StatusCode::NOT_FOUND),
+        // Not UTF-8 once decoded: the path itself is refused.
+        ("%FF%FE".to_owned(), StatusCode::BAD_REQUEST),
+    ] {
+        let response = get(addr, &format!("/board/jobs/{id}"), Auth::Bearer(TOKEN)).await;
+        assert_eq!(response.status(), expected, "{id}");
+        assert!(!response.text().await.expect("body").contains("<script>"));
+    }
+    // Unauthenticated, a garbage id is refused before it is looked at.
+    assert_eq!(
+        get(addr, "/board/jobs/%FF", Auth::None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let table: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(&pool)
+        .await
+        .expect("the table is still there");
+    assert_eq!(table, 0);
+}
