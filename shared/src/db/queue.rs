@@ -357,7 +357,6 @@ pub async fn board_job(pool: &PgPool, id: &str) -> Result<Option<BoardJobDetail>
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BoardWorker {
     pub id: String,
-    pub started_at: Option<DateTime<Utc>>,
     pub last_seen: DateTime<Utc>,
     /// Seconds since `last_seen`, by the database's clock.
     pub age_secs: f64,
@@ -369,7 +368,7 @@ pub struct BoardWorker {
 /// until retention deletes them).
 pub async fn board_workers(pool: &PgPool, limit: i64) -> Result<Vec<BoardWorker>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT w.id, w.started_at, w.last_seen,
+        "SELECT w.id, w.last_seen,
                 extract(epoch FROM now() - w.last_seen)::float8 AS age_secs,
                 (SELECT count(*) FROM apalis.jobs j
                  WHERE j.lock_by = w.id AND j.status = 'Running') AS running

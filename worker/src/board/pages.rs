@@ -17,13 +17,14 @@ fn meaning(state: &str) -> &'static str {
         "retrying" => "failed, attempts left",
         "done" => "finished",
         "failed" => "attempts spent",
-        "killed" => "ended for good",
+        "killed" => "ended: its operation failed",
         _ => "",
     }
 }
 
-/// `/board`: the counts by state (each a link to its jobs), the newest jobs (of one
-/// state when `filter` is set), and the workers.
+/// `/board`: the counts by state (each a link to its jobs), the workers (the health
+/// of the queue at a glance, above the fold), then the newest jobs (of one state when
+/// `filter` is set).
 #[derive(Debug)]
 pub struct Overview<'a> {
     pub counts: &'a [(String, i64)],
@@ -57,6 +58,19 @@ impl Overview<'_> {
         }
         body.push_str("</div>\n");
 
+        body.push_str("<h2>Workers</h2>\n");
+        if self.workers.is_empty() {
+            body.push_str("<p class=\"empty\">No worker has registered.</p>\n");
+        } else {
+            body.push_str(
+                "<table>\n<tr><th>Worker</th><th>Last seen</th><th>Age</th><th>Running</th></tr>\n",
+            );
+            for worker in self.workers {
+                body.push_str(&self.worker_row(worker));
+            }
+            body.push_str("</table>\n");
+        }
+
         body.push_str(&format!(
             "<h2>Newest {} jobs{}</h2>\n",
             self.jobs.len(),
@@ -75,28 +89,14 @@ impl Overview<'_> {
             }
             body.push_str("</table>\n");
         }
-
-        body.push_str("<h2>Workers</h2>\n");
-        if self.workers.is_empty() {
-            body.push_str("<p class=\"empty\">No worker has registered.</p>\n");
-        } else {
-            body.push_str(
-                "<table>\n<tr><th>Worker</th><th>Started</th><th>Last seen</th><th>Age</th><th>Running</th></tr>\n",
-            );
-            for worker in self.workers {
-                body.push_str(&self.worker_row(worker));
-            }
-            body.push_str("</table>\n");
-        }
         page("Queue board", &body)
     }
 
     fn worker_row(&self, worker: &BoardWorker) -> String {
         let silent = worker.age_secs > self.heartbeat_window.as_secs_f64();
         format!(
-            "<tr><td class=\"mono\">{id}</td><td class=\"when\">{started}</td><td class=\"when\">{seen}</td><td class=\"num{class}\">{age}{note}</td><td class=\"num\">{running}</td></tr>\n",
+            "<tr><td class=\"mono\">{id}</td><td class=\"when\">{seen}</td><td class=\"num{class}\">{age}{note}</td><td class=\"num\">{running}</td></tr>\n",
             id = escape(&worker.id),
-            started = optional_time(worker.started_at),
             seen = time(worker.last_seen),
             class = if silent { " silent" } else { "" },
             age = age(worker.age_secs),
