@@ -110,7 +110,10 @@ pub async fn work(
         Ok(())
     };
     // The heartbeat goes on while jobs in flight drain, so none is taken over.
-    let outcome = queue::monitor(config, state).run_with_signal(signal).await;
+    let queue_pool = shared::db::queue_pool(&pool);
+    let outcome = queue::monitor(config, state, queue_pool)
+        .run_with_signal(signal)
+        .await;
     for task in upkeep {
         task.abort();
     }

@@ -8,6 +8,7 @@ use apalis::layers::retry::backoff::{ExponentialBackoffMaker, MakeBackoff};
 use apalis::prelude::*;
 use apalis_postgres::{Config, PostgresStorage};
 use shared::jobs::{QUESTION_GENERATION_QUEUE, QuestionGenerationJob};
+use sqlx::PgPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -68,7 +69,9 @@ pub fn storage_config(config: &WorkerConfig) -> Config {
 
 /// The monitor running one apalis worker over the queue, restarted (loudly) if it stops
 /// on an error: one database error otherwise ends a worker and the process exits 0.
-pub fn monitor(config: &WorkerConfig, state: Arc<JobState>) -> Monitor {
+/// apalis' statements run on `queue_pool` (`shared::db::queue_pool`), the jobs' on
+/// `state.pool`.
+pub fn monitor(config: &WorkerConfig, state: Arc<JobState>, queue_pool: PgPool) -> Monitor {
     let storage_config = storage_config(config);
     let concurrency = config.worker_concurrency as usize;
     let retries = config.llm_max_attempts.saturating_sub(1) as usize;
@@ -82,7 +85,7 @@ pub fn monitor(config: &WorkerConfig, state: Arc<JobState>) -> Monitor {
     );
     Monitor::new()
         .register(move |run| {
-            let storage = PostgresStorage::<QuestionGenerationJob>::new(&state.pool)
+            let storage = PostgresStorage::<QuestionGenerationJob>::new(&queue_pool)
                 .with_config(storage_config.clone())
                 // Millisecond pickup on insert, with a 1 s poll as a safety net.
                 .with_pubsub()

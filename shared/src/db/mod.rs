@@ -34,6 +34,32 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(options))
 }
 
+/// Connections of [`queue_pool`]: apalis runs one statement at a time per worker (its
+/// fetch, acknowledgement and heartbeat share one state machine), plus the connection
+/// its LISTEN holds for good, plus one for a worker restarted while the old one closes.
+pub const QUEUE_POOL_CONNECTIONS: u32 = 4;
+
+/// The pool apalis' own statements run on, beside `main` (same server and timeouts):
+/// - its own, so that fetches and acknowledgements never queue behind the jobs'
+///   transactions for a connection: apalis acknowledges before it fetches again, so a
+///   slow acknowledgement delays every pickup (BENCHMARKS.md, the overhead figure);
+/// - `synchronous_commit = off` on every connection: a claim, an acknowledgement or a
+///   heartbeat lost in a PostgreSQL crash (the last few hundred ms of them) is
+///   recoverable by design: the job is re-delivered and the commit path, whose own
+///   transaction stays synchronous, drops a delivery of a finished operation;
+/// - no test query before each checkout (one round trip less per statement): a dead
+///   connection fails its statement, and apalis' worker restarts on the error.
+pub fn queue_pool(main: &PgPool) -> PgPool {
+    let options = (*main.connect_options())
+        .clone()
+        .options([("synchronous_commit", "off")]);
+    PgPoolOptions::new()
+        .max_connections(QUEUE_POOL_CONNECTIONS)
+        .acquire_timeout(main.options().get_acquire_timeout())
+        .test_before_acquire(false)
+        .connect_lazy_with(options)
+}
+
 /// The process's pool, with the schema brought up to date unless `MIGRATE=false`: what
 /// both binaries do at start. With migrations on, the first connection is made here, so
 /// an unreachable database fails the start; with them off, nothing connects until the
