@@ -340,6 +340,7 @@ pub async fn overhead(
         .http1_only()
         .build()?;
     let model = Duration::from_millis(latency_ms);
+    let cpu_before = cpu_snapshot(&[&api, &worker]);
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
     // Open loop: an arrival that is late is sent at once, never skipped, so a slow
@@ -355,9 +356,15 @@ pub async fn overhead(
             (counted, outcome)
         }));
     }
-    let (mut overheads, mut posts, mut failed, mut errors) = (Vec::new(), Vec::new(), 0, 0);
+    // CPU over the arrivals and their answers: whether the machine was the bound.
+    let mut answered = Vec::with_capacity(clients.len());
     for client in clients {
-        match client.await? {
+        answered.push(client.await?);
+    }
+    let cpu = cpu_snapshot(&[&api, &worker]).since(&cpu_before, started.elapsed());
+    let (mut overheads, mut posts, mut failed, mut errors) = (Vec::new(), Vec::new(), 0, 0);
+    for client in answered {
+        match client {
             (true, Ok((posted, answered, completed))) => {
                 posts.push(posted.as_secs_f64() * 1000.0);
                 overheads.push((answered.as_secs_f64() - model.as_secs_f64()) * 1000.0);
@@ -418,7 +425,7 @@ pub async fn overhead(
     figures.insert("failed".into(), json!(failed));
     figures.insert("errors".into(), json!(errors));
     figures.insert("worker_rss_high_water_mib".into(), round(rss));
-    Ok(figures)
+    Ok(with_cpu(figures, "api_and_worker", cpu))
 }
 
 /// One client: POST, then long polls until the operation has finished. Returns the
