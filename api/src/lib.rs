@@ -128,11 +128,15 @@ impl App {
             let metrics_listener = TcpListener::bind(addr).await?;
             tracing::info!(addr = %metrics_listener.local_addr()?, "api metrics listening");
             let metrics = routes::metrics_router(self.state.clone());
-            background.push(tokio::spawn(async move {
-                if let Err(err) = axum::serve(metrics_listener, metrics).await {
-                    tracing::error!(error = %err, "the metrics listener stopped");
-                }
-            }));
+            // The same connection hygiene as the public listener; it ends with the
+            // process (the task is aborted below), not with a drain of its own.
+            let connections = self.connections;
+            background.push(tokio::spawn(serve::serve(
+                metrics_listener,
+                metrics,
+                connections,
+                std::future::pending(),
+            )));
         }
         let app = routes::router(self.state, &self.routing);
         tracing::info!(addr = %listener.local_addr()?, "api listening");
