@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 const WARMUP: Duration = Duration::from_secs(2);
 const MEASURE: Duration = Duration::from_secs(10);
+/// Figure 8's steady state: arrivals from this second on (the ramp to full load is over).
+const STEADY_FROM: Duration = Duration::from_secs(10);
 /// Generous: a run that takes longer than this is broken, not slow.
 const FINISH_DEADLINE: Duration = Duration::from_secs(900);
 /// Sessions for figure 1: more than the requests it sends (about 2,000/s over WARMUP +
@@ -363,9 +365,21 @@ pub async fn overhead(
     }
     let cpu = cpu_snapshot(&[&api, &worker]).since(&cpu_before, started.elapsed());
     let (mut overheads, mut posts, mut failed, mut errors) = (Vec::new(), Vec::new(), 0, 0);
-    for client in answered {
+    // The overheads of arrivals after STEADY_FROM: the first seconds carry the ramp
+    // from nothing to `rate × model` jobs in flight (new connections everywhere).
+    let mut steady = Vec::new();
+    // Each counted arrival's second and overhead, for a look at when the slow ones came
+    // (`.local/bench/overhead-<rate>.tsv`).
+    let mut series = String::new();
+    for (n, client) in answered.into_iter().enumerate() {
         match client {
             (true, Ok((posted, answered, completed))) => {
+                let arrived = n as f64 / f64::from(rate);
+                let overhead = (answered.as_secs_f64() - model.as_secs_f64()) * 1000.0;
+                series.push_str(&format!("{arrived:.3}\t{overhead:.1}\n"));
+                if arrived >= STEADY_FROM.as_secs_f64() {
+                    steady.push(overhead);
+                }
                 posts.push(posted.as_secs_f64() * 1000.0);
                 overheads.push((answered.as_secs_f64() - model.as_secs_f64()) * 1000.0);
                 failed += u64::from(!completed);
@@ -374,6 +388,10 @@ pub async fn overhead(
             (false, _) => {}
         }
     }
+    std::fs::write(
+        setup.log_dir.join(format!("overhead-{rate}.tsv")),
+        series,
+    )?;
     let (_, rss) = stack::rss_mib(worker.pid());
     // Where the overhead goes, by PostgreSQL's clock: enqueue to claim (apalis'
     // `lock_at`, rewritten by its acknowledgement of the claim), claim to our
@@ -420,6 +438,16 @@ pub async fn overhead(
     figures.insert(
         "overhead_max_ms".into(),
         round(percentile(&mut overheads, 100.0)),
+    );
+    for p in [50.0, 99.0] {
+        figures.insert(
+            format!("steady_overhead_p{p}_ms"),
+            round(percentile(&mut steady, p)),
+        );
+    }
+    figures.insert(
+        "steady_overhead_max_ms".into(),
+        round(percentile(&mut steady, 100.0)),
     );
     figures.insert("post_p99_ms".into(), round(percentile(&mut posts, 99.0)));
     figures.insert("failed".into(), json!(failed));

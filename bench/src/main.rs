@@ -60,7 +60,7 @@ enum Figure {
     /// 7. pgbench with our enqueue and completion transactions.
     Pgbench,
     /// 8. Overhead: POST then long poll, minus a 2 s model, at 100 and 300 arrivals/s
-    ///    (open loop), one worker at WORKER_CONCURRENCY 1,000.
+    ///    (open loop) for 30 s, one worker at WORKER_CONCURRENCY 1,000.
     Overhead,
     /// Every figure above, in order.
     All,
@@ -171,9 +171,9 @@ async fn run_figure(cli: &Cli, setup: &Setup, figure: Figure) -> anyhow::Result<
         }
         Figure::Overhead => {
             for rate in [100, 300] {
-                let params = json!({"arrivals_per_sec": rate, "seconds": 20, "llm_latency_ms": 2_000, "worker_concurrency": 1_000});
+                let params = json!({"arrivals_per_sec": rate, "seconds": 30, "llm_latency_ms": 2_000, "worker_concurrency": 1_000});
                 repeat(cli, "overhead", params, || {
-                    figures::overhead(setup, rate, 20, 2_000, 1_000)
+                    figures::overhead(setup, rate, 30, 2_000, 1_000)
                 })
                 .await?;
             }
