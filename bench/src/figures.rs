@@ -388,10 +388,7 @@ pub async fn overhead(
             (false, _) => {}
         }
     }
-    std::fs::write(
-        setup.log_dir.join(format!("overhead-{rate}.tsv")),
-        series,
-    )?;
+    std::fs::write(setup.log_dir.join(format!("overhead-{rate}.tsv")), series)?;
     let (_, rss) = stack::rss_mib(worker.pid());
     // Where the overhead goes, by PostgreSQL's clock: enqueue to claim (apalis'
     // `lock_at`, rewritten by its acknowledgement of the claim), claim to our
