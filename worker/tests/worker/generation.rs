@@ -226,3 +226,36 @@ async fn a_prompt_quotes_only_the_latest_earlier_questions(pool: PgPool) {
     assert!(third.contains("question number 3"), "{third}");
     assert_eq!(counter(&pool, session).await, 3);
 }
+
+#[sqlx::test(migrations = false)]
+async fn metrics_addr_moves_the_workers_metrics_off_its_ops_listener(pool: PgPool) {
+    migrated(&pool).await;
+    let private: std::net::SocketAddr = testkit::process::free_addr().parse().expect("addr");
+    let worker =
+        RunningWorker::start(&pool, config(|c| c.telemetry.metrics_addr = Some(private))).await;
+    let ops = format!("http://{}", worker.metrics_addr);
+    let scraped = testkit::eventually(
+        "the private metrics listener",
+        std::time::Duration::from_secs(30),
+        || async {
+            let response = reqwest::get(format!("http://{private}/metrics"))
+                .await
+                .ok()?;
+            (response.status() == reqwest::StatusCode::OK).then_some(response)
+        },
+    )
+    .await
+    .text()
+    .await
+    .expect("text");
+    let moved = reqwest::get(format!("{ops}/metrics"))
+        .await
+        .expect("request");
+    let healthy = reqwest::get(format!("{ops}/healthz"))
+        .await
+        .expect("request");
+    worker.stop().await;
+    assert!(scraped.contains("question_jobs_in_flight"), "{scraped}");
+    assert_eq!(moved.status(), reqwest::StatusCode::NOT_FOUND);
+    assert_eq!(healthy.status(), reqwest::StatusCode::OK);
+}
