@@ -81,7 +81,7 @@ impl FromRequestParts<crate::state::AppState> for ClientAddr {
         parts: &mut Parts,
         state: &crate::state::AppState,
     ) -> Result<Self, Self::Rejection> {
-        // Served by crate::serve, every request carries its peer; a request built in
+        // Served by shared::serve, every request carries its peer; a request built in
         // memory (none in production) counts as one unknown client.
         let peer = parts
             .extensions

@@ -20,7 +20,6 @@ pub mod http_metrics;
 pub mod known_users;
 pub mod long_poll;
 pub mod routes;
-pub mod serve;
 pub mod state;
 pub mod throttle;
 pub mod validate;
@@ -50,7 +49,7 @@ pub async fn run(
 pub struct App {
     state: AppState,
     routing: routes::Routing,
-    connections: serve::ConnectionLimits,
+    connections: shared::serve::ConnectionLimits,
     metrics_addr: Option<SocketAddr>,
 }
 
@@ -88,7 +87,7 @@ impl App {
                     .map(str::to_owned)
                     .collect(),
             },
-            connections: serve::ConnectionLimits {
+            connections: shared::serve::ConnectionLimits {
                 max_connections: config.max_connections(),
                 header_read_timeout: config.header_read_timeout(),
             },
@@ -131,7 +130,7 @@ impl App {
             // The same connection hygiene as the public listener; it ends with the
             // process (the task is aborted below), not with a drain of its own.
             let connections = self.connections;
-            background.push(tokio::spawn(serve::serve(
+            background.push(tokio::spawn(shared::serve::serve(
                 metrics_listener,
                 metrics,
                 connections,
@@ -140,7 +139,7 @@ impl App {
         }
         let app = routes::router(self.state, &self.routing);
         tracing::info!(addr = %listener.local_addr()?, "api listening");
-        serve::serve(listener, app, self.connections, shutdown).await;
+        shared::serve::serve(listener, app, self.connections, shutdown).await;
         for task in background {
             task.abort();
         }

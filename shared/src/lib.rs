@@ -2,7 +2,9 @@
 //! database access (one module of SQL per table), the job payload, telemetry, and what
 //! both do at start and stop.
 //!
-//! It holds no axum types and no apalis worker wiring: those belong to the binaries.
+//! It holds no routes, handlers or apalis worker wiring: those belong to the binaries.
+//! [`serve`] is the one piece of HTTP here: the connection loop under every listener of
+//! both binaries, which is about sockets (timeouts, bounds), not about either's routes.
 //! The rows that SQL reads into double as the api's response bodies (they derive
 //! `Serialize` and `ToSchema`); docs/DESIGN.md, "Response rows are the database rows",
 //! says why.
@@ -14,6 +16,7 @@
 //! - [`jobs`]: the `question_generation` job payload and its transactional enqueue;
 //! - [`metrics`]: the Prometheus recorder, the rendering of a scrape, and the queue-depth
 //!   gauges read from the database;
+//! - [`serve`]: serving a router with a header-read timeout and a bound on connections;
 //! - [`shutdown`]: the production shutdown signal (SIGTERM or Ctrl-C);
 //! - [`telemetry`]: tracing set-up (`RUST_LOG`, `LOG_FORMAT`);
 //! - [`tls`]: the process's TLS crypto provider.
@@ -23,6 +26,7 @@ pub mod db;
 pub mod domain;
 pub mod jobs;
 pub mod metrics;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

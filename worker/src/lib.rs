@@ -66,13 +66,14 @@ pub async fn work(
     let metrics_addr = config.telemetry.metrics_addr;
     let ops = server::router(metrics.clone(), metrics_addr.is_none())
         .merge(board::router(pool.clone(), config));
-    let server = tokio::spawn(async move {
-        axum::serve(listener, ops)
-            .with_graceful_shutdown(async {
-                let _ = server_stopped.await;
-            })
-            .await
-    });
+    let server = tokio::spawn(shared::serve::serve(
+        listener,
+        ops,
+        server::CONNECTION_LIMITS,
+        async {
+            let _ = server_stopped.await;
+        },
+    ));
 
     let mut upkeep = vec![
         tokio::spawn(server::refresh_gauges(
@@ -98,11 +99,12 @@ pub async fn work(
         let metrics_listener = TcpListener::bind(addr).await?;
         tracing::info!(addr = %metrics_listener.local_addr()?, "worker metrics listening");
         let router = server::metrics_router(metrics);
-        upkeep.push(tokio::spawn(async move {
-            if let Err(err) = axum::serve(metrics_listener, router).await {
-                tracing::error!(error = %err, "the metrics listener stopped");
-            }
-        }));
+        upkeep.push(tokio::spawn(shared::serve::serve(
+            metrics_listener,
+            router,
+            server::CONNECTION_LIMITS,
+            std::future::pending(),
+        )));
     }
     let signal = async move {
         shutdown.await;

@@ -12,6 +12,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use std::time::Duration;
 
+/// The bounds of the worker's listeners: they face probes, Prometheus and operators,
+/// not the public, but a stuck or slow client must still not hold a socket for good.
+pub const CONNECTION_LIMITS: shared::serve::ConnectionLimits = shared::serve::ConnectionLimits {
+    max_connections: 256,
+    header_read_timeout: Some(Duration::from_secs(10)),
+};
+
 /// The router of `WORKER_ADDR`: `/healthz`, and `/metrics` unless it moved.
 pub fn router(metrics: PrometheusHandle, with_metrics: bool) -> Router {
     let router = Router::new().route(

@@ -1,5 +1,5 @@
-//! Serving connections: hyper's HTTP/1 server with the timer and the bounds that
-//! `axum::serve` leaves out.
+//! Serving connections, for every listener of both binaries: hyper's HTTP/1 server with
+//! the timer and the bounds that `axum::serve` leaves out.
 //!
 //! `axum::serve` sets no hyper timer, so a client that opens a connection and sends
 //! its headers one byte a minute (or never) holds a socket for good, and nothing
