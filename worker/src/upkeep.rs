@@ -120,26 +120,30 @@ pub async fn operation_retention(pool: PgPool, days: u32) {
 /// One pass of [`operation_retention`], batch after batch until nothing is left or
 /// another replica holds the purge; returns how many were deleted. Public for tests.
 pub async fn purge_operations_once(pool: &PgPool, days: u32) -> Result<u64, sqlx::Error> {
-    let mut deleted = 0;
-    while let Some(batch) = operations::purge_finished(pool, days).await? {
-        deleted += batch;
-        if batch < queue::PURGE_BATCH as u64 {
-            break;
-        }
-    }
-    Ok(deleted)
+    in_batches(|| operations::purge_finished(pool, days)).await
 }
 
 /// One retention pass, batch after batch until nothing is left or another replica
 /// holds the purge; returns (jobs, workers) deleted. Public for tests.
 pub async fn purge_once(pool: &PgPool, days: u32) -> Result<(u64, u64), sqlx::Error> {
-    let mut jobs = 0;
-    while let Some(deleted) = queue::purge_ended_jobs(pool, days).await? {
-        jobs += deleted;
-        if deleted < queue::PURGE_BATCH as u64 {
+    let jobs = in_batches(|| queue::purge_ended_jobs(pool, days)).await?;
+    let workers = queue::purge_silent_workers(pool, days).await?.unwrap_or(0);
+    Ok((jobs, workers))
+}
+
+/// Runs `batch` (one purge statement) until it deletes less than a full batch or
+/// another replica holds the purge lock; returns how many rows went.
+async fn in_batches<F, Fut>(mut batch: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<u64>, sqlx::Error>>,
+{
+    let mut deleted = 0;
+    while let Some(rows) = batch().await? {
+        deleted += rows;
+        if rows < queue::PURGE_BATCH as u64 {
             break;
         }
     }
-    let workers = queue::purge_silent_workers(pool, days).await?.unwrap_or(0);
-    Ok((jobs, workers))
+    Ok(deleted)
 }

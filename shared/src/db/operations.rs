@@ -170,23 +170,19 @@ pub async fn purge_finished(
     pool: &PgPool,
     older_than_days: u32,
 ) -> Result<Option<u64>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    if !queue::try_purge_lock(&mut tx).await? {
-        return Ok(None);
-    }
-    let done = sqlx::query(
-        "DELETE FROM operations WHERE id IN (
-             SELECT id FROM operations
-             WHERE status IN ('completed', 'failed')
-               AND updated_at < now() - make_interval(days => $1)
-             LIMIT $2)",
+    queue::purge_locked(
+        pool,
+        sqlx::query(
+            "DELETE FROM operations WHERE id IN (
+                 SELECT id FROM operations
+                 WHERE status IN ('completed', 'failed')
+                   AND updated_at < now() - make_interval(days => $1)
+                 LIMIT $2)",
+        )
+        .bind(older_than_days as i32)
+        .bind(queue::PURGE_BATCH),
     )
-    .bind(older_than_days as i32)
-    .bind(queue::PURGE_BATCH)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Some(done.rows_affected()))
+    .await
 }
 
 /// The operation, whoever owns it.

@@ -158,22 +158,35 @@ async fn purge(
     sql: &'static str,
     older_than_days: u32,
 ) -> Result<Option<u64>, sqlx::Error> {
+    purge_locked(
+        pool,
+        sqlx::query(sql)
+            .bind(QUESTION_GENERATION_QUEUE)
+            .bind(older_than_days as i32)
+            .bind(PURGE_BATCH),
+    )
+    .await
+}
+
+/// Runs `statement`, a batch of a purge, in a transaction that holds the purge lock,
+/// and returns the rows it deleted; `None` when another replica holds the lock. The
+/// one runner for every retention statement (queue rows here, operations in
+/// [`super::operations`]).
+pub(crate) async fn purge_locked(
+    pool: &PgPool,
+    statement: sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<Option<u64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     if !try_purge_lock(&mut tx).await? {
         return Ok(None);
     }
-    let done = sqlx::query(sql)
-        .bind(QUESTION_GENERATION_QUEUE)
-        .bind(older_than_days as i32)
-        .bind(PURGE_BATCH)
-        .execute(&mut *tx)
-        .await?;
+    let done = statement.execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(Some(done.rows_affected()))
 }
 
 /// One replica purges at a time: the lock is released when the transaction ends.
-pub(crate) async fn try_purge_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+async fn try_purge_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('interviewer.purge'))")
         .fetch_one(conn)
         .await
