@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use serde_json::json;
-use shared::db::{self, job_postings, messages, operations, sessions, users};
+use shared::db::{self, attempt, job_postings, messages, operations, sessions, users};
 use shared::domain::{
     JobPostingId, MessageType, OperationId, OperationStatus, QuestionType, SessionStatus,
 };
@@ -48,16 +48,33 @@ async fn add_operation(conn: &mut PgConnection, f: &Fixture) -> OperationId {
     id
 }
 
+/// Runs an attempt of `op` as the worker does: its start, then its completion in a
+/// transaction that commits only when the question is stored.
 async fn add_question(
     conn: &mut PgConnection,
     f: &Fixture,
     op: OperationId,
     text: &str,
-) -> Option<messages::Message> {
+) -> attempt::Completion {
+    attempt::start(conn, op, f.session.id, 50)
+        .await
+        .expect("start")
+        .expect("unfinished");
+    complete(conn, f, op, text).await
+}
+
+/// The completion alone, committed only when it stored the question.
+async fn complete(
+    conn: &mut PgConnection,
+    f: &Fixture,
+    op: OperationId,
+    text: &str,
+) -> attempt::Completion {
     let metadata = json!({ "operation_id": op });
-    messages::insert_question(
-        conn,
-        &messages::NewQuestion {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("tx");
+    let done = attempt::complete(
+        &mut tx,
+        &attempt::NewQuestion {
             session_id: f.session.id,
             operation_id: op,
             content: text,
@@ -66,7 +83,19 @@ async fn add_question(
         },
     )
     .await
-    .expect("insert question")
+    .expect("complete");
+    if matches!(done, attempt::Completion::Completed { .. }) {
+        tx.commit().await.expect("commit");
+    }
+    done
+}
+
+async fn question_number(conn: &mut PgConnection, f: &Fixture) -> i32 {
+    sessions::find(conn, f.session.id)
+        .await
+        .expect("find")
+        .expect("exists")
+        .current_question_number
 }
 
 async fn count(conn: &mut PgConnection, sql: &'static str, id: uuid::Uuid) -> i64 {
@@ -133,9 +162,10 @@ async fn deleting_a_user_deletes_their_sessions_messages_and_operations(pool: Pg
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
     let op = add_operation(&mut conn, &f).await;
-    add_question(&mut conn, &f, op, "Why Rust?")
-        .await
-        .expect("inserted");
+    assert!(matches!(
+        add_question(&mut conn, &f, op, "Why Rust?").await,
+        attempt::Completion::Completed { .. }
+    ));
 
     assert!(users::delete(&mut conn, f.user.id).await.expect("delete"));
 
@@ -295,9 +325,15 @@ async fn question_type_is_null_for_answers_and_set_for_questions(pool: PgPool) {
         .expect("answer");
     assert_eq!(answer.question_type, None);
     let op = add_operation(&mut conn, &f).await;
-    let question = add_question(&mut conn, &f, op, "Why?")
+    let attempt::Completion::Completed { message_id, .. } =
+        add_question(&mut conn, &f, op, "Why?").await
+    else {
+        panic!("not stored");
+    };
+    let page = messages::page(&mut conn, f.session.id, 10, 0)
         .await
-        .expect("inserted");
+        .expect("page");
+    let question = page.iter().find(|m| m.id == message_id).expect("stored");
     assert_eq!(question.question_type, Some(QuestionType::Technical));
     let err = sqlx::query("UPDATE session_messages SET question_type = 'trivia' WHERE id = $1")
         .bind(question.id)
@@ -346,23 +382,36 @@ async fn an_operation_result_round_trips_as_jsonb_and_error_message_is_nullable(
     assert_eq!(fresh.error_message, None);
     assert!(fresh.result.is_none());
 
-    let result = json!({"question_text": "Why «Rust»?", "question_type": "technical", "question_number": 1, "nested": [1, 2.5, null]});
-    operations::start_attempt(&mut conn, op)
-        .await
-        .expect("start")
-        .expect("pending");
-    assert!(
-        operations::complete(&mut conn, op, &result)
-            .await
-            .expect("complete")
-    );
+    let attempt::Completion::Completed {
+        message_id,
+        question_number,
+    } = add_question(&mut conn, &f, op, "Why «Rust»?").await
+    else {
+        panic!("not stored");
+    };
     let done = operations::find(&mut conn, op)
         .await
         .expect("find")
         .expect("exists");
     assert_eq!(done.status, OperationStatus::Completed);
-    assert_eq!(done.result.map(|j| j.0), Some(result));
+    assert_eq!(
+        done.result.map(|j| j.0),
+        Some(json!({
+            "question_text": "Why «Rust»?",
+            "question_type": "technical",
+            "message_id": message_id,
+            "question_number": question_number,
+        }))
+    );
     assert_eq!(done.error_message, None);
+    let page = messages::page(&mut conn, f.session.id, 10, 0)
+        .await
+        .expect("page");
+    assert_eq!(
+        page[0].metadata.0,
+        json!({ "operation_id": op, "question_number": 1 }),
+        "the metadata gains the question's number"
+    );
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -376,16 +425,16 @@ async fn a_finished_operation_does_not_change_again(pool: PgPool) {
             .expect("fail")
     );
     assert!(
-        operations::start_attempt(&mut conn, op)
+        attempt::start(&mut conn, op, f.session.id, 50)
             .await
             .expect("start")
             .is_none()
     );
-    assert!(
-        !operations::complete(&mut conn, op, &json!({}))
-            .await
-            .expect("complete")
+    assert_eq!(
+        complete(&mut conn, &f, op, "Late").await,
+        attempt::Completion::OperationFinished
     );
+    assert_eq!(question_number(&mut conn, &f).await, 0, "rolled back");
     let failed = operations::find(&mut conn, op)
         .await
         .expect("find")
@@ -425,9 +474,17 @@ async fn a_second_question_for_one_operation_is_refused(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
     let op = add_operation(&mut conn, &f).await;
-    assert!(add_question(&mut conn, &f, op, "First").await.is_some());
-    // Our insert skips the duplicate; a plain insert is refused by the constraint itself.
-    assert!(add_question(&mut conn, &f, op, "Second").await.is_none());
+    assert!(matches!(
+        add_question(&mut conn, &f, op, "First").await,
+        attempt::Completion::Completed { .. }
+    ));
+    // A second delivery's completion is refused by the UNIQUE operation_id, and its
+    // count with it; a plain insert is refused by the constraint itself.
+    assert_eq!(
+        complete(&mut conn, &f, op, "Second").await,
+        attempt::Completion::AlreadyStored
+    );
+    assert_eq!(question_number(&mut conn, &f).await, 1);
     let err = sqlx::query(
         "INSERT INTO session_messages (session_id, message_type, content, question_type, operation_id)
          VALUES ($1, 'question', 'Third', 'technical', $2)",
@@ -482,14 +539,14 @@ async fn an_idempotency_key_makes_one_operation_per_user(pool: PgPool) {
 async fn a_question_is_counted_only_in_an_active_session(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("tx");
-    assert_eq!(
-        sessions::count_question(&mut tx, f.session.id)
-            .await
-            .expect("count"),
-        Some(1)
-    );
-    tx.commit().await.expect("commit");
+    let op = add_operation(&mut conn, &f).await;
+    assert!(matches!(
+        add_question(&mut conn, &f, op, "One").await,
+        attempt::Completion::Completed {
+            question_number: 1,
+            ..
+        }
+    ));
     let after = sessions::find(&mut conn, f.session.id)
         .await
         .expect("find")
@@ -497,24 +554,39 @@ async fn a_question_is_counted_only_in_an_active_session(pool: PgPool) {
     assert_eq!(after.current_question_number, 1);
     assert!(after.updated_at >= f.session.updated_at);
 
+    let paused = add_operation(&mut conn, &f).await;
+    attempt::start(&mut conn, paused, f.session.id, 50)
+        .await
+        .expect("start")
+        .expect("pending");
     sqlx::query("UPDATE interview_sessions SET status = 'paused' WHERE id = $1")
         .bind(f.session.id)
         .execute(&mut *conn)
         .await
         .expect("pause");
-    let paused = sessions::count_question(&mut conn, f.session.id)
-        .await
-        .expect("count");
-    assert_eq!(paused, None);
-    let gone = sessions::count_question(&mut conn, shared::domain::SessionId::new())
-        .await
-        .expect("count");
-    assert_eq!(gone, None);
-    let after = sessions::find(&mut conn, f.session.id)
-        .await
-        .expect("find")
-        .expect("exists");
-    assert_eq!(after.current_question_number, 1);
+    assert_eq!(
+        complete(&mut conn, &f, paused, "Two").await,
+        attempt::Completion::SessionNotActive
+    );
+    let gone = Fixture {
+        user: f.user.clone(),
+        posting: f.posting.clone(),
+        session: sessions::Session {
+            id: shared::domain::SessionId::new(),
+            ..f.session.clone()
+        },
+    };
+    assert_eq!(
+        complete(&mut conn, &gone, paused, "Two").await,
+        attempt::Completion::SessionNotActive
+    );
+    assert_eq!(question_number(&mut conn, &f).await, 1, "nothing counted");
+    assert_eq!(
+        messages::count(&mut conn, f.session.id)
+            .await
+            .expect("count"),
+        1
+    );
 }
 
 /// Both migrators, in either order and twice, on a database nobody migrated.
@@ -576,4 +648,47 @@ async fn futures_join<T>(
         results.push(handle.await);
     }
     results
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_attempt_start_counts_reads_and_relaxes_only_its_own_commit(pool: PgPool) {
+    let mut conn = pool.acquire().await.expect("conn");
+    let f = fixture(&mut conn).await;
+    let first = add_operation(&mut conn, &f).await;
+    add_question(&mut conn, &f, first, "Q1").await;
+    let op = add_operation(&mut conn, &f).await;
+    for attempt in 1..=2 {
+        let started = attempt::start(&mut conn, op, f.session.id, 50)
+            .await
+            .expect("start")
+            .expect("unfinished");
+        assert_eq!(started.attempts, attempt);
+        let inputs = started.inputs.expect("the session exists");
+        assert_eq!(inputs.status, SessionStatus::Active);
+        assert_eq!(inputs.current_question_number, 1);
+        assert_eq!(inputs.earlier_questions, ["Q1"]);
+        assert_eq!(inputs.job_posting.map(|p| p.id), Some(f.posting.id));
+    }
+    // `synchronous_commit = off` was for the start's own transaction: the connection,
+    // which the pool hands to the completion next, commits synchronously again.
+    let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("show");
+    assert_eq!(setting, "on");
+    let status = operations::find(&mut conn, op)
+        .await
+        .expect("find")
+        .expect("exists")
+        .status;
+    assert_eq!(status, OperationStatus::Processing);
+
+    // A session deleted meanwhile: the attempt is still counted, with no inputs.
+    let gone = add_operation(&mut conn, &f).await;
+    let started = attempt::start(&mut conn, gone, shared::domain::SessionId::new(), 50)
+        .await
+        .expect("start")
+        .expect("unfinished");
+    assert_eq!(started.attempts, 1);
+    assert!(started.inputs.is_none());
 }

@@ -3,7 +3,7 @@
 //! One attempt: move the operation to `processing` (counting the attempt), load the
 //! context, ask the LLM once, and commit the question, the session's counter and the
 //! operation's result in ONE transaction. What makes it exactly-once:
-//! - the operation only moves forward (`start_attempt` refuses a finished one, so a
+//! - the operation only moves forward (`attempt::start` refuses a finished one, so a
 //!   late or second delivery is acknowledged and dropped);
 //! - the commit counts the question first, which locks the session row, so concurrent
 //!   jobs of one session get consecutive question numbers;
@@ -32,7 +32,8 @@ use apalis::prelude::{AbortError, BoxDynError, Data, FromRequest, Task, TaskId};
 use futures::FutureExt;
 use metrics::{counter, gauge, histogram};
 use serde_json::json;
-use shared::db::{messages, operations, question_inputs, sessions};
+use shared::db::attempt::{self, Completion};
+use shared::db::{operations, sessions};
 use shared::domain::{OperationId, QuestionType, SessionStatus};
 use shared::jobs::QuestionGenerationJob;
 use sqlx::{PgConnection, PgPool};
@@ -180,7 +181,14 @@ async fn try_attempt(
     is_last: &mut bool,
 ) -> Result<Ending, sqlx::Error> {
     let mut conn = state.pool.acquire().await?;
-    let Some(started) = operations::start_attempt(&mut conn, job.operation_id).await? else {
+    let Some(started) = attempt::start(
+        &mut conn,
+        job.operation_id,
+        job.session_id,
+        state.max_earlier_questions,
+    )
+    .await?
+    else {
         tracing::info!("operation already finished or gone; dropping the job");
         return Ok(Ending::Done);
     };
@@ -193,9 +201,7 @@ async fn try_attempt(
     }
     *is_last |= attempts >= state.max_attempts;
 
-    let Some(inputs) =
-        question_inputs::load(&mut conn, job.session_id, state.max_earlier_questions).await?
-    else {
+    let Some(inputs) = started.inputs else {
         return fail(&mut conn, job.operation_id, SESSION_GONE).await;
     };
     if inputs.status != SessionStatus::Active {
@@ -292,24 +298,8 @@ async fn commit(
     attempts: u32,
     latency_ms: u64,
 ) -> Result<Ending, sqlx::Error> {
-    let mut tx = state.pool.begin().await?;
-    // Counting first takes the session's row lock, which orders concurrent commits of
-    // one session: each sees the number the previous one left, so numbers are
-    // consecutive with no gap or repeat. Every early return below drops the
-    // transaction, and the count with it.
-    let Some(question_number) = sessions::count_question(&mut tx, job.session_id).await? else {
-        // Nothing was written: the failure goes on the same connection.
-        let sentence = match sessions::find(&mut tx, job.session_id).await? {
-            Some(_) => SESSION_NOT_ACTIVE,
-            None => SESSION_GONE,
-        };
-        let ending = fail(&mut tx, job.operation_id, sentence).await?;
-        tx.commit().await?;
-        return Ok(ending);
-    };
     let mut metadata = json!({
         "operation_id": job.operation_id,
-        "question_number": question_number,
         "model": generated.model,
         "prompt_version": PROMPT_VERSION,
         "attempts": attempts,
@@ -318,29 +308,42 @@ async fn commit(
     if let Some(usage) = generated.usage {
         metadata["usage"] = json!(usage);
     }
-    let new = messages::NewQuestion {
+    let question = attempt::NewQuestion {
         session_id: job.session_id,
         operation_id: job.operation_id,
         content: &generated.question.text,
         question_type: generated.question.question_type,
         metadata: &metadata,
     };
-    let Some(message) = messages::insert_question(&mut tx, &new).await? else {
-        tracing::info!("another delivery already stored this operation's question");
-        return Ok(Ending::Done);
-    };
-    let result = json!({
-        "question_text": message.content,
-        "question_type": generated.question.question_type,
-        "message_id": message.id,
-        "question_number": question_number,
-    });
-    if !operations::complete(&mut tx, job.operation_id, &result).await? {
-        // Failed meanwhile by another delivery: keep its verdict, add nothing.
-        tracing::info!("operation finished elsewhere; discarding this question");
-        return Ok(Ending::Done);
+    let mut tx = state.pool.begin().await?;
+    // Every ending but `Completed` drops the transaction, and whatever it wrote with it.
+    match attempt::complete(&mut tx, &question).await? {
+        Completion::Completed {
+            question_number,
+            message_id,
+        } => {
+            tx.commit().await?;
+            tracing::info!(question_number, message_id = %message_id, "question committed");
+            Ok(Ending::Done)
+        }
+        Completion::SessionNotActive => {
+            // Nothing was written: the failure goes on the same connection.
+            let sentence = match sessions::find(&mut tx, job.session_id).await? {
+                Some(_) => SESSION_NOT_ACTIVE,
+                None => SESSION_GONE,
+            };
+            let ending = fail(&mut tx, job.operation_id, sentence).await?;
+            tx.commit().await?;
+            Ok(ending)
+        }
+        Completion::AlreadyStored => {
+            tracing::info!("another delivery already stored this operation's question");
+            Ok(Ending::Done)
+        }
+        Completion::OperationFinished => {
+            // Failed meanwhile by another delivery, or cancelled: keep its verdict.
+            tracing::info!("operation finished elsewhere; discarding this question");
+            Ok(Ending::Done)
+        }
     }
-    tx.commit().await?;
-    tracing::info!(question_number, message_id = %message.id, "question committed");
-    Ok(Ending::Done)
 }

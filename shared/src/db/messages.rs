@@ -26,16 +26,6 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
 }
 
-/// A generated question, ready to be stored.
-#[derive(Debug, Clone)]
-pub struct NewQuestion<'a> {
-    pub session_id: SessionId,
-    pub operation_id: OperationId,
-    pub content: &'a str,
-    pub question_type: QuestionType,
-    pub metadata: &'a serde_json::Value,
-}
-
 /// Stores a user's answer.
 pub async fn insert_answer(
     conn: &mut PgConnection,
@@ -51,29 +41,6 @@ pub async fn insert_answer(
     .bind(session_id)
     .bind(content)
     .fetch_one(conn)
-    .await
-}
-
-/// Stores a generated question, unless its operation already has one: `None` then.
-/// The UNIQUE `operation_id` decides, so two deliveries of one job cannot both insert.
-pub async fn insert_question(
-    conn: &mut PgConnection,
-    question: &NewQuestion<'_>,
-) -> Result<Option<Message>, sqlx::Error> {
-    sqlx::query_as(
-        "INSERT INTO session_messages
-             (id, session_id, message_type, content, question_type, metadata, operation_id)
-         VALUES ($1, $2, 'question', $3, $4, $5, $6)
-         ON CONFLICT ON CONSTRAINT session_messages_operation_id_key DO NOTHING
-         RETURNING id, session_id, message_type, content, question_type, metadata, created_at",
-    )
-    .bind(MessageId::new())
-    .bind(question.session_id)
-    .bind(question.content)
-    .bind(question.question_type)
-    .bind(Json(question.metadata))
-    .bind(question.operation_id)
-    .fetch_optional(conn)
     .await
 }
 

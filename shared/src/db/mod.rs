@@ -4,10 +4,10 @@
 //! Query functions take `&mut PgConnection` (or a pool where one statement is the
 //! whole story), so the caller owns the transaction and decides what commits together.
 
+pub mod attempt;
 pub mod job_postings;
 pub mod messages;
 pub mod operations;
-pub mod question_inputs;
 pub mod queue;
 pub mod rate_limits;
 pub mod reconcile;

@@ -37,15 +37,6 @@ pub struct Keyed {
     pub session_id: Option<SessionId>,
 }
 
-/// What a worker learns when it starts an attempt.
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
-pub struct Started {
-    pub user_id: UserId,
-    pub session_id: Option<SessionId>,
-    /// Attempts started so far, this one included.
-    pub attempts: i32,
-}
-
 /// Inserts a `pending` question generation. With an idempotency key that the user has
 /// used already, nothing is inserted and `None` comes back: the database decides, so
 /// concurrent requests with one key create one operation.
@@ -197,44 +188,6 @@ pub async fn find(
     .bind(id)
     .fetch_optional(conn)
     .await
-}
-
-/// Moves the operation to `processing` and counts one more attempt (recording when the
-/// first one began); `None` when it is missing or already `completed`/`failed` (the
-/// job is then dropped).
-pub async fn start_attempt(
-    conn: &mut PgConnection,
-    id: OperationId,
-) -> Result<Option<Started>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE operations
-         SET status = 'processing', attempts = attempts + 1,
-             started_at = coalesce(started_at, now()), updated_at = now()
-         WHERE id = $1 AND status IN ('pending', 'processing')
-         RETURNING user_id, session_id, attempts",
-    )
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-}
-
-/// Completes the operation with its result if it is still `processing`; false when
-/// another delivery finished it first.
-pub async fn complete(
-    conn: &mut PgConnection,
-    id: OperationId,
-    result: &serde_json::Value,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE operations
-         SET status = 'completed', result = $2, error_message = NULL, updated_at = now()
-         WHERE id = $1 AND status = 'processing'",
-    )
-    .bind(id)
-    .bind(Json(result))
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// Fails the operation with a sentence for a person, unless it already ended.

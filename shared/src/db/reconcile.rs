@@ -1,6 +1,6 @@
 //! The reconciler's statement: it fails the operations that can no longer end by
-//! themselves. It spans `operations` and `apalis.jobs`, like [`super::question_inputs`]
-//! spans the tables of a prompt, because the question it answers ("is this operation's
+//! themselves. It spans `operations` and `apalis.jobs`, like [`super::attempt`]
+//! spans the tables of a question, because the question it answers ("is this operation's
 //! job still going to run?") is about both.
 //!
 //! An unfinished operation is stuck when

@@ -129,22 +129,3 @@ pub async fn set_status(
     .fetch_one(conn)
     .await
 }
-
-/// Counts one more question in an `active` session and returns its number; `None` when
-/// the session is gone or not active. The update takes the row lock until the
-/// transaction ends, so concurrent commits of one session queue here and each gets the
-/// next number: call it first in the transaction that inserts the question.
-pub async fn count_question(
-    conn: &mut PgConnection,
-    id: SessionId,
-) -> Result<Option<i32>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE interview_sessions
-         SET current_question_number = current_question_number + 1, updated_at = now()
-         WHERE id = $1 AND status = 'active'
-         RETURNING current_question_number",
-    )
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-}
