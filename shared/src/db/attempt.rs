@@ -3,7 +3,7 @@
 //! session's counter, the question message and the operation's result).
 //!
 //! Each spans several tables in one statement, the exception to "SQL per table": the
-//! attempt took nine round trips to PostgreSQL before and takes four now, and round
+//! attempt took seven round trips to PostgreSQL before and takes four now, and round
 //! trips are what a worker's throughput and a candidate's wait are made of
 //! (BENCHMARKS.md, figures 3 and 8).
 
