@@ -144,11 +144,9 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// The database outage as a client and an operator see it: 503s (never a 500, never a
-/// hang), `/readyz` 503, and afterwards every accepted request completes, with the
-/// workers and the long-poll listener back by themselves.
-#[tokio::test]
-async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_request() {
+/// A migrated cluster of our own, a pool on it, and a fake model answering after
+/// `model_ms`.
+async fn cluster_with_model(model_ms: u64) -> (Cluster, PgPool, wiremock::MockServer) {
     shared::tls::install_crypto_provider();
     let cluster = Cluster::create();
     let pool = PgPool::connect(&cluster.url()).await.expect("connect");
@@ -158,9 +156,40 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
         &server,
         1,
         None,
-        question("Still here?", "technical").set_delay(Duration::from_millis(50)),
+        question("Still here?", "technical").set_delay(Duration::from_millis(model_ms)),
     )
     .await;
+    (cluster, pool, server)
+}
+
+/// A worker binary on the cluster and the fake model, with short backoffs.
+async fn worker(
+    tag: &str,
+    db: String,
+    server: &wiremock::MockServer,
+    heartbeat_secs: u32,
+) -> Process {
+    Process::start(
+        "worker",
+        tag,
+        &[
+            ("DATABASE_URL", db),
+            ("OPENAI_BASE_URL", format!("{}/v1", server.uri())),
+            ("OPENAI_API_KEY", "sk-test".into()),
+            ("LLM_BACKOFF_BASE_MS", "50".into()),
+            ("LLM_BACKOFF_MAX_MS", "500".into()),
+            ("WORKER_HEARTBEAT_SECS", heartbeat_secs.to_string()),
+        ],
+    )
+    .await
+}
+
+/// The database outage as a client and an operator see it: 503s (never a 500, never a
+/// hang), `/readyz` 503, and afterwards every accepted request completes, with the
+/// workers and the long-poll listener back by themselves.
+#[tokio::test]
+async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_request() {
+    let (cluster, _pool, server) = cluster_with_model(50).await;
 
     let db = cluster.url();
     let api = Process::start(
@@ -177,19 +206,7 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
         ],
     )
     .await;
-    let _worker = Process::start(
-        "worker",
-        "outage",
-        &[
-            ("DATABASE_URL", db),
-            ("OPENAI_BASE_URL", format!("{}/v1", server.uri())),
-            ("OPENAI_API_KEY", "sk-test".into()),
-            ("LLM_BACKOFF_BASE_MS", "50".into()),
-            ("LLM_BACKOFF_MAX_MS", "500".into()),
-            ("WORKER_HEARTBEAT_SECS", "5".into()),
-        ],
-    )
-    .await;
+    let _worker = worker("outage", db, &server, 5).await;
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -346,33 +363,10 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
 /// once, and a lost mark costs at most one attempt more than the budget.
 #[tokio::test]
 async fn a_postgresql_crash_mid_job_loses_no_job_and_counts_no_question_twice() {
-    shared::tls::install_crypto_provider();
-    let cluster = Cluster::create();
-    let pool = PgPool::connect(&cluster.url()).await.expect("connect");
-    migrated(&pool).await;
-    let server = wiremock::MockServer::start().await;
-    mount(
-        &server,
-        1,
-        None,
-        question("Still here?", "technical").set_delay(Duration::from_millis(600)),
-    )
-    .await;
+    let (cluster, pool, server) = cluster_with_model(600).await;
     let fixtures = sessions(&pool, 100).await;
     let ops = enqueue_on(&pool, &fixtures, 2).await;
-    let _worker = Process::start(
-        "worker",
-        "crash",
-        &[
-            ("DATABASE_URL", cluster.url()),
-            ("OPENAI_BASE_URL", format!("{}/v1", server.uri())),
-            ("OPENAI_API_KEY", "sk-test".into()),
-            ("LLM_BACKOFF_BASE_MS", "50".into()),
-            ("LLM_BACKOFF_MAX_MS", "500".into()),
-            ("WORKER_HEARTBEAT_SECS", "3".into()),
-        ],
-    )
-    .await;
+    let _worker = worker("crash", cluster.url(), &server, 3).await;
     // The worst moment: some questions committed, others marked and with the model.
     until_operations(&pool, "completed", 20).await;
     until_operations(&pool, "processing", 10).await;
