@@ -316,7 +316,8 @@ async fn commit(
         metadata: &metadata,
     };
     let mut tx = state.pool.begin().await?;
-    // Every ending but `Completed` drops the transaction, and whatever it wrote with it.
+    // An ending that wrote what must not stand (`AlreadyStored`, `OperationFinished`)
+    // returns without committing: the dropped transaction rolls it back.
     match attempt::complete(&mut tx, &question).await? {
         Completion::Completed {
             question_number,
