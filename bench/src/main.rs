@@ -38,7 +38,7 @@ struct Cli {
     #[arg(long, default_value = ".local/bench")]
     log_dir: PathBuf,
     /// The pgbench scripts.
-    #[arg(long, default_value = "deploy/bench/pgbench")]
+    #[arg(long, default_value = "scripts/bench/pgbench")]
     pgbench_scripts: PathBuf,
 }
 

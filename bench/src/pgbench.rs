@@ -1,5 +1,5 @@
 //! The physical limit: pgbench running our enqueue and completion transactions
-//! (deploy/bench/pgbench/*.sql) on the same server, at a set number of clients.
+//! (scripts/bench/pgbench/*.sql) on the same server, at a set number of clients.
 
 use crate::stack::{Database, Setup};
 use crate::stats::{Figures, percentile, round};

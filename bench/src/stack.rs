@@ -41,7 +41,7 @@ impl Database {
         let admin_url = format!("{base}/postgres");
         let mut admin = PgConnection::connect(&admin_url)
             .await
-            .context("connecting to PostgreSQL (is it running? deploy/local/ensure-postgres.sh)")?;
+            .context("connecting to PostgreSQL (is it running? scripts/ensure-postgres.sh)")?;
         // The name is ours (a UUID in hex), never input.
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)

@@ -1,6 +1,6 @@
 //! The PostgreSQL around the tests: where its programs are (for tests that run a cluster
 //! of their own), and the URL of a `#[sqlx::test]` database for a child process.
-//! `deploy/lib/postgres.sh` does the same lookup for the scripts.
+//! `scripts/lib/postgres.sh` does the same lookup for the scripts.
 
 use sqlx::PgPool;
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Finds PostgreSQL's programs, for the scripts of deploy/ (sourced, never run):
-#   . deploy/lib/postgres.sh
+# Finds PostgreSQL's programs, for the scripts of scripts/ (sourced, never run):
+#   . scripts/lib/postgres.sh
 #   bin=$(pg_bin_dir initdb pg_ctl) || { echo "no initdb and pg_ctl" >&2; exit 1; }
 #
 # pg_bin_dir PROGRAM...: prints the first directory that holds every PROGRAM (psql,

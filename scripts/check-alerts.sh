@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Proves the alert rules with Prometheus' own tools, in a second or two:
-#   promtool check rules   alerts.yml loads (syntax, PromQL, templates);
-#   promtool test rules    alerts.test.yml: each alert fires on its condition once its
-#                          `for:` has passed, and stays silent on a healthy series;
-#   promtool check config  local.yml, the configuration deploy/local/run.sh runs.
+#   promtool check rules   deploy/prometheus/alerts.yml loads (syntax, PromQL, templates);
+#   promtool test rules    deploy/prometheus/alerts.test.yml: each alert fires on its
+#                          condition once its `for:` has passed, and stays silent on a
+#                          healthy series;
+#   promtool check config  scripts/prometheus-local.yml, the configuration run.sh runs.
 # promtool comes from the machine's package manager when it is missing (Debian's
 # `prometheus` package: 2.42 on bookworm). The rules use nothing that changed between
 # 2.42 and the 3.x that docker-compose.yml pins, so they load in both.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 install_promtool() {
     local sudo=() install
@@ -40,6 +41,6 @@ install_promtool() {
 
 command -v promtool >/dev/null || install_promtool
 promtool --version 2>&1 | head -n 1
-promtool check rules alerts.yml
-promtool test rules alerts.test.yml
-promtool check config local.yml
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts.test.yml
+promtool check config scripts/prometheus-local.yml

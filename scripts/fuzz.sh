@@ -6,8 +6,8 @@
 #
 # The seed rotates, so that runs over time explore new cases: FUZZ_SEED (default: the UTC
 # date and time, e.g. 20261124153012) is printed first, and any failure prints the
-# command that replays it, `FUZZ_SEED=... FUZZ_EXAMPLES=... FUZZ_REPLAY=0 bash deploy/fuzz.sh`.
-# Then every seed of deploy/fuzz-failed-seeds.txt (seeds that once found a bug) is
+# command that replays it, `FUZZ_SEED=... FUZZ_EXAMPLES=... FUZZ_REPLAY=0 bash scripts/fuzz.sh`.
+# Then every seed of scripts/fuzz/failed-seeds.txt (seeds that once found a bug) is
 # replayed, unless FUZZ_REPLAY=0. Each seed runs on its own fresh database, api and
 # worker, so that it finds the same state whenever it runs. FUZZ_EXAMPLES (default 8)
 # sets the depth, examples per operation: 12 took 222 s for one seed here (697
@@ -22,19 +22,19 @@
 # as a path id. Long polls wait up to 30 s by design, hence the request timeout.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# shellcheck source=deploy/lib/postgres.sh
-. deploy/lib/postgres.sh
+# shellcheck source=scripts/lib/postgres.sh
+. scripts/lib/postgres.sh
 : "${DATABASE_URL:=postgres://postgres@127.0.0.1:5432/interviewer}"
 seed=${FUZZ_SEED:-$(date -u +%Y%m%d%H%M%S)}
 examples=${FUZZ_EXAMPLES:-8}
 replay=${FUZZ_REPLAY:-1}
-seeds_file=deploy/fuzz-failed-seeds.txt
+seeds_file=scripts/fuzz/failed-seeds.txt
 start_timeout=30 # seconds for the api to answer /healthz on its fresh database
 venv=.local/venv
 
 [[ $seed =~ ^[0-9]+$ ]] || { echo "fuzz: FUZZ_SEED must be a non-negative integer, not '$seed'" >&2; exit 1; }
 [[ $examples =~ ^[1-9][0-9]*$ ]] || { echo "fuzz: FUZZ_EXAMPLES must be a positive integer, not '$examples'" >&2; exit 1; }
-echo "fuzz: seed $seed, $examples examples per operation (FUZZ_SEED=$seed FUZZ_EXAMPLES=$examples bash deploy/fuzz.sh runs it again)"
+echo "fuzz: seed $seed, $examples examples per operation (FUZZ_SEED=$seed FUZZ_EXAMPLES=$examples bash scripts/fuzz.sh runs it again)"
 
 pg_dir=$(pg_bin_dir psql) || { echo "fuzz: psql not found: install PostgreSQL's client tools (Debian: postgresql-client)" >&2; exit 1; }
 psql=$pg_dir/psql
@@ -123,12 +123,12 @@ fuzz_once() {
     token=$(sed -n 's/.*"access_token" *: *"\([^"]*\)".*/\1/p' <<<"$login")
     [[ -n $token ]] || fail "logging in gave no access_token; the api answered: $login" "$dir/api.log"
 
-    # No example database (.hypothesis/) nor cache (deploy/schemathesis.toml): the seed
+    # No example database (.hypothesis/) nor cache (scripts/fuzz/schemathesis.toml): the seed
     # alone decides the cases, here as in CI's fresh clone. Hypothesis' "too slow" health
     # check is about generating strings for the long text fields' patterns on a busy
     # 2-core machine, not about the api (seed 20261128013902 tripped it): suppressed.
     status=0
-    "$venv/bin/schemathesis" --config-file deploy/schemathesis.toml run .local/openapi.json --url "http://$addr" \
+    "$venv/bin/schemathesis" --config-file scripts/fuzz/schemathesis.toml run .local/openapi.json --url "http://$addr" \
         -H "Authorization: Bearer $token" --checks all --exclude-checks positive_data_acceptance \
         --request-timeout 40 --max-response-time 35 --max-examples "$examples" \
         --seed "$seed" --generation-database none --suppress-health-check too_slow --report junit --report-dir "$dir/report" \
@@ -160,7 +160,7 @@ for run in "${runs[@]}"; do
     rc=$?
     set -e
     echo "fuzz: seed $s: $([[ $rc -eq 0 ]] && echo passed || echo FAILED) in $((SECONDS - started)) s"
-    [[ $rc -eq 0 ]] || failed+=("FUZZ_SEED=$s FUZZ_EXAMPLES=$e FUZZ_REPLAY=0 bash deploy/fuzz.sh")
+    [[ $rc -eq 0 ]] || failed+=("FUZZ_SEED=$s FUZZ_EXAMPLES=$e FUZZ_REPLAY=0 bash scripts/fuzz.sh")
 done
 
 if ((${#failed[@]} > 0)); then

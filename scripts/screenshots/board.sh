@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Takes the pictures of the queue board in deploy/README.md: deploy/board/board.png
-# (/board) and deploy/board/job.png (one failed job). Not part of the test command.
+# Takes the pictures of the queue board in deploy/README.md: docs/images/board.png
+# (/board) and docs/images/job.png (one failed job). Not part of the test command.
 #
 # It builds the binaries if needed, starts PostgreSQL if none answers
-# (deploy/local/ensure-postgres.sh), and works in a scratch database that it drops at
+# (scripts/ensure-postgres.sh), and works in a scratch database that it drops at
 # the end. Jobs reach their states through the service itself, never by editing
 # apalis' rows:
 #   done       a worker with the built-in `offline` model answers them;
@@ -17,9 +17,9 @@
 # the board's Basic challenge with the credentials in the URL.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-. deploy/local/ensure-postgres.sh
+. scripts/ensure-postgres.sh
 
-out=deploy/board
+out=docs/images
 work=$(mktemp -d)
 pids=()
 scratch=board_screenshot_$$
@@ -124,7 +124,7 @@ stop_worker
 
 echo "screenshot: a question whose model keeps failing"
 llm_port=$(free_port)
-python3 deploy/board/llm_standin.py fail "$llm_port" &
+python3 scripts/screenshots/llm_standin.py fail "$llm_port" &
 pids+=($!)
 wait_for "http://127.0.0.1:$llm_port/"
 start_worker worker-b LLM_PROVIDER=openai OPENAI_API_KEY=stand-in \
@@ -145,7 +145,7 @@ ask "${sessions[1]}" >/dev/null
 
 echo "screenshot: the board's worker, whose model never answers"
 hang_port=$(free_port)
-python3 deploy/board/llm_standin.py hang "$hang_port" &
+python3 scripts/screenshots/llm_standin.py hang "$hang_port" &
 pids+=($!)
 ops_token=$(random_hex 16)
 start_worker worker-c LLM_PROVIDER=openai OPENAI_API_KEY=stand-in \

@@ -1,8 +1,8 @@
-"""A stand-in for an OpenAI-compatible server, for deploy/board/screenshot.sh only: it
+"""A stand-in for an OpenAI-compatible server, for scripts/screenshots/board.sh only: it
 either refuses every request (`fail`: 503, as an overloaded provider answers) or
 never answers (`hang`), so that the board has failed and running jobs to show.
 
-    python3 deploy/board/llm_standin.py fail|hang PORT
+    python3 scripts/screenshots/llm_standin.py fail|hang PORT
 """
 
 import http.server

@@ -6,7 +6,7 @@
 #   created in .local/postgres (ignored by git) on the URL's port and started.
 # - Otherwise it says exactly what to install, and fails.
 #
-# Source it (`. deploy/local/ensure-postgres.sh`) to get DATABASE_URL exported, or run it.
+# Source it (`. scripts/ensure-postgres.sh`) to get DATABASE_URL exported, or run it.
 # Sourced, it returns (1 on failure) instead of exiting, and leaves the caller's shell
 # options as they were; run, it is `set -euo pipefail`.
 
@@ -15,9 +15,9 @@ ensure_postgres() {
     export DATABASE_URL
 
     local repo_root cluster_dir pg_user pg_host pg_port pg_db admin_url psql_bin
-    repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd) || return 1
-    # shellcheck source=deploy/lib/postgres.sh
-    . "$repo_root/deploy/lib/postgres.sh" || return 1
+    repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd) || return 1
+    # shellcheck source=scripts/lib/postgres.sh
+    . "$repo_root/scripts/lib/postgres.sh" || return 1
     cluster_dir="$repo_root/.local/postgres"
 
     # postgres://user[:password]@host[:port]/database[?params]
