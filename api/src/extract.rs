@@ -1,12 +1,13 @@
-//! Extractors whose rejections speak the contract: malformed JSON, a missing field, a
-//! path id that is not a UUID or a bad query value all become `422 VALIDATION_ERROR`,
-//! and a missing or bad token `401 NOT_AUTHENTICATED`. Handlers use these instead of
-//! axum's own, whose rejections are plain text.
+//! Every extractor of the api: those whose rejections speak the contract (malformed
+//! JSON, a missing field, a path id that is not a UUID or a bad query value all become
+//! `422 VALIDATION_ERROR`, and a missing or bad token `401 NOT_AUTHENTICATED`; handlers
+//! use these instead of axum's own, whose rejections are plain text), the current user,
+//! and the client's address as a throttling key.
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -14,6 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::domain::UserId;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 
 /// `axum::Json` with contract rejections; also a JSON response.
 #[derive(Debug, Clone, Copy, Default)]
@@ -142,5 +145,69 @@ impl FromRequestParts<AppState> for CurrentUser {
         state.users.check(&state.pool, user).await?;
         tracing::Span::current().record("user_id", tracing::field::display(user));
         Ok(CurrentUser(user))
+    }
+}
+
+/// The client's address, as a throttling key. IPv6 clients are keyed by their /64:
+/// one host usually holds a whole /64, and per-address limits must not be dodged by
+/// stepping through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+impl ClientAddr {
+    /// The key under which this client is counted.
+    pub fn key(&self) -> String {
+        match self.0 {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => {
+                    let segments = v6.segments();
+                    format!(
+                        "{:x}:{:x}:{:x}:{:x}::/64",
+                        segments[0], segments[1], segments[2], segments[3]
+                    )
+                }
+            },
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        // Served by shared::serve, every request carries its peer; a request built in
+        // memory (none in production) counts as one unknown client.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok());
+        Ok(ClientAddr(state.guards.proxies.client(peer, forwarded)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("an address")
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let a = ClientAddr(ip("2001:db8:1:2:aaaa::1"));
+        let b = ClientAddr(ip("2001:db8:1:2:bbbb::2"));
+        assert_eq!(a.key(), b.key());
+        assert_eq!(ClientAddr(ip("::ffff:192.0.2.1")).key(), "192.0.2.1");
     }
 }

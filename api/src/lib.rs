@@ -5,23 +5,27 @@
 //! - [`config`]: every setting, from the environment;
 //! - [`routes`]: the router, one module per resource, and the OpenAPI document;
 //! - [`error`]: the one error type and its table of statuses and codes;
-//! - [`extract`]: extractors whose rejections speak the contract, and the current user;
+//! - [`extract`]: every extractor: contract rejections, the current user, the client's
+//!   address;
 //! - [`auth`]: password hashing and access tokens;
 //! - [`long_poll`]: the NOTIFY listener that wakes waiting polls (and forgets deleted
 //!   users in [`known_users`], the cache that checks a token's user exists);
-//! - [`http_metrics`], [`state`], [`validate`]: the small parts the handlers share.
+//! - [`throttle`], [`trusted_proxies`]: failed logins and registrations per key and
+//!   minute, and whose `X-Forwarded-For` names the client;
+//! - [`series`]: the api's own metric series (HTTP requests, refusals);
+//! - [`state`], [`validate`]: the small parts the handlers share.
 
 pub mod auth;
-pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod extract;
-pub mod http_metrics;
 pub mod known_users;
 pub mod long_poll;
 pub mod routes;
+pub mod series;
 pub mod state;
 pub mod throttle;
+pub mod trusted_proxies;
 pub mod validate;
 
 use crate::config::ApiConfig;
@@ -66,7 +70,7 @@ impl App {
             users: Arc::new(known_users::KnownUsers::default()),
             metrics: {
                 let handle = shared::metrics::install_recorder();
-                shared::metrics::register_api_series();
+                series::register();
                 handle
             },
             limits: Limits {
@@ -121,6 +125,7 @@ impl App {
             tokio::spawn(shared::metrics::refresh_gauges_every(
                 self.state.pool.clone(),
                 shared::metrics::GAUGE_REFRESH,
+                None,
             )),
         ];
         if let Some(addr) = self.metrics_addr {

@@ -1,12 +1,12 @@
 //! What every handler shares: cheap to clone, built once in [`crate::App::new`].
 
 use crate::auth::{JwtKeys, PasswordHashing};
-use crate::client_addr::TrustedProxies;
 use crate::config::ApiConfig;
 use crate::error::{ApiError, Context};
 use crate::known_users::KnownUsers;
 use crate::long_poll::Waiters;
 use crate::throttle::Throttle;
+use crate::trusted_proxies::TrustedProxies;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -82,7 +82,7 @@ impl Guards {
 pub struct Limits {
     /// generate-question calls per user and minute; 0 turns the limit off.
     pub generate_per_minute: u32,
-    /// The job's `max_attempts`, equal to the workers' LLM attempt budget.
+    /// The job's `max_attempts`: the workers' budget of model calls for it.
     pub llm_max_attempts: u32,
     /// Unfinished operations per session; 0 turns the cap off.
     pub max_pending_per_session: u32,

@@ -1,14 +1,20 @@
-//! The Prometheus recorder, the rendering of a scrape, and the gauges that are read
-//! from the database (every few seconds, by a task of each binary) so that every
-//! replica reports the whole queue, not its own share. Serving `/metrics` over HTTP is
-//! the binaries' part.
+//! The Prometheus recorder, the rendering of a scrape, and the one loop that reads
+//! gauges from the database (every [`GAUGE_REFRESH`], a task of each binary) so that
+//! every replica reports the whole queue, not its own share.
+//!
+//! Here are only the series both binaries report: the queue and the operations. Each
+//! binary describes and registers its own (the api's HTTP and abuse counters, the
+//! worker's jobs and model calls) and passes its own database gauges, if any, to
+//! [`refresh_gauges_every`]. Serving `/metrics` over HTTP is the binaries' part too.
 
 use crate::db::operations;
 use crate::db::queue;
 use crate::domain::OperationStatus;
-use metrics::{counter, gauge, histogram};
+use futures::future::BoxFuture;
+use metrics::gauge;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
+use std::time::Duration;
 
 /// Histogram buckets for latencies from 1 ms to 30 s: HTTP requests sit at the low end,
 /// LLM calls and whole jobs (0.1–30 s) at the high end.
@@ -49,7 +55,7 @@ pub fn render(handle: &PrometheusHandle) -> (&'static str, String) {
 }
 
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    use metrics::{Unit, describe_gauge};
     describe_gauge!(
         "question_jobs",
         "Question-generation jobs in the queue, by state."
@@ -61,61 +67,9 @@ fn describe() {
     );
     describe_gauge!("operations", "Operations by status.");
     describe_gauge!(
-        "operations_overdue",
-        "Unfinished operations first started longer ago than a job's worst case (must read 0)."
-    );
-    describe_counter!(
-        "operations_reconciled_total",
-        "Operations the reconciler failed, by reason (job_ended, overdue)."
-    );
-    describe_gauge!(
         "question_worker_heartbeat_age_seconds",
         Unit::Seconds,
         "Seconds since the freshest worker heartbeat (+Inf when no worker ever ran)."
-    );
-    describe_histogram!(
-        "question_job_duration_seconds",
-        Unit::Seconds,
-        "Wall time of one job attempt, LLM call included."
-    );
-    describe_histogram!(
-        "llm_request_duration_seconds",
-        Unit::Seconds,
-        "Duration of one LLM request."
-    );
-    describe_counter!("llm_requests_total", "LLM requests by outcome.");
-    describe_counter!(
-        "question_job_retries_total",
-        "Job attempts that failed and will be tried again."
-    );
-    describe_counter!(
-        "question_jobs_finished_total",
-        "Jobs that ended, by outcome (completed or failed)."
-    );
-    describe_gauge!(
-        "question_jobs_in_flight",
-        "Jobs this worker process is running now."
-    );
-    describe_counter!(
-        "password_hashes_refused_total",
-        "Registrations and logins answered 503 because every hashing slot was busy."
-    );
-    describe_counter!(
-        "long_polls_shed_total",
-        "Long polls answered at once because MAX_LONG_POLLS were already waiting."
-    );
-    describe_counter!(
-        "operations_cancelled_total",
-        "Operations their owner cancelled."
-    );
-    describe_counter!(
-        "http_requests_total",
-        "HTTP requests by method, route template and status."
-    );
-    describe_histogram!(
-        "http_request_duration_seconds",
-        Unit::Seconds,
-        "HTTP request latency by method and route template."
     );
 }
 
@@ -131,27 +85,36 @@ fn queue_state(apalis_status: &str) -> Option<&'static str> {
     }
 }
 
-/// How often [`refresh_gauges_every`] reads the database gauges.
-pub const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(3);
+/// How often [`refresh_gauges_every`] reads the database gauges: a scrape then costs
+/// no query, and the gauges are at most this old.
+pub const GAUGE_REFRESH: Duration = Duration::from_secs(3);
 
-/// Keeps the database gauges fresh: reads them now, then every `period`, for as long
-/// as the task runs. A scrape then costs no query at all, however often (or however
-/// many clients) scrape; the gauges are at most `period` old.
-pub async fn refresh_gauges_every(pool: PgPool, period: std::time::Duration) {
+/// A binary's own database gauges, read after the shared ones at each refresh.
+pub type OwnGauges = Box<dyn Fn(&PgPool) -> BoxFuture<'_, Result<(), sqlx::Error>> + Send + Sync>;
+
+/// The one loop that keeps the database gauges fresh: reads the queue's and the
+/// operations' gauges, then the binary's `own`, now and every `period`, for as long as
+/// the task runs. A scrape then costs no query at all, however often (or however many
+/// clients) scrape. A failed read leaves the gauges at their last values.
+pub async fn refresh_gauges_every(pool: PgPool, period: Duration, own: Option<OwnGauges>) {
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(err) = refresh_database_gauges(&pool).await {
-            // The gauges keep their last values; the process's own series are unaffected.
+        if let Err(err) = refresh_queue_gauges(&pool).await {
             tracing::warn!(error = %err, "could not read queue depth for the metrics");
+        }
+        if let Some(own) = &own
+            && let Err(err) = own(&pool).await
+        {
+            tracing::warn!(error = %err, "could not read this process's database gauges");
         }
     }
 }
 
 /// Reads queue depth and operation counts from the database into the gauges; states
 /// with no rows are set to 0 so a drained queue reads 0, not stale.
-pub async fn refresh_database_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
+pub async fn refresh_queue_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
     let mut depth = [
         ("pending", 0i64),
         ("held", 0),
@@ -183,29 +146,4 @@ pub async fn refresh_database_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
         gauge!("operations", "status" => status.as_str()).set(count as f64);
     }
     Ok(())
-}
-
-/// Registers the api's own counters at zero, so that dashboards and alerts find them
-/// before the first event.
-pub fn register_api_series() {
-    counter!("password_hashes_refused_total").increment(0);
-    counter!("long_polls_shed_total").increment(0);
-    counter!("operations_cancelled_total").increment(0);
-}
-
-/// Registers the worker's own series at zero, so that dashboards and alerts find them
-/// from the first scrape, before the first job.
-pub fn register_worker_series() {
-    let _ = histogram!("question_job_duration_seconds");
-    let _ = histogram!("llm_request_duration_seconds");
-    counter!("llm_requests_total", "outcome" => "ok").increment(0);
-    counter!("question_job_retries_total").increment(0);
-    for outcome in ["completed", "failed"] {
-        counter!("question_jobs_finished_total", "outcome" => outcome).increment(0);
-    }
-    gauge!("question_jobs_in_flight").set(0.0);
-    gauge!("operations_overdue").set(0.0);
-    for reason in ["job_ended", "overdue"] {
-        counter!("operations_reconciled_total", "reason" => reason).increment(0);
-    }
 }

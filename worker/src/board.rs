@@ -19,7 +19,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use shared::db::queue::{self, BOARD_STATES};
+use shared::db::board::{self as views, BOARD_STATES};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,13 +112,13 @@ async fn overview(
             pages::notice("No such state", &why),
         ));
     }
-    let counts = queue::board_counts(&board.pool)
+    let counts = views::counts(&board.pool)
         .await
         .map_err(failed("count the jobs by state"))?;
-    let jobs = queue::board_jobs(&board.pool, state, LISTED_JOBS)
+    let jobs = views::jobs(&board.pool, state, LISTED_JOBS)
         .await
         .map_err(failed("list the newest jobs"))?;
-    let workers = queue::board_workers(&board.pool, LISTED_WORKERS)
+    let workers = views::workers(&board.pool, LISTED_WORKERS)
         .await
         .map_err(failed("list the workers"))?;
     let page = pages::Overview {
@@ -146,7 +146,7 @@ async fn job(
     if !plausible {
         return Ok(no_job());
     }
-    match queue::board_job(&board.pool, &id)
+    match views::job(&board.pool, &id)
         .await
         .map_err(failed("read the job"))?
     {

@@ -8,7 +8,7 @@
 //! - [`llm`]: the provider trait, `openai` and `offline`;
 //! - [`prompt`], [`output`]: what the LLM is asked, and the strict reading of its reply;
 //! - [`upkeep`]: the heartbeat, the reconciler and retention, beside the jobs;
-//! - [`server`]: `/healthz` and `/metrics`;
+//! - [`server`]: `/healthz` and `/metrics`; [`series`]: the worker's own metric series;
 //! - [`board`]: the queue board for operators, beside them when `OPS_TOKEN` is set.
 
 pub mod board;
@@ -18,6 +18,7 @@ pub mod llm;
 pub mod output;
 pub mod prompt;
 pub mod queue;
+pub mod series;
 pub mod server;
 pub mod upkeep;
 
@@ -56,12 +57,11 @@ pub async fn work(
     let state = Arc::new(JobState {
         pool: pool.clone(),
         llm,
-        max_attempts: config.llm_max_attempts,
         max_earlier_questions: i64::from(config.prompt_max_earlier_questions),
     });
 
     let metrics = shared::metrics::install_recorder();
-    shared::metrics::register_worker_series();
+    series::register();
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_addr = config.telemetry.metrics_addr;
     let ops = server::router(metrics.clone(), metrics_addr.is_none())
@@ -76,9 +76,10 @@ pub async fn work(
     ));
 
     let mut upkeep = vec![
-        tokio::spawn(server::refresh_gauges(
+        tokio::spawn(shared::metrics::refresh_gauges_every(
             pool.clone(),
-            config.operation_worst_case(),
+            shared::metrics::GAUGE_REFRESH,
+            Some(series::database_gauges(config.operation_worst_case())),
         )),
         tokio::spawn(upkeep::heartbeat(
             pool.clone(),

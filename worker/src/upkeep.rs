@@ -5,12 +5,16 @@
 //! - the reconciler: fails every operation that can no longer end by itself
 //!   ([`shared::db::reconcile`]);
 //! - retention: deletes ended queue rows and silent worker rows after
-//!   `JOB_RETENTION_DAYS`, one replica at a time.
+//!   `JOB_RETENTION_DAYS`, one replica at a time;
+//! - operation retention: deletes finished operations after
+//!   `OPERATION_RETENTION_DAYS`, likewise.
 //!
-//! Every replica runs all three; each statement is safe to run from several at once.
+//! Every replica runs all four; each statement is safe to run from several at once.
+//! (The fifth task beside the jobs, the gauges' refresh, is `shared::metrics`'.)
 
 use metrics::counter;
-use shared::db::{operations, queue, reconcile};
+use shared::db::reconcile::WorstCase;
+use shared::db::{queue, reconcile, retention};
 use shared::jobs::QUESTION_GENERATION_QUEUE;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -54,7 +58,7 @@ async fn beat_once(pool: &PgPool, worker: &str, window: Duration) -> anyhow::Res
 
 /// Fails stuck operations every [`RECONCILE_EVERY`] (`worst_case`: a job's longest
 /// life from its first start).
-pub async fn reconciler(pool: PgPool, worst_case: Duration) {
+pub async fn reconciler(pool: PgPool, worst_case: WorstCase) {
     let mut every = tokio::time::interval(RECONCILE_EVERY);
     every.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -66,7 +70,7 @@ pub async fn reconciler(pool: PgPool, worst_case: Duration) {
 }
 
 /// One pass: fails what is stuck now. Public for tests.
-pub async fn reconcile_once(pool: &PgPool, worst_case: Duration) -> Result<usize, sqlx::Error> {
+pub async fn reconcile_once(pool: &PgPool, worst_case: WorstCase) -> Result<usize, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let failed = reconcile::fail_stuck(&mut conn, worst_case).await?;
     for operation in &failed {
@@ -120,14 +124,16 @@ pub async fn operation_retention(pool: PgPool, days: u32) {
 /// One pass of [`operation_retention`], batch after batch until nothing is left or
 /// another replica holds the purge; returns how many were deleted. Public for tests.
 pub async fn purge_operations_once(pool: &PgPool, days: u32) -> Result<u64, sqlx::Error> {
-    in_batches(|| operations::purge_finished(pool, days)).await
+    in_batches(|| retention::purge_finished_operations(pool, days)).await
 }
 
 /// One retention pass, batch after batch until nothing is left or another replica
 /// holds the purge; returns (jobs, workers) deleted. Public for tests.
 pub async fn purge_once(pool: &PgPool, days: u32) -> Result<(u64, u64), sqlx::Error> {
-    let jobs = in_batches(|| queue::purge_ended_jobs(pool, days)).await?;
-    let workers = queue::purge_silent_workers(pool, days).await?.unwrap_or(0);
+    let jobs = in_batches(|| retention::purge_ended_jobs(pool, days)).await?;
+    let workers = retention::purge_silent_workers(pool, days)
+        .await?
+        .unwrap_or(0);
     Ok((jobs, workers))
 }
 
@@ -141,7 +147,7 @@ where
     let mut deleted = 0;
     while let Some(rows) = batch().await? {
         deleted += rows;
-        if rows < queue::PURGE_BATCH as u64 {
+        if rows < retention::PURGE_BATCH as u64 {
             break;
         }
     }

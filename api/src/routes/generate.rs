@@ -33,6 +33,9 @@ pub const RETRY_AFTER_SECS: u64 = 2;
 const PENDING_CAP_RETRY_AFTER_SECS: u64 = 5;
 
 /// Queues the generation of the session's next question.
+///
+/// Its responses are listed in full, as every handler's are (`routes/auth.rs`,
+/// `register`, says why).
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/generate-question", operation_id = "generate_question", tag = "questions",
     params(
         ("id" = uuid::Uuid, Path, description = "Session id"),

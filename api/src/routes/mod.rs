@@ -14,7 +14,7 @@ pub mod session_operations;
 pub mod sessions;
 
 use crate::error::{self, ApiError};
-use crate::http_metrics;
+use crate::series;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -96,7 +96,7 @@ pub fn router(state: AppState, routing: &Routing) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(middleware::map_response(contract_body))
-        .layer(middleware::from_fn(http_metrics::record))
+        .layer(middleware::from_fn(series::record))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");

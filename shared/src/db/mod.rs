@@ -1,10 +1,18 @@
 //! Database access: the pool and the migrators ([`connect`] does both at start), and
-//! one module of SQL per table.
+//! the SQL, as plain statements returning typed rows.
+//!
+//! Layout: one module per table of ours (`users`, `resumes`, `job_postings`,
+//! `sessions`, `messages`, `operations`, `rate_limits`) and one for apalis' tables
+//! (`queue`), none of which imports another; beside them, the modules whose one question
+//! spans tables: `attempt` (a question's start and its one commit), `reconcile` (which
+//! operations can no longer end), `retention` (deleting old rows of every table) and
+//! `board` (the queue board's read-only views).
 //!
 //! Query functions take `&mut PgConnection` (or a pool where one statement is the
 //! whole story), so the caller owns the transaction and decides what commits together.
 
 pub mod attempt;
+pub mod board;
 pub mod job_postings;
 pub mod messages;
 pub mod operations;
@@ -12,6 +20,7 @@ pub mod queue;
 pub mod rate_limits;
 pub mod reconcile;
 pub mod resumes;
+pub mod retention;
 pub mod sessions;
 pub mod users;
 
@@ -34,9 +43,11 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(options))
 }
 
-/// Connections of [`queue_pool`]: apalis runs one statement at a time per worker (its
-/// fetch, acknowledgement and heartbeat share one state machine), plus the connection
-/// its LISTEN holds for good, plus one for a worker restarted while the old one closes.
+/// Connections of [`queue_pool`], four for three uses: apalis runs one statement at a
+/// time per worker (its fetch, acknowledgement and heartbeat share one state machine),
+/// its LISTEN holds one for good, and a worker restarted after an error needs one while
+/// the old one closes; the fourth is a spare, so a connection being replaced after a
+/// failure never makes the next statement wait for the acquire timeout.
 pub const QUEUE_POOL_CONNECTIONS: u32 = 4;
 
 /// The pool apalis' own statements run on, beside `main` (same server and timeouts):

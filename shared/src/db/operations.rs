@@ -5,7 +5,6 @@
 //! twice. Reaching `completed` or `failed` fires the `operation_finished` NOTIFY
 //! (trigger in the migration), which wakes long-polls when the change commits.
 
-use crate::db::queue;
 use crate::domain::{OperationId, OperationStatus, OperationType, SessionId, UserId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -29,6 +28,15 @@ pub struct Operation {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The columns of [`Operation`], in its fields' order: one list for every statement
+/// that returns an operation, so a new column cannot be forgotten in one of them. A
+/// macro for the same reason as `session_columns!` in [`super::sessions`].
+macro_rules! operation_columns {
+    () => {
+        "id, operation_type, status, result, error_message, created_at, updated_at"
+    };
+}
+
 /// An operation found by its idempotency key, with the session it was made for.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Keyed {
@@ -47,12 +55,13 @@ pub async fn insert_question_generation(
     session_id: SessionId,
     idempotency_key: Option<&str>,
 ) -> Result<Option<Operation>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         "INSERT INTO operations (id, user_id, session_id, operation_type, idempotency_key)
          VALUES ($1, $2, $3, 'question_generation', $4)
          ON CONFLICT ON CONSTRAINT operations_user_idempotency_key DO NOTHING
-         RETURNING id, operation_type, status, result, error_message, created_at, updated_at",
-    )
+         RETURNING ",
+        operation_columns!()
+    ))
     .bind(id)
     .bind(user_id)
     .bind(session_id)
@@ -67,10 +76,12 @@ pub async fn find_by_idempotency_key(
     user_id: UserId,
     key: &str,
 ) -> Result<Option<Keyed>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, operation_type, status, result, error_message, created_at, updated_at, session_id
-         FROM operations WHERE user_id = $1 AND idempotency_key = $2",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        operation_columns!(),
+        ", session_id
+         FROM operations WHERE user_id = $1 AND idempotency_key = $2"
+    ))
     .bind(user_id)
     .bind(key)
     .fetch_optional(conn)
@@ -104,10 +115,11 @@ pub async fn find_owned(
     id: OperationId,
     user_id: UserId,
 ) -> Result<Option<Operation>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, operation_type, status, result, error_message, created_at, updated_at
-         FROM operations WHERE id = $1 AND user_id = $2",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        operation_columns!(),
+        " FROM operations WHERE id = $1 AND user_id = $2"
+    ))
     .bind(id)
     .bind(user_id)
     .fetch_optional(conn)
@@ -139,40 +151,17 @@ pub async fn cancel(
     id: OperationId,
     user_id: UserId,
 ) -> Result<Option<Operation>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         "UPDATE operations
          SET status = 'failed', error_message = $3, updated_at = now()
          WHERE id = $1 AND user_id = $2 AND status IN ('pending', 'processing')
-         RETURNING id, operation_type, status, result, error_message, created_at, updated_at",
-    )
+         RETURNING ",
+        operation_columns!()
+    ))
     .bind(id)
     .bind(user_id)
     .bind(CANCELLED)
     .fetch_optional(conn)
-    .await
-}
-
-/// Deletes up to [`queue::PURGE_BATCH`] finished operations last changed more than
-/// `older_than_days` ago. Their question messages stay (their `operation_id` becomes
-/// NULL): the message is the record, the operation only its receipt. Keys for
-/// idempotency live 24 hours, so a retention of a day or more never forgets one that
-/// still counts. `None` when another replica is purging now.
-pub async fn purge_finished(
-    pool: &PgPool,
-    older_than_days: u32,
-) -> Result<Option<u64>, sqlx::Error> {
-    queue::purge_locked(
-        pool,
-        sqlx::query(
-            "DELETE FROM operations WHERE id IN (
-                 SELECT id FROM operations
-                 WHERE status IN ('completed', 'failed')
-                   AND updated_at < now() - make_interval(days => $1)
-                 LIMIT $2)",
-        )
-        .bind(older_than_days as i32)
-        .bind(queue::PURGE_BATCH),
-    )
     .await
 }
 
@@ -181,10 +170,11 @@ pub async fn find(
     conn: &mut PgConnection,
     id: OperationId,
 ) -> Result<Option<Operation>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, operation_type, status, result, error_message, created_at, updated_at
-         FROM operations WHERE id = $1",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        operation_columns!(),
+        " FROM operations WHERE id = $1"
+    ))
     .bind(id)
     .fetch_optional(conn)
     .await
@@ -232,12 +222,13 @@ pub async fn page_of_session(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<Operation>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, operation_type, status, result, error_message, created_at, updated_at
-         FROM operations WHERE session_id = $1 AND status = ANY($2)
+    sqlx::query_as(concat!(
+        "SELECT ",
+        operation_columns!(),
+        " FROM operations WHERE session_id = $1 AND status = ANY($2)
          ORDER BY accepted_seq
-         LIMIT $3 OFFSET $4",
-    )
+         LIMIT $3 OFFSET $4"
+    ))
     .bind(session_id)
     .bind(statuses)
     .bind(limit)

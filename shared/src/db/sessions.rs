@@ -1,5 +1,6 @@
 //! SQL for `interview_sessions`. Reads and writes made for a user are scoped to that
-//! user; the worker's lock-and-count pair is what keeps question numbers gap-free.
+//! user. The question counter is advanced only by the worker's one commit statement
+//! (`super::attempt::complete`), which is what keeps question numbers gap-free.
 
 use crate::domain::{JobPostingId, SessionId, SessionStatus, UserId};
 use chrono::{DateTime, Utc};
@@ -21,6 +22,15 @@ pub struct Session {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The columns of [`Session`], in its fields' order: one list for every statement that
+/// returns a session, so a new column cannot be forgotten in one of them. A macro so
+/// that the statements stay `&'static str` (sqlx refuses SQL built at run time).
+macro_rules! session_columns {
+    () => {
+        "id, user_id, job_posting_id, status, current_question_number, created_at, updated_at"
+    };
+}
+
 /// Starts a session on a job posting, only if `user_id` owns the posting: `None` when
 /// it does not exist or is someone else's. One statement, so no race with a delete.
 pub async fn insert_for_posting(
@@ -28,11 +38,12 @@ pub async fn insert_for_posting(
     user_id: UserId,
     job_posting_id: JobPostingId,
 ) -> Result<Option<Session>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         "INSERT INTO interview_sessions (id, user_id, job_posting_id)
          SELECT $1, jp.user_id, jp.id FROM job_postings jp WHERE jp.id = $2 AND jp.user_id = $3
-         RETURNING id, user_id, job_posting_id, status, current_question_number, created_at, updated_at",
-    )
+         RETURNING ",
+        session_columns!()
+    ))
     .bind(SessionId::new())
     .bind(job_posting_id)
     .bind(user_id)
@@ -47,12 +58,13 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<Session>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, user_id, job_posting_id, status, current_question_number, created_at, updated_at
-         FROM interview_sessions WHERE user_id = $1
+    sqlx::query_as(concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM interview_sessions WHERE user_id = $1
          ORDER BY created_at DESC, id DESC
-         LIMIT $2 OFFSET $3",
-    )
+         LIMIT $2 OFFSET $3"
+    ))
     .bind(user_id)
     .bind(limit)
     .bind(offset)
@@ -74,10 +86,11 @@ pub async fn find_owned(
     id: SessionId,
     user_id: UserId,
 ) -> Result<Option<Session>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, user_id, job_posting_id, status, current_question_number, created_at, updated_at
-         FROM interview_sessions WHERE id = $1 AND user_id = $2",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM interview_sessions WHERE id = $1 AND user_id = $2"
+    ))
     .bind(id)
     .bind(user_id)
     .fetch_optional(conn)
@@ -86,16 +99,20 @@ pub async fn find_owned(
 
 /// Like [`find_owned`], and holds the row lock until the transaction ends, so a status
 /// check and what depends on it see the same status.
+///
+/// Spelled out beside [`find_owned`] rather than folded into it behind a flag: whether a
+/// statement takes a row lock is a decision the reader of the caller must see by name.
 pub async fn lock_owned(
     conn: &mut PgConnection,
     id: SessionId,
     user_id: UserId,
 ) -> Result<Option<Session>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, user_id, job_posting_id, status, current_question_number, created_at, updated_at
-         FROM interview_sessions WHERE id = $1 AND user_id = $2
-         FOR UPDATE",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM interview_sessions WHERE id = $1 AND user_id = $2
+         FOR UPDATE"
+    ))
     .bind(id)
     .bind(user_id)
     .fetch_optional(conn)
@@ -104,10 +121,11 @@ pub async fn lock_owned(
 
 /// The session, whoever owns it: for the worker, which acts for the owner already.
 pub async fn find(conn: &mut PgConnection, id: SessionId) -> Result<Option<Session>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, user_id, job_posting_id, status, current_question_number, created_at, updated_at
-         FROM interview_sessions WHERE id = $1",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM interview_sessions WHERE id = $1"
+    ))
     .bind(id)
     .fetch_optional(conn)
     .await
@@ -119,11 +137,12 @@ pub async fn set_status(
     id: SessionId,
     status: SessionStatus,
 ) -> Result<Session, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         "UPDATE interview_sessions SET status = $2, updated_at = now()
          WHERE id = $1
-         RETURNING id, user_id, job_posting_id, status, current_question_number, created_at, updated_at",
-    )
+         RETURNING ",
+        session_columns!()
+    ))
     .bind(id)
     .bind(status)
     .fetch_one(conn)

@@ -1,7 +1,7 @@
 //! The board's two views, as HTML strings: the queue at a glance, and one job.
 
 use super::html::{age, escape, optional_time, page, path_segment, run_at, short, time};
-use shared::db::queue::{BOARD_STATES, BoardJob, BoardJobDetail, BoardWorker};
+use shared::db::board::{BOARD_STATES, BoardJob, BoardJobDetail, BoardWorker};
 use std::time::Duration;
 
 /// How much of a last error the list shows; the job's page shows all of it.

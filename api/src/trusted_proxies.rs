@@ -1,16 +1,14 @@
 //! Who the client is, as far as throttling goes: the socket's peer, or, when that peer
-//! is a proxy named in `TRUSTED_PROXIES`, the address it forwarded.
+//! is a proxy named in `TRUSTED_PROXIES`, the address it forwarded. The extractor that
+//! asks this of each request is `crate::extract::ClientAddr`.
 //!
 //! `X-Forwarded-For` is a list each proxy appends to, and anything left of the last
 //! trusted hop may be forged by the client. So the list is read from the right, past
 //! the trusted proxies, and the first address that is not one is the client. From an
 //! untrusted peer the header is ignored entirely.
 
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use ipnet::IpNet;
-use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// The proxies whose `X-Forwarded-For` is believed.
@@ -46,53 +44,6 @@ impl TrustedProxies {
             }
         }
         client
-    }
-}
-
-/// The client's address, as a throttling key. IPv6 clients are keyed by their /64:
-/// one host usually holds a whole /64, and per-address limits must not be dodged by
-/// stepping through it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub IpAddr);
-
-impl ClientAddr {
-    /// The key under which this client is counted.
-    pub fn key(&self) -> String {
-        match self.0 {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4.to_string(),
-                None => {
-                    let segments = v6.segments();
-                    format!(
-                        "{:x}:{:x}:{:x}:{:x}::/64",
-                        segments[0], segments[1], segments[2], segments[3]
-                    )
-                }
-            },
-        }
-    }
-}
-
-impl FromRequestParts<crate::state::AppState> for ClientAddr {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &crate::state::AppState,
-    ) -> Result<Self, Self::Rejection> {
-        // Served by shared::serve, every request carries its peer; a request built in
-        // memory (none in production) counts as one unknown client.
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
-        let forwarded = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|value| value.to_str().ok());
-        Ok(ClientAddr(state.guards.proxies.client(peer, forwarded)))
     }
 }
 
@@ -132,13 +83,5 @@ mod tests {
             nobody.client(ip("10.0.0.1"), header.into_iter()),
             ip("10.0.0.1")
         );
-    }
-
-    #[test]
-    fn ipv6_clients_are_counted_by_their_64() {
-        let a = ClientAddr(ip("2001:db8:1:2:aaaa::1"));
-        let b = ClientAddr(ip("2001:db8:1:2:bbbb::2"));
-        assert_eq!(a.key(), b.key());
-        assert_eq!(ClientAddr(ip("::ffff:192.0.2.1")).key(), "192.0.2.1");
     }
 }

@@ -1,14 +1,48 @@
-//! HTTP request metrics. Every label takes its value from a fixed set, so no client can
-//! grow `/metrics`: the route is its template (never the raw path, whose ids are
-//! unbounded; `unmatched` for every path without a route), and the method is one of the
-//! standard ones or `other` (hyper accepts any token as a method).
+//! The api's own series: HTTP request metrics, and the counters of what it refused or
+//! cancelled. (The queue and operations gauges are shared with the worker:
+//! `shared::metrics`.)
+//!
+//! Every label takes its value from a fixed set, so no client can grow `/metrics`: the
+//! route is its template (never the raw path, whose ids are unbounded; `unmatched` for
+//! every path without a route), and the method is one of the standard ones or `other`
+//! (hyper accepts any token as a method).
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics::{counter, histogram};
+use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 use std::time::Instant;
+
+/// Describes the api's own series and registers its counters at zero, so that
+/// dashboards and alerts find them before the first event. Called once the recorder is
+/// installed (`shared::metrics::install_recorder`).
+pub fn register() {
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests by method, route template and status."
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by method and route template."
+    );
+    describe_counter!(
+        "password_hashes_refused_total",
+        "Registrations and logins answered 503 because every hashing slot was busy."
+    );
+    describe_counter!(
+        "long_polls_shed_total",
+        "Long polls answered at once because MAX_LONG_POLLS were already waiting."
+    );
+    describe_counter!(
+        "operations_cancelled_total",
+        "Operations their owner cancelled."
+    );
+    counter!("password_hashes_refused_total").increment(0);
+    counter!("long_polls_shed_total").increment(0);
+    counter!("operations_cancelled_total").increment(0);
+}
 
 /// Counts the request and times it: `http_requests_total{method,route,status}` and
 /// `http_request_duration_seconds{method,route}`.

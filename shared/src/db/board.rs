@@ -1,0 +1,208 @@
+//! The queue board's views (the worker's `/board`): read-only, for operators. Nothing
+//! here writes: an operator who must act does it through the lifecycle (the owner's
+//! cancel), never by editing a job behind the operation's back. Rendering is the
+//! worker's (`worker/src/board/`).
+
+use crate::jobs::QUESTION_GENERATION_QUEUE;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+/// A job's state as the board names it, from its apalis status, its `run_at` and its
+/// attempts: `pending` (due now), `held` (behind its session's earlier question),
+/// `scheduled` (due later), `running`, `done`, `retrying` (`Failed` with attempts left,
+/// fetched again at once), `failed` (`Failed` with its attempts spent), `killed`. One
+/// expression for the counts and the list, so the two never disagree; a macro for the
+/// same reason as [`crate::ended_job!`].
+#[macro_export]
+macro_rules! board_state {
+    () => {
+        "CASE WHEN j.status IN ('Pending', 'Queued') AND j.run_at >= question_job_held_until() THEN 'held'
+              WHEN j.status IN ('Pending', 'Queued') AND j.run_at > now() THEN 'scheduled'
+              WHEN j.status IN ('Pending', 'Queued') THEN 'pending'
+              WHEN j.status = 'Failed' AND j.attempts >= j.max_attempts THEN 'failed'
+              WHEN j.status = 'Failed' THEN 'retrying'
+              ELSE lower(j.status) END"
+    };
+}
+
+/// The board's states, in the order it shows them.
+pub const BOARD_STATES: [&str; 8] = [
+    "pending",
+    "held",
+    "scheduled",
+    "running",
+    "retrying",
+    "done",
+    "failed",
+    "killed",
+];
+
+/// Jobs of the queue by board state (see [`board_state!`]); a state without jobs is
+/// absent. One scan of the queue's rows, which retention keeps to a few days.
+pub async fn counts(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        board_state!(),
+        " AS state, count(*)
+         FROM apalis.jobs j
+         WHERE j.job_type = $1
+         GROUP BY 1"
+    ))
+    .bind(QUESTION_GENERATION_QUEUE)
+    .fetch_all(pool)
+    .await
+}
+
+/// One job as the board lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BoardJob {
+    pub id: String,
+    /// The board's state (see [`board_state!`]).
+    pub state: String,
+    /// apalis' own status.
+    pub status: String,
+    /// The operation id: our jobs' idempotency key.
+    pub operation_id: Option<String>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    /// The worker that holds (or last held) the job.
+    pub lock_by: Option<String>,
+    pub lock_at: Option<DateTime<Utc>>,
+    pub done_at: Option<DateTime<Utc>>,
+    /// The error of the last result, when it was one (`{"Err": ...}`), as text.
+    pub last_error: Option<String>,
+}
+
+/// The newest `limit` jobs of the queue (job ids are ULIDs: they sort by creation),
+/// only those in `state` when one is given.
+pub async fn jobs(
+    pool: &PgPool,
+    state: Option<&str>,
+    limit: i64,
+) -> Result<Vec<BoardJob>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT * FROM (
+             SELECT j.id, ",
+        board_state!(),
+        " AS state, j.status, j.idempotency_key AS operation_id, j.attempts, j.max_attempts,
+                    j.run_at, j.lock_by, j.lock_at, j.done_at,
+                    j.last_result ->> 'Err' AS last_error
+             FROM apalis.jobs j
+             WHERE j.job_type = $1) AS jobs
+         WHERE $2::text IS NULL OR jobs.state = $2
+         ORDER BY jobs.id DESC
+         LIMIT $3"
+    ))
+    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(state)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// One job with everything the board shows of it: its row, the whole last result, and
+/// its operation when it still exists.
+#[derive(Debug, Clone)]
+pub struct BoardJobDetail {
+    pub job: BoardJob,
+    pub priority: Option<i32>,
+    pub last_result: Option<serde_json::Value>,
+    pub operation: Option<BoardOperation>,
+}
+
+/// The operation of a job, as the board shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BoardOperation {
+    pub id: uuid::Uuid,
+    pub status: String,
+    pub attempts: i32,
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// The job `id` of the queue with its operation; `None` when there is no such job. Any
+/// text may be asked for: an id that is no job's finds nothing.
+pub async fn job(pool: &PgPool, id: &str) -> Result<Option<BoardJobDetail>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        job: BoardJob,
+        priority: Option<i32>,
+        last_result: Option<serde_json::Value>,
+    }
+    let mut conn = pool.acquire().await?;
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "SELECT j.id, ",
+        board_state!(),
+        " AS state, j.status, j.idempotency_key AS operation_id, j.attempts, j.max_attempts,
+                j.run_at, j.lock_by, j.lock_at, j.done_at,
+                j.last_result ->> 'Err' AS last_error, j.priority, j.last_result
+         FROM apalis.jobs j
+         WHERE j.job_type = $1 AND j.id = $2"
+    ))
+    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    // Our jobs' keys are operation ids; one that is not (a job pushed by hand) simply
+    // has no operation, rather than failing the page on a cast.
+    let operation_id = row
+        .job
+        .operation_id
+        .as_deref()
+        .and_then(|key| uuid::Uuid::parse_str(key).ok());
+    let operation = match operation_id {
+        Some(operation_id) => {
+            sqlx::query_as(
+                "SELECT id, status, attempts, error_message, created_at, updated_at, started_at
+                 FROM operations WHERE id = $1",
+            )
+            .bind(operation_id)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        None => None,
+    };
+    Ok(Some(BoardJobDetail {
+        job: row.job,
+        priority: row.priority,
+        last_result: row.last_result,
+        operation,
+    }))
+}
+
+/// A worker of the queue as the board lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BoardWorker {
+    pub id: String,
+    pub last_seen: DateTime<Utc>,
+    /// Seconds since `last_seen`, by the database's clock.
+    pub age_secs: f64,
+    /// Jobs it holds `Running` now.
+    pub running: i64,
+}
+
+/// The queue's workers, the most recently seen first, at most `limit` (silent ones stay
+/// until retention deletes them).
+pub async fn workers(pool: &PgPool, limit: i64) -> Result<Vec<BoardWorker>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT w.id, w.last_seen,
+                extract(epoch FROM now() - w.last_seen)::float8 AS age_secs,
+                (SELECT count(*) FROM apalis.jobs j
+                 WHERE j.lock_by = w.id AND j.status = 'Running') AS running
+         FROM apalis.workers w
+         WHERE w.worker_type = $1
+         ORDER BY w.last_seen DESC
+         LIMIT $2",
+    )
+    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

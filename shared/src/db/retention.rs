@@ -1,0 +1,126 @@
+//! Retention: the deletes that keep the tables to a few days of history. apalis never
+//! deletes a queue row, and a finished operation is only a receipt, so each table's old
+//! rows go here, in batches of [`PURGE_BATCH`], one replica at a time (an advisory
+//! lock). The schedule (how often, how many days) is the worker's; the statements are
+//! here, beside each other, because they share their runner and their lock.
+
+use crate::ended_job;
+use crate::jobs::QUESTION_GENERATION_QUEUE;
+use sqlx::{PgConnection, PgPool};
+
+/// Rows deleted per statement by the purges: small enough that no statement holds
+/// many row locks or a long transaction, large enough that a backlog goes in minutes.
+pub const PURGE_BATCH: i64 = 1_000;
+
+/// Deletes up to [`PURGE_BATCH`] ended jobs of the queue that ended more than
+/// `older_than_days` ago, and held jobs whose operation went with its user (nothing
+/// will release them, and their run_at, the end of time, never ages). The operations
+/// and messages they produced are kept: only the queue's rows go. `None` when another
+/// replica is purging now.
+pub async fn purge_ended_jobs(
+    pool: &PgPool,
+    older_than_days: u32,
+) -> Result<Option<u64>, sqlx::Error> {
+    purge(
+        pool,
+        concat!(
+            "DELETE FROM apalis.jobs WHERE id IN (
+                 SELECT j.id FROM apalis.jobs j
+                 WHERE j.job_type = $1
+                   AND ((",
+            ended_job!(),
+            " AND coalesce(j.done_at, j.lock_at, j.run_at) < now() - make_interval(days => $2))
+                        OR (j.run_at >= question_job_held_until()
+                            AND NOT EXISTS (SELECT 1 FROM operations o
+                                            WHERE o.id = j.idempotency_key::uuid)))
+                 LIMIT $3)"
+        ),
+        older_than_days,
+    )
+    .await
+}
+
+/// Deletes up to [`PURGE_BATCH`] rows of workers silent for more than
+/// `older_than_days` that no job refers to any more (`jobs.lock_by` is a foreign key
+/// to them, and a job held by a worker row that is gone could never be taken over).
+/// `None` when another replica is purging now.
+pub async fn purge_silent_workers(
+    pool: &PgPool,
+    older_than_days: u32,
+) -> Result<Option<u64>, sqlx::Error> {
+    purge(
+        pool,
+        "DELETE FROM apalis.workers WHERE id IN (
+             SELECT w.id FROM apalis.workers w
+             WHERE w.worker_type = $1
+               AND w.last_seen < now() - make_interval(days => $2)
+               AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)
+             LIMIT $3)",
+        older_than_days,
+    )
+    .await
+}
+
+/// Deletes up to [`PURGE_BATCH`] finished operations last changed more than
+/// `older_than_days` ago. Their question messages stay (their `operation_id` becomes
+/// NULL): the message is the record, the operation only its receipt. Keys for
+/// idempotency live 24 hours, so a retention of a day or more never forgets one that
+/// still counts. `None` when another replica is purging now.
+pub async fn purge_finished_operations(
+    pool: &PgPool,
+    older_than_days: u32,
+) -> Result<Option<u64>, sqlx::Error> {
+    purge_locked(
+        pool,
+        sqlx::query(
+            "DELETE FROM operations WHERE id IN (
+                 SELECT id FROM operations
+                 WHERE status IN ('completed', 'failed')
+                   AND updated_at < now() - make_interval(days => $1)
+                 LIMIT $2)",
+        )
+        .bind(older_than_days as i32)
+        .bind(PURGE_BATCH),
+    )
+    .await
+}
+
+/// Runs one purge statement (binding the queue, the days and [`PURGE_BATCH`]) under
+/// the purge lock; `None` when another replica holds it.
+async fn purge(
+    pool: &PgPool,
+    sql: &'static str,
+    older_than_days: u32,
+) -> Result<Option<u64>, sqlx::Error> {
+    purge_locked(
+        pool,
+        sqlx::query(sql)
+            .bind(QUESTION_GENERATION_QUEUE)
+            .bind(older_than_days as i32)
+            .bind(PURGE_BATCH),
+    )
+    .await
+}
+
+/// Runs `statement`, a batch of a purge, in a transaction that holds the purge lock,
+/// and returns the rows it deleted; `None` when another replica holds the lock. The
+/// one runner for every retention statement.
+async fn purge_locked(
+    pool: &PgPool,
+    statement: sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<Option<u64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if !try_purge_lock(&mut tx).await? {
+        return Ok(None);
+    }
+    let done = statement.execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(Some(done.rows_affected()))
+}
+
+/// One replica purges at a time: the lock is released when the transaction ends.
+async fn try_purge_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('interviewer.purge'))")
+        .fetch_one(conn)
+        .await
+}

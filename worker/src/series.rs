@@ -1,0 +1,74 @@
+//! The worker's own metric series: its jobs, its model calls, and the reconciler's
+//! figures. (The queue and operations gauges are shared with the api:
+//! `shared::metrics`.)
+
+use futures::FutureExt;
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use shared::db::reconcile::{self, WorstCase};
+use shared::metrics::OwnGauges;
+
+/// Describes the worker's own series and registers them at zero, so that dashboards
+/// and alerts find them from the first scrape, before the first job. Called once the
+/// recorder is installed (`shared::metrics::install_recorder`).
+pub fn register() {
+    describe_histogram!(
+        "question_job_duration_seconds",
+        Unit::Seconds,
+        "Wall time of one job attempt, LLM call included."
+    );
+    describe_histogram!(
+        "llm_request_duration_seconds",
+        Unit::Seconds,
+        "Duration of one LLM request."
+    );
+    describe_counter!("llm_requests_total", "LLM requests by outcome.");
+    describe_counter!(
+        "question_job_retries_total",
+        "Job attempts that failed and will be tried again."
+    );
+    describe_counter!(
+        "question_jobs_finished_total",
+        "Jobs that ended, by outcome (completed or failed)."
+    );
+    describe_gauge!(
+        "question_jobs_in_flight",
+        "Jobs this worker process is running now."
+    );
+    describe_gauge!(
+        "operations_overdue",
+        "Unfinished operations first started longer ago than their job's worst case (must read 0)."
+    );
+    describe_counter!(
+        "operations_reconciled_total",
+        "Operations the reconciler failed, by reason (job_ended, overdue)."
+    );
+    let _ = histogram!("question_job_duration_seconds");
+    let _ = histogram!("llm_request_duration_seconds");
+    counter!("llm_requests_total", "outcome" => "ok").increment(0);
+    counter!("question_job_retries_total").increment(0);
+    for outcome in ["completed", "failed"] {
+        counter!("question_jobs_finished_total", "outcome" => outcome).increment(0);
+    }
+    gauge!("question_jobs_in_flight").set(0.0);
+    gauge!("operations_overdue").set(0.0);
+    for reason in ["job_ended", "overdue"] {
+        counter!("operations_reconciled_total", "reason" => reason).increment(0);
+    }
+}
+
+/// The worker's own database gauge, read by the shared refresh loop: `operations_overdue`.
+/// Counted here, not by the reconciler: it shows what the reconciler has not (yet)
+/// caught, so a reconciler that stopped working shows here.
+pub fn database_gauges(worst_case: WorstCase) -> OwnGauges {
+    Box::new(move |pool| {
+        async move {
+            let mut conn = pool.acquire().await?;
+            let overdue = reconcile::count_overdue(&mut conn, worst_case).await?;
+            gauge!("operations_overdue").set(overdue as f64);
+            Ok(())
+        }
+        .boxed()
+    })
+}
