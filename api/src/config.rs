@@ -36,9 +36,9 @@ pub struct ApiConfig {
     #[arg(long, env = "MAX_PENDING_PER_SESSION", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub max_pending_per_session: u32,
 
-    /// LLM attempts a job may take in all; recorded on each job so the queue never runs
-    /// it more often than the worker's retry budget. Keep it equal to the workers'.
-    #[arg(long, env = "LLM_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    /// Model calls a question may take in all, the first included: written on each job
+    /// as its `max_attempts`, the one budget the workers read (they have no setting).
+    #[arg(long, env = "LLM_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=i64::from(shared::jobs::MAX_ATTEMPTS_CEILING)))]
     pub llm_max_attempts: u32,
 
     /// Seconds a request may take before it is answered 503, 1 to 300 (long polls get

@@ -41,13 +41,18 @@ impl QuestionGenerationJob {
 /// `question_job_held_until()` is the same instant.
 pub const HELD_UNTIL: u64 = 253_402_300_799;
 
+/// The most attempts a job may be enqueued with (`LLM_MAX_ATTEMPTS` is 1 to this). The
+/// worker's retry layer allows this many, so the job's own `max_attempts` is what binds.
+pub const MAX_ATTEMPTS_CEILING: u32 = 100;
+
 /// Pushes the job on `conn` (the caller's open transaction); `held` when an earlier
 /// operation of the session is unfinished, so that the job waits until that one ends
 /// (the trigger `operations_release_next_question` lets it run then).
 ///
-/// `max_attempts` must equal the worker's retry budget: apalis' storage otherwise
-/// re-fetches a failed row at once, up to 25 times (docs/APALIS.md, "Retries"). The
-/// operation id doubles as the job's idempotency key, so a second job for one
+/// `max_attempts` is the job's whole budget of model calls that no wait explains: the
+/// worker reads it from the job (it has no setting of its own), and apalis' storage
+/// stops re-fetching a failed row there (docs/APALIS.md, "Retries"). The operation id
+/// doubles as the job's idempotency key, so a second job for one
 /// operation is refused by apalis' unique index.
 pub async fn enqueue(
     conn: &mut PgConnection,

@@ -4,6 +4,7 @@ use crate::llm::openai::ReplyFormat;
 use clap::builder::TypedValueParser;
 use clap::{Parser, ValueEnum};
 use shared::config::{DatabaseConfig, Secret, TelemetryConfig};
+use shared::db::reconcile::WorstCase;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -63,10 +64,6 @@ pub struct WorkerConfig {
     /// Seconds one LLM request may take (0.001 to 600; fractions allowed).
     #[arg(long, env = "LLM_TIMEOUT_SECS", default_value_t = 10.0, value_parser = llm_timeout_secs)]
     pub llm_timeout_secs: f64,
-
-    /// LLM attempts per question in all, first one included.
-    #[arg(long, env = "LLM_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub llm_max_attempts: u32,
 
     /// How the reply is requested: json_schema, json_object, or text.
     #[arg(long, env = "LLM_RESPONSE_FORMAT", value_enum, default_value_t = ReplyFormat::JsonSchema)]
@@ -224,14 +221,16 @@ impl WorkerConfig {
         self.heartbeat_window() / MISSED_HEARTBEATS
     }
 
-    /// The longest a job may take from its first start, every attempt included: each
-    /// attempt may time out, wait the longest backoff, and lose its worker (a takeover
-    /// window), plus a margin. An unfinished operation first started longer ago than
-    /// this is failed by the reconciler. 190 s with the defaults:
-    /// 5 × (10 s + 8 s + 8 s) + 60 s.
-    pub fn operation_worst_case(&self) -> Duration {
-        (self.llm_timeout() + self.backoff_max() + self.heartbeat_window()) * self.llm_max_attempts
-            + WORST_CASE_MARGIN
+    /// The longest a job may take from its first start: each of its attempts (the
+    /// job's `max_attempts`, which the api wrote from `LLM_MAX_ATTEMPTS`) may time out,
+    /// wait the longest backoff, and lose its worker (a takeover window), plus a margin
+    /// once. An unfinished operation first started longer ago than this is failed by
+    /// the reconciler. 190 s with the defaults: 5 × (10 s + 8 s + 8 s) + 60 s.
+    pub fn operation_worst_case(&self) -> WorstCase {
+        WorstCase {
+            per_attempt: self.llm_timeout() + self.backoff_max() + self.heartbeat_window(),
+            margin: WORST_CASE_MARGIN,
+        }
     }
 
     /// Settings for tests: the offline provider, short timeouts and backoff.
@@ -244,7 +243,6 @@ impl WorkerConfig {
             openai_base_url: None,
             llm_model: "test-model".into(),
             llm_timeout_secs: 2.0,
-            llm_max_attempts: 5,
             llm_response_format: ReplyFormat::JsonSchema,
             llm_backoff_base_ms: 10,
             llm_backoff_max_ms: 50,
@@ -270,7 +268,10 @@ mod tests {
         assert_eq!(config.heartbeat_window(), Duration::from_secs(8));
         assert_eq!(config.heartbeat_interval(), Duration::from_secs(2));
         // 5 × (10 s + 8 s + 8 s) + 60 s
-        assert_eq!(config.operation_worst_case(), Duration::from_secs(190));
+        assert_eq!(
+            config.operation_worst_case().for_attempts(5),
+            Duration::from_secs(190)
+        );
         assert_eq!(config.provider(), Provider::Offline);
     }
 
@@ -280,7 +281,6 @@ mod tests {
             ["worker", "--llm-backoff-base-ms", "0"],
             ["worker", "--llm-backoff-max-ms", "0"],
             ["worker", "--worker-heartbeat-secs", "1"],
-            ["worker", "--llm-max-attempts", "0"],
             ["worker", "--worker-concurrency", "0"],
             ["worker", "--worker-shutdown-secs", "3601"],
             ["worker", "--job-retention-days", "36501"],

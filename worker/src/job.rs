@@ -15,19 +15,22 @@
 //! will not pass, the operation is set `failed` with a sentence for a person and the job
 //! ends with [`AbortError`].
 //!
-//! "Last" is decided from both counters that bound the job, whichever runs out first:
-//! ours (`operations.attempts`, counted when an attempt starts, so a job re-delivered
-//! after a crash keeps its budget) and apalis' own (the task's attempt against its
-//! `max_attempts`, which a takeover or a drained shutdown raises without running the
-//! handler). When either says last, whatever ends the attempt (a database error, a
+//! "Last" is decided from both counters that bound the job, whichever runs out first,
+//! each against the job's own `max_attempts` (the api's `LLM_MAX_ATTEMPTS` when it
+//! enqueued; the worker has no budget of its own): ours (`operations.attempts`, counted
+//! when an attempt starts, so a job re-delivered after a crash keeps its budget) and
+//! apalis' own (the task's attempt, which a takeover or a drained shutdown raises
+//! without running the handler). When either says last, whatever ends the attempt (a database error, a
 //! panic, invalid output) fails the operation; the reconciler ([`crate::upkeep`]) backs
 //! that up when even the failure cannot be written.
 //!
 //! An attempt uses one pooled connection at a time: holding one while acquiring a
-//! second lets jobs wait on each other until the pool's timeout.
+//! second lets jobs wait on each other until the pool's timeout. Each database step
+//! carries its name (`.context(…)`), so the one log line of a failed attempt says where.
 
 use crate::llm::{Generated, Llm, LlmError, QuestionWriter};
 use crate::prompt::{PROMPT_VERSION, QuestionContext};
+use anyhow::Context;
 use apalis::prelude::{AbortError, BoxDynError, Data, FromRequest, Task, TaskId};
 use futures::FutureExt;
 use metrics::{counter, gauge, histogram};
@@ -35,7 +38,7 @@ use serde_json::json;
 use shared::db::attempt::{self, Completion};
 use shared::db::{operations, sessions};
 use shared::domain::{OperationId, QuestionType, SessionStatus};
-use shared::jobs::QuestionGenerationJob;
+use shared::jobs::{MAX_ATTEMPTS_CEILING, QuestionGenerationJob};
 use sqlx::{PgConnection, PgPool};
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -48,8 +51,6 @@ use tracing::Instrument;
 pub struct JobState {
     pub pool: PgPool,
     pub llm: Llm,
-    /// LLM attempts per operation in all (`LLM_MAX_ATTEMPTS`).
-    pub max_attempts: u32,
     /// Earlier questions quoted into a prompt (`PROMPT_MAX_EARLIER_QUESTIONS`).
     pub max_earlier_questions: i64,
 }
@@ -75,12 +76,18 @@ impl<Args: Sync> FromRequest<Task<Args>> for Delivery {
 }
 
 impl Delivery {
+    /// The job's budget of model calls: its `max_attempts` (every job the api pushes
+    /// has one; a job pushed by other means without it gets the ceiling).
+    fn budget(&self) -> u32 {
+        self.max_attempts
+            .and_then(|max| u32::try_from(max).ok())
+            .unwrap_or(MAX_ATTEMPTS_CEILING)
+    }
+
     /// Whether apalis will not run the task again after a failure of this run: its
-    /// attempt count has reached the job's `max_attempts` (or, for a job without one,
-    /// the worker's budget).
-    fn is_last(&self, budget: u32) -> bool {
-        let max = self.max_attempts.unwrap_or(budget as usize);
-        self.attempt >= max
+    /// attempt count has reached the job's `max_attempts`.
+    fn is_last(&self) -> bool {
+        self.attempt >= self.budget() as usize
     }
 }
 
@@ -117,11 +124,11 @@ pub async fn handle(
     );
     let state = Arc::clone(&state);
     let started = Instant::now();
-    let apalis_last = delivery.is_last(state.max_attempts);
+    let apalis_last = delivery.is_last();
     gauge!("question_jobs_in_flight").increment(1.0);
     // A panic inside one attempt must not take the worker down or leave the job
     // claimed for good: it is caught here and treated as a failure that may pass.
-    let mut ending = AssertUnwindSafe(attempt(&state, job, apalis_last).instrument(span.clone()))
+    let mut ending = AssertUnwindSafe(attempt(&state, job, delivery).instrument(span.clone()))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Ending::Retry {
@@ -160,15 +167,15 @@ pub async fn handle(
 
 /// One attempt. Database errors are failures that may pass (the database may be back
 /// on the next attempt); nothing here leaves a partial write behind.
-async fn attempt(state: &JobState, job: QuestionGenerationJob, apalis_last: bool) -> Ending {
+async fn attempt(state: &JobState, job: QuestionGenerationJob, delivery: Delivery) -> Ending {
     // Until the attempt is counted, only apalis' counter knows whether it is the last.
-    let mut is_last = apalis_last;
-    match try_attempt(state, job, &mut is_last).await {
+    let mut is_last = delivery.is_last();
+    match try_attempt(state, job, delivery.budget(), &mut is_last).await {
         Ok(ending) => ending,
         Err(err) => {
-            tracing::error!(error = ?err, "database error during the attempt");
+            tracing::error!(error = %format!("{err:#}"), "database error during the attempt");
             Ending::Retry {
-                why: format!("database error: {err}"),
+                why: format!("database error: {err:#}"),
                 is_last,
             }
         }
@@ -178,28 +185,34 @@ async fn attempt(state: &JobState, job: QuestionGenerationJob, apalis_last: bool
 async fn try_attempt(
     state: &JobState,
     job: QuestionGenerationJob,
+    budget: u32,
     is_last: &mut bool,
-) -> Result<Ending, sqlx::Error> {
-    let mut conn = state.pool.acquire().await?;
+) -> anyhow::Result<Ending> {
+    let mut conn = state
+        .pool
+        .acquire()
+        .await
+        .context("acquiring a connection to start the attempt")?;
     let Some(started) = attempt::start(
         &mut conn,
         job.operation_id,
         job.session_id,
         state.max_earlier_questions,
     )
-    .await?
+    .await
+    .context("marking the operation processing and reading its inputs")?
     else {
         tracing::info!("operation already finished or gone; dropping the job");
         return Ok(Ending::Done);
     };
     tracing::Span::current().record("attempt", started.attempts);
     let attempts = u32::try_from(started.attempts).unwrap_or(u32::MAX);
-    if attempts > state.max_attempts {
+    if attempts > budget {
         // Re-delivered after its budget was spent (e.g. a worker died on the last
         // attempt before it could record the failure).
         return fail(&mut conn, job.operation_id, ATTEMPTS_SPENT).await;
     }
-    *is_last |= attempts >= state.max_attempts;
+    *is_last |= attempts >= budget;
 
     let Some(inputs) = started.inputs else {
         return fail(&mut conn, job.operation_id, SESSION_GONE).await;
@@ -245,7 +258,7 @@ async fn llm_failure(
     id: OperationId,
     err: LlmError,
     is_last: bool,
-) -> Result<Ending, sqlx::Error> {
+) -> anyhow::Result<Ending> {
     tracing::warn!(error = %err, is_last, "LLM request failed");
     if err.outcome.may_pass() && !is_last {
         Ok(Ending::Retry {
@@ -254,22 +267,17 @@ async fn llm_failure(
         })
     } else {
         // The LLM call held no connection; this is the attempt's only one now.
-        fail(
-            &mut *state.pool.acquire().await?,
-            id,
-            err.outcome.sentence(),
-        )
-        .await
+        let mut conn = (state.pool.acquire().await)
+            .context("acquiring a connection to record the model's failure")?;
+        fail(&mut conn, id, err.outcome.sentence()).await
     }
 }
 
 /// Sets the operation `failed` (only if it has not finished) and ends the job.
-async fn fail(
-    conn: &mut PgConnection,
-    id: OperationId,
-    sentence: &str,
-) -> Result<Ending, sqlx::Error> {
-    operations::fail(conn, id, sentence).await?;
+async fn fail(conn: &mut PgConnection, id: OperationId, sentence: &str) -> anyhow::Result<Ending> {
+    operations::fail(conn, id, sentence)
+        .await
+        .context("recording the operation's failure")?;
     Ok(Ending::Abort(sentence.to_owned()))
 }
 
@@ -285,7 +293,7 @@ async fn fail_last(state: &JobState, id: OperationId) -> Ending {
         Err(err) => Err(err),
     };
     if let Err(err) = written {
-        tracing::error!(error = %err, "could not record the failure; the reconciler will");
+        tracing::error!(error = %err, "recording the last attempt's failure failed; the reconciler will");
     }
     Ending::Abort(ATTEMPTS_SPENT.to_owned())
 }
@@ -297,7 +305,7 @@ async fn commit(
     generated: Generated,
     attempts: u32,
     latency_ms: u64,
-) -> Result<Ending, sqlx::Error> {
+) -> anyhow::Result<Ending> {
     let mut metadata = json!({
         "operation_id": job.operation_id,
         "model": generated.model,
@@ -315,26 +323,34 @@ async fn commit(
         question_type: generated.question.question_type,
         metadata: &metadata,
     };
-    let mut tx = state.pool.begin().await?;
+    let mut tx = (state.pool.begin().await).context("beginning the commit's transaction")?;
     // An ending that wrote what must not stand (`AlreadyStored`, `OperationFinished`)
     // returns without committing: the dropped transaction rolls it back.
-    match attempt::complete(&mut tx, &question).await? {
+    let completion = attempt::complete(&mut tx, &question)
+        .await
+        .context("storing the question, its number and the operation's result")?;
+    match completion {
         Completion::Completed {
             question_number,
             message_id,
         } => {
-            tx.commit().await?;
+            tx.commit().await.context("committing the question")?;
             tracing::info!(question_number, message_id = %message_id, "question committed");
             Ok(Ending::Done)
         }
         Completion::SessionNotActive => {
             // Nothing was written: the failure goes on the same connection.
-            let sentence = match sessions::find(&mut tx, job.session_id).await? {
+            let session = sessions::find(&mut tx, job.session_id)
+                .await
+                .context("reading the session that refused the question")?;
+            let sentence = match session {
                 Some(_) => SESSION_NOT_ACTIVE,
                 None => SESSION_GONE,
             };
             let ending = fail(&mut tx, job.operation_id, sentence).await?;
-            tx.commit().await?;
+            tx.commit()
+                .await
+                .context("committing the operation's failure")?;
             Ok(ending)
         }
         Completion::AlreadyStored => {

@@ -74,7 +74,9 @@ pub fn storage_config(config: &WorkerConfig) -> Config {
 pub fn monitor(config: &WorkerConfig, state: Arc<JobState>, queue_pool: PgPool) -> Monitor {
     let storage_config = storage_config(config);
     let concurrency = config.worker_concurrency as usize;
-    let retries = config.llm_max_attempts.saturating_sub(1) as usize;
+    // The retry layer's own count is only a ceiling: each job's `max_attempts` bounds it,
+    // since the handler aborts (which the layer never retries) on the job's last attempt.
+    let retries = shared::jobs::MAX_ATTEMPTS_CEILING.saturating_sub(1) as usize;
     let (base, max) = (config.backoff_base(), config.backoff_max());
     tracing::info!(
         concurrency,

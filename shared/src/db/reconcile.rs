@@ -7,9 +7,9 @@
 //! - its job has ended (`Done`, `Killed`, or `Failed` with its attempts spent) or is
 //!   missing: nothing will run it again, typically because the last attempt could not
 //!   even write its failure (the database was away);
-//! - or a worker first began it longer ago than a job's worst case: something holds it
-//!   that should not (a wedged process). Counting from the first start, not from
-//!   creation, because waiting in a backlog is legitimate.
+//! - or a worker first began it longer ago than its job's worst case ([`WorstCase`]):
+//!   something holds it that should not (a wedged process). Counting from the first
+//!   start, not from creation, because waiting in a backlog is legitimate.
 //!
 //! It is safe to run from every worker at once: rows are taken `FOR UPDATE SKIP
 //! LOCKED`, and every update is guarded by the status it expects.
@@ -28,6 +28,26 @@ pub const OVERDUE: &str = "The question could not be generated in time.";
 /// Operations failed per statement; the next tick takes the rest.
 const BATCH: i64 = 500;
 
+/// How long a job may take from its first start: `per_attempt × max_attempts +
+/// margin`, where `max_attempts` is the job's own, as the api wrote it at the enqueue
+/// (`LLM_MAX_ATTEMPTS` then). Read per job in SQL, so a worker needs no attempt budget
+/// of its own, and jobs enqueued before a change of the setting keep theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorstCase {
+    /// The longest one attempt may take: the model's timeout, the longest backoff and
+    /// a takeover window.
+    pub per_attempt: Duration,
+    /// Added once: pickup after a takeover, slow statements, a long pause of a process.
+    pub margin: Duration,
+}
+
+impl WorstCase {
+    /// The bound for a job of `max_attempts` attempts.
+    pub fn for_attempts(&self, max_attempts: u32) -> Duration {
+        self.per_attempt * max_attempts + self.margin
+    }
+}
+
 /// One operation the reconciler failed.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Reconciled {
@@ -37,11 +57,10 @@ pub struct Reconciled {
 }
 
 /// Fails the stuck operations (up to a batch), and ends the queue row of each overdue
-/// one so that no worker starts it again. `worst_case` is how long a job may take from
-/// its first start, every attempt, backoff and takeover included.
+/// one so that no worker starts it again.
 pub async fn fail_stuck(
     conn: &mut PgConnection,
-    worst_case: Duration,
+    worst_case: WorstCase,
 ) -> Result<Vec<Reconciled>, sqlx::Error> {
     sqlx::query_as(concat!(
         "WITH stuck AS (
@@ -56,7 +75,7 @@ pub async fn fail_stuck(
         ended_job!(),
         " OR coalesce(o.started_at,
                                 CASE WHEN j.status IN ('Queued', 'Running') THEN j.lock_at END)
-                       < now() - make_interval(secs => $2))
+                       < now() - make_interval(secs => $2 * j.max_attempts + $6))
              ORDER BY o.created_at
              LIMIT $3
              FOR UPDATE OF o SKIP LOCKED
@@ -82,26 +101,33 @@ pub async fn fail_stuck(
          SELECT id, reason FROM failed"
     ))
     .bind(QUESTION_GENERATION_QUEUE)
-    .bind(worst_case.as_secs_f64())
+    .bind(worst_case.per_attempt.as_secs_f64())
     .bind(BATCH)
     .bind(JOB_ENDED)
     .bind(OVERDUE)
+    .bind(worst_case.margin.as_secs_f64())
     .fetch_all(conn)
     .await
 }
 
-/// Unfinished operations first started longer ago than `worst_case`: the gauge that
-/// must read 0 (the reconciler fails them within a tick).
+/// Unfinished operations first started longer ago than their job's worst case: the
+/// gauge that must read 0 (the reconciler fails them within a tick). One whose job is
+/// gone has no attempt left to make, so one attempt's worst case is the most it may
+/// legitimately still run.
 pub async fn count_overdue(
     conn: &mut PgConnection,
-    worst_case: Duration,
+    worst_case: WorstCase,
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT count(*) FROM operations
-         WHERE status IN ('pending', 'processing')
-           AND started_at < now() - make_interval(secs => $1)",
+        "SELECT count(*) FROM operations o
+         LEFT JOIN apalis.jobs j ON j.job_type = $1 AND j.idempotency_key = o.id::text
+         WHERE o.status IN ('pending', 'processing')
+           AND o.started_at
+               < now() - make_interval(secs => $2 * coalesce(j.max_attempts, 1) + $3)",
     )
-    .bind(worst_case.as_secs_f64())
+    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(worst_case.per_attempt.as_secs_f64())
+    .bind(worst_case.margin.as_secs_f64())
     .fetch_one(conn)
     .await
 }

@@ -46,13 +46,14 @@ async fn two_server_errors_then_success_completes_after_exactly_three_calls(pool
 }
 
 #[sqlx::test(migrations = false)]
-async fn rate_limited_every_time_fails_after_exactly_max_attempts_calls(pool: PgPool) {
+async fn rate_limited_every_time_fails_after_exactly_the_jobs_max_attempts_calls(pool: PgPool) {
     migrated(&pool).await;
     let server = MockServer::start().await;
     mount(&server, 1, None, error(429)).await;
     let (user, session) = session(&pool, 1).await;
-    let worker =
-        RunningWorker::start(&pool, openai_config(&server, |c| c.llm_max_attempts = 4)).await;
+    // The worker has no budget of its own: the job's max_attempts (the api's
+    // LLM_MAX_ATTEMPTS when it enqueued) is the one bound.
+    let worker = RunningWorker::start(&pool, openai_config(&server, |_| {})).await;
     let op = enqueue(&pool, user, session, 4).await;
     let message = assert_failed_cleanly(&pool, op, session).await;
     // The job is over (Killed: no re-fetch of a failed row), and only then do we count.
@@ -131,14 +132,8 @@ async fn timing_out_every_time_fails_after_the_budget(pool: PgPool) {
     )
     .await;
     let (user, session) = session(&pool, 1).await;
-    let worker = RunningWorker::start(
-        &pool,
-        openai_config(&server, |c| {
-            c.llm_timeout_secs = 0.3;
-            c.llm_max_attempts = 2;
-        }),
-    )
-    .await;
+    let worker =
+        RunningWorker::start(&pool, openai_config(&server, |c| c.llm_timeout_secs = 0.3)).await;
     let op = enqueue(&pool, user, session, 2).await;
     let message = assert_failed_cleanly(&pool, op, session).await;
     worker.stop().await;
@@ -158,8 +153,7 @@ async fn malformed_unknown_type_and_empty_replies_are_retried_then_fail(pool: Pg
         let server = MockServer::start().await;
         mount(&server, 1, None, reply).await;
         let (user, session) = session(&pool, n).await;
-        let worker =
-            RunningWorker::start(&pool, openai_config(&server, |c| c.llm_max_attempts = 3)).await;
+        let worker = RunningWorker::start(&pool, openai_config(&server, |_| {})).await;
         let op = enqueue(&pool, user, session, 3).await;
         let message = assert_failed_cleanly(&pool, op, session).await;
         worker.stop().await;

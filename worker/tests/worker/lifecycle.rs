@@ -3,7 +3,7 @@
 //! and the reconciler for whatever still slips through.
 
 use crate::helpers::*;
-use shared::db::reconcile;
+use shared::db::reconcile::{self, WorstCase};
 use shared::domain::{OperationId, SessionId};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -278,8 +278,15 @@ async fn a_pool_of_three_under_64_jobs_in_flight_ends_everything_without_a_retry
     assert_eq!(retried, 0, "attempts failed for want of a connection");
 }
 
+/// The default settings' worst case: 26 s per attempt (10 s timeout, 8 s backoff, 8 s
+/// takeover window) and 60 s once; 190 s for a job of 5 attempts.
+const WORST_CASE: WorstCase = WorstCase {
+    per_attempt: Duration::from_secs(26),
+    margin: Duration::from_secs(60),
+};
+
 /// Reconciles now, as the worker's task does every few seconds.
-async fn reconcile(pool: &PgPool, worst_case: Duration) -> Vec<(OperationId, String)> {
+async fn reconcile(pool: &PgPool, worst_case: WorstCase) -> Vec<(OperationId, String)> {
     let mut conn = pool.acquire().await.expect("conn");
     reconcile::fail_stuck(&mut conn, worst_case)
         .await
@@ -338,8 +345,26 @@ async fn the_reconciler_fails_operations_whose_job_ended_vanished_or_overran_and
         .execute(&pool)
         .await
         .expect("age");
+    // 6: started half an hour ago, but its job allows 100 attempts (the worst case is
+    //    per job: 100 × 26 s + 60 s), so it may still legitimately run.
+    op.push(enqueue(&pool, user, session, 100).await);
+    sqlx::query(
+        "UPDATE operations SET status = 'processing', started_at = now() - interval '30 minutes'
+         WHERE id = $1",
+    )
+    .bind(op[6])
+    .execute(&pool)
+    .await
+    .expect("age");
 
-    let mut reconciled = reconcile(&pool, Duration::from_secs(190)).await;
+    let overdue = reconcile::count_overdue(&mut *pool.acquire().await.expect("conn"), WORST_CASE)
+        .await
+        .expect("count");
+    assert_eq!(
+        overdue, 1,
+        "only the operation past its own job's worst case"
+    );
+    let mut reconciled = reconcile(&pool, WORST_CASE).await;
     reconciled.sort_by_key(|(id, _)| op.iter().position(|o| o == id));
     assert_eq!(
         reconciled,
@@ -363,7 +388,7 @@ async fn the_reconciler_fails_operations_whose_job_ended_vanished_or_overran_and
         assert_eq!(failed.status.as_str(), "failed");
         assert_eq!(failed.error_message.as_deref(), Some(sentence));
     }
-    for id in [op[4], op[5]] {
+    for id in [op[4], op[5], op[6]] {
         let kept = shared::db::operations::find(&mut conn, id)
             .await
             .expect("find")
@@ -377,7 +402,7 @@ async fn the_reconciler_fails_operations_whose_job_ended_vanished_or_overran_and
         .expect("job");
     assert_eq!(overdue_job, "Killed", "no worker may start it again");
     // A second pass finds nothing more: it is idempotent.
-    assert!(reconcile(&pool, Duration::from_secs(190)).await.is_empty());
+    assert!(reconcile(&pool, WORST_CASE).await.is_empty());
 }
 
 #[sqlx::test(migrations = false)]
