@@ -1,8 +1,10 @@
--- The worker's commit transaction (shared/src/db/attempt.rs `complete`, run by
+-- The worker's commit transaction (shared/src/db/attempt.rs `COMPLETE`, run by
 -- worker/src/job.rs `commit`), statement for statement: one statement that counts the
 -- question (taking the session's row lock), stores it and completes the operation
 -- (whose trigger sends the NOTIFY). Each client completes its own operations in turn:
 -- client c takes c, c + clients, c + 2 × clients, … (pgbench -D clients=N -D k=0).
+-- The statement must stay the worker's own: a unit test of attempt.rs compares the two,
+-- with the literals below standing for its parameters.
 \set k :k + 1
 \set idx :client_id + :k * :clients
 \set s :idx % 1000

@@ -166,6 +166,40 @@ pub enum Completion {
     OperationFinished,
 }
 
+/// The statement of [`complete`]: `$1` session, `$2` operation, `$3` the new message's
+/// id, `$4` the question's text, `$5` its type, `$6` the message's metadata. Public so
+/// that the pgbench script that measures it (`scripts/bench/pgbench/complete.sql`) is
+/// checked against it (the test below). The script repeats the statement on purpose:
+/// pgbench runs plain SQL files, and the comparison is what keeps the copy true.
+pub const COMPLETE: &str = "WITH counted AS (
+    UPDATE interview_sessions
+    SET current_question_number = current_question_number + 1, updated_at = now()
+    WHERE id = $1 AND status = 'active'
+    RETURNING current_question_number AS question_number
+), stored AS (
+    INSERT INTO session_messages
+        (id, session_id, message_type, content, question_type, metadata, operation_id)
+    SELECT $3, $1, 'question', $4, $5,
+           $6 || jsonb_build_object('question_number', question_number), $2
+    FROM counted
+    ON CONFLICT ON CONSTRAINT session_messages_operation_id_key DO NOTHING
+    RETURNING id, content
+), completed AS (
+    UPDATE operations
+    SET status = 'completed', error_message = NULL, updated_at = now(),
+        result = jsonb_build_object(
+            'question_text', stored.content,
+            'question_type', $5,
+            'message_id', stored.id,
+            'question_number', counted.question_number)
+    FROM stored, counted
+    WHERE operations.id = $2 AND operations.status = 'processing'
+    RETURNING operations.id
+)
+SELECT counted.question_number, stored.id AS message_id,
+       EXISTS (SELECT FROM completed) AS completed
+FROM counted LEFT JOIN stored ON true";
+
 #[derive(sqlx::FromRow)]
 struct CompleteRow {
     question_number: i32,
@@ -186,44 +220,15 @@ pub async fn complete(
     question: &NewQuestion<'_>,
 ) -> Result<Completion, sqlx::Error> {
     let message_id = MessageId::new();
-    let row: Option<CompleteRow> = sqlx::query_as(
-        "WITH counted AS (
-             UPDATE interview_sessions
-             SET current_question_number = current_question_number + 1, updated_at = now()
-             WHERE id = $1 AND status = 'active'
-             RETURNING current_question_number AS question_number
-         ), stored AS (
-             INSERT INTO session_messages
-                 (id, session_id, message_type, content, question_type, metadata, operation_id)
-             SELECT $3, $1, 'question', $4, $5,
-                    $6 || jsonb_build_object('question_number', question_number), $2
-             FROM counted
-             ON CONFLICT ON CONSTRAINT session_messages_operation_id_key DO NOTHING
-             RETURNING id, content
-         ), completed AS (
-             UPDATE operations
-             SET status = 'completed', error_message = NULL, updated_at = now(),
-                 result = jsonb_build_object(
-                     'question_text', stored.content,
-                     'question_type', $5,
-                     'message_id', stored.id,
-                     'question_number', counted.question_number)
-             FROM stored, counted
-             WHERE operations.id = $2 AND operations.status = 'processing'
-             RETURNING operations.id
-         )
-         SELECT counted.question_number, stored.id AS message_id,
-                EXISTS (SELECT FROM completed) AS completed
-         FROM counted LEFT JOIN stored ON true",
-    )
-    .bind(question.session_id)
-    .bind(question.operation_id)
-    .bind(message_id)
-    .bind(question.content)
-    .bind(question.question_type)
-    .bind(Json(question.metadata))
-    .fetch_optional(conn)
-    .await?;
+    let row: Option<CompleteRow> = sqlx::query_as(COMPLETE)
+        .bind(question.session_id)
+        .bind(question.operation_id)
+        .bind(message_id)
+        .bind(question.content)
+        .bind(question.question_type)
+        .bind(Json(question.metadata))
+        .fetch_optional(conn)
+        .await?;
     Ok(match row {
         None => Completion::SessionNotActive,
         Some(CompleteRow {
@@ -241,4 +246,44 @@ pub async fn complete(
             message_id,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::COMPLETE;
+
+    /// What the pgbench script writes in place of each parameter of [`COMPLETE`].
+    const PGBENCH_ARGUMENTS: [(&str, &str); 6] = [
+        ("md5('s' || :s)::uuid", "$1"),
+        ("md5('op' || :idx)::uuid", "$2"),
+        ("gen_random_uuid()", "$3"),
+        (
+            "'Walk me through how you would make a job queue survive a crashed worker.'",
+            "$4",
+        ),
+        ("'technical'", "$5"),
+        (
+            "'{\"operation_id\": \"00000000-0000-0000-0000-000000000000\", \"model\": \"bench-model\", \"prompt_version\": \"v1\", \"attempts\": 1, \"latency_ms\": 0, \"usage\": {\"prompt_tokens\": 300, \"completion_tokens\": 30, \"total_tokens\": 330}}'::jsonb",
+            "$6",
+        ),
+    ];
+
+    fn words(sql: &str) -> String {
+        sql.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn the_pgbench_script_runs_the_workers_completion_statement() {
+        let script = include_str!("../../../scripts/bench/pgbench/complete.sql");
+        let statement = script
+            .split_once("BEGIN;")
+            .and_then(|(_, rest)| rest.split_once(";\nEND;"))
+            .map(|(statement, _)| statement)
+            .expect("the script's statement between BEGIN; and END;");
+        let mut statement = words(statement);
+        for (literal, parameter) in PGBENCH_ARGUMENTS {
+            statement = statement.replace(&words(literal), parameter);
+        }
+        assert_eq!(statement, words(COMPLETE));
+    }
 }
