@@ -5,7 +5,8 @@ use chrono::Utc;
 use serde_json::json;
 use shared::db::{self, attempt, job_postings, messages, operations, sessions, users};
 use shared::domain::{
-    JobPostingId, MessageType, OperationId, OperationStatus, QuestionType, SessionStatus,
+    JobPostingId, MessageType, OperationId, OperationStatus, OperationType, QuestionType,
+    SessionStatus,
 };
 use sqlx::{PgConnection, PgPool};
 
@@ -46,6 +47,21 @@ async fn add_operation(conn: &mut PgConnection, f: &Fixture) -> OperationId {
         .expect("insert operation")
         .expect("no key, no conflict");
     id
+}
+
+/// A connection, the fixture, and one `pending` operation on its session: where most
+/// tests of an operation start.
+async fn with_operation(
+    pool: &PgPool,
+) -> (
+    sqlx::pool::PoolConnection<sqlx::Postgres>,
+    Fixture,
+    OperationId,
+) {
+    let mut conn = pool.acquire().await.expect("conn");
+    let f = fixture(&mut conn).await;
+    let op = add_operation(&mut conn, &f).await;
+    (conn, f, op)
 }
 
 /// Runs an attempt of `op` as the worker does: its start, then its completion in a
@@ -128,25 +144,131 @@ async fn a_session_cannot_start_on_a_missing_job_posting(pool: PgPool) {
     assert!(none.is_none());
 }
 
+/// The row a [`Check`] writes to.
+#[derive(Debug, Clone, Copy)]
+enum Row {
+    User,
+    Session,
+    Answer,
+    Operation,
+}
+
+/// One CHECK constraint of the schema: the statement that sets its column (`$1` the
+/// row's id, `$2` the value as text), the values the contract allows, and one it
+/// does not.
+struct Check {
+    constraint: &'static str,
+    set: &'static str,
+    row: Row,
+    allowed: Vec<&'static str>,
+    refused: &'static str,
+}
+
+fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<&'static str> {
+    all.iter().map(|v| name(*v)).collect()
+}
+
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn session_status_accepts_the_three_states_and_nothing_else(pool: PgPool) {
+async fn every_check_constraint_takes_the_contracts_values_and_refuses_others(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    for status in SessionStatus::ALL {
-        let s = sessions::set_status(&mut conn, f.session.id, *status)
-            .await
-            .expect("valid status");
-        assert_eq!(s.status, *status);
-    }
-    let err = sqlx::query("UPDATE interview_sessions SET status = 'archived' WHERE id = $1")
-        .bind(f.session.id)
-        .execute(&mut *conn)
+    let answer = messages::insert_answer(&mut conn, f.session.id, "An answer")
         .await
-        .expect_err("CHECK refuses an unknown status");
-    assert!(
-        db::violates(&err, "interview_sessions_status_check"),
-        "{err}"
-    );
+        .expect("answer");
+    let op = add_operation(&mut conn, &f).await;
+    let checks = [
+        Check {
+            constraint: "users_email_lowercase",
+            set: "UPDATE users SET email = $2 WHERE id = $1",
+            row: Row::User,
+            allowed: vec!["grace@example.com"],
+            refused: "Grace@example.com",
+        },
+        Check {
+            constraint: "interview_sessions_status_check",
+            set: "UPDATE interview_sessions SET status = $2 WHERE id = $1",
+            row: Row::Session,
+            allowed: names(SessionStatus::ALL, SessionStatus::as_str),
+            refused: "archived",
+        },
+        Check {
+            constraint: "interview_sessions_question_number_check",
+            set: "UPDATE interview_sessions SET current_question_number = $2::int WHERE id = $1",
+            row: Row::Session,
+            allowed: vec!["0", "7"],
+            refused: "-1",
+        },
+        Check {
+            constraint: "session_messages_message_type_check",
+            set: "UPDATE session_messages SET message_type = $2 WHERE id = $1",
+            row: Row::Answer,
+            allowed: names(MessageType::ALL, MessageType::as_str),
+            refused: "comment",
+        },
+        Check {
+            constraint: "session_messages_question_type_check",
+            set: "UPDATE session_messages SET question_type = $2 WHERE id = $1",
+            row: Row::Answer,
+            allowed: names(QuestionType::ALL, QuestionType::as_str),
+            refused: "trivia",
+        },
+        Check {
+            constraint: "session_messages_metadata_object",
+            set: "UPDATE session_messages SET metadata = $2::jsonb WHERE id = $1",
+            row: Row::Answer,
+            allowed: vec!["{}", r#"{"model": "m"}"#],
+            refused: "[]",
+        },
+        Check {
+            constraint: "operations_operation_type_check",
+            set: "UPDATE operations SET operation_type = $2 WHERE id = $1",
+            row: Row::Operation,
+            allowed: names(OperationType::ALL, OperationType::as_str),
+            refused: "essay_grading",
+        },
+        Check {
+            constraint: "operations_status_check",
+            set: "UPDATE operations SET status = $2 WHERE id = $1",
+            row: Row::Operation,
+            allowed: names(OperationStatus::ALL, OperationStatus::as_str),
+            refused: "cancelled",
+        },
+        Check {
+            constraint: "operations_attempts_check",
+            set: "UPDATE operations SET attempts = $2::int WHERE id = $1",
+            row: Row::Operation,
+            allowed: vec!["0", "3"],
+            refused: "-1",
+        },
+    ];
+    for check in checks {
+        let id = match check.row {
+            Row::User => f.user.id.0,
+            Row::Session => f.session.id.0,
+            Row::Answer => answer.id.0,
+            Row::Operation => op.0,
+        };
+        for value in &check.allowed {
+            let done = sqlx::query(check.set)
+                .bind(id)
+                .bind(value)
+                .execute(&mut *conn)
+                .await
+                .unwrap_or_else(|err| panic!("{}: {value} refused: {err}", check.constraint));
+            assert_eq!(done.rows_affected(), 1, "{}: {value}", check.constraint);
+        }
+        let err = sqlx::query(check.set)
+            .bind(id)
+            .bind(check.refused)
+            .execute(&mut *conn)
+            .await
+            .expect_err(check.constraint);
+        assert!(
+            db::violates(&err, check.constraint),
+            "{}: {err}",
+            check.constraint
+        );
+    }
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -159,9 +281,7 @@ async fn current_question_number_starts_at_zero(pool: PgPool) {
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn deleting_a_user_deletes_their_sessions_messages_and_operations(pool: PgPool) {
-    let mut conn = pool.acquire().await.expect("conn");
-    let f = fixture(&mut conn).await;
-    let op = add_operation(&mut conn, &f).await;
+    let (mut conn, f, op) = with_operation(&pool).await;
     assert!(matches!(
         add_question(&mut conn, &f, op, "Why Rust?").await,
         attempt::Completion::Completed { .. }
@@ -273,31 +393,6 @@ async fn messages_come_back_ordered_by_created_at(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn message_type_accepts_only_question_and_answer(pool: PgPool) {
-    let mut conn = pool.acquire().await.expect("conn");
-    let f = fixture(&mut conn).await;
-    for kind in MessageType::ALL {
-        sqlx::query(
-            "INSERT INTO session_messages (session_id, message_type, content) VALUES ($1, $2, 'x')",
-        )
-        .bind(f.session.id)
-        .bind(kind)
-        .execute(&mut *conn)
-        .await
-        .expect("valid message type");
-    }
-    let err = sqlx::query("INSERT INTO session_messages (session_id, message_type, content) VALUES ($1, 'comment', 'x')")
-        .bind(f.session.id)
-        .execute(&mut *conn)
-        .await
-        .expect_err("CHECK refuses an unknown type");
-    assert!(
-        db::violates(&err, "session_messages_message_type_check"),
-        "{err}"
-    );
-}
-
-#[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_100_kb_message_round_trips(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
@@ -335,15 +430,6 @@ async fn question_type_is_null_for_answers_and_set_for_questions(pool: PgPool) {
         .expect("page");
     let question = page.iter().find(|m| m.id == message_id).expect("stored");
     assert_eq!(question.question_type, Some(QuestionType::Technical));
-    let err = sqlx::query("UPDATE session_messages SET question_type = 'trivia' WHERE id = $1")
-        .bind(question.id)
-        .execute(&mut *conn)
-        .await
-        .expect_err("CHECK refuses an unknown question type");
-    assert!(
-        db::violates(&err, "session_messages_question_type_check"),
-        "{err}"
-    );
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -371,9 +457,7 @@ async fn timestamps_come_back_in_utc(pool: PgPool) {
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn an_operation_result_round_trips_as_jsonb_and_error_message_is_nullable(pool: PgPool) {
-    let mut conn = pool.acquire().await.expect("conn");
-    let f = fixture(&mut conn).await;
-    let op = add_operation(&mut conn, &f).await;
+    let (mut conn, f, op) = with_operation(&pool).await;
     let fresh = operations::find(&mut conn, op)
         .await
         .expect("find")
@@ -416,9 +500,7 @@ async fn an_operation_result_round_trips_as_jsonb_and_error_message_is_nullable(
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_finished_operation_does_not_change_again(pool: PgPool) {
-    let mut conn = pool.acquire().await.expect("conn");
-    let f = fixture(&mut conn).await;
-    let op = add_operation(&mut conn, &f).await;
+    let (mut conn, f, op) = with_operation(&pool).await;
     assert!(
         operations::fail(&mut conn, op, "The question could not be generated.")
             .await
@@ -471,9 +553,7 @@ async fn the_indexes_of_the_design_exist(pool: PgPool) {
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_second_question_for_one_operation_is_refused(pool: PgPool) {
-    let mut conn = pool.acquire().await.expect("conn");
-    let f = fixture(&mut conn).await;
-    let op = add_operation(&mut conn, &f).await;
+    let (mut conn, f, op) = with_operation(&pool).await;
     assert!(matches!(
         add_question(&mut conn, &f, op, "First").await,
         attempt::Completion::Completed { .. }
@@ -507,24 +587,19 @@ async fn a_second_question_for_one_operation_is_refused(pool: PgPool) {
 async fn an_idempotency_key_makes_one_operation_per_user(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    let first = operations::insert_question_generation(
-        &mut conn,
-        OperationId::new(),
-        f.user.id,
-        f.session.id,
-        Some("k1"),
-    )
-    .await
-    .expect("insert");
-    let again = operations::insert_question_generation(
-        &mut conn,
-        OperationId::new(),
-        f.user.id,
-        f.session.id,
-        Some("k1"),
-    )
-    .await
-    .expect("insert");
+    let mut insert_with_k1 = async || {
+        operations::insert_question_generation(
+            &mut conn,
+            OperationId::new(),
+            f.user.id,
+            f.session.id,
+            Some("k1"),
+        )
+        .await
+        .expect("insert")
+    };
+    let first = insert_with_k1().await;
+    let again = insert_with_k1().await;
     assert!(first.is_some());
     assert!(again.is_none(), "the key is taken");
     let keyed = operations::find_by_idempotency_key(&mut conn, f.user.id, "k1")
@@ -537,9 +612,7 @@ async fn an_idempotency_key_makes_one_operation_per_user(pool: PgPool) {
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_question_is_counted_only_in_an_active_session(pool: PgPool) {
-    let mut conn = pool.acquire().await.expect("conn");
-    let f = fixture(&mut conn).await;
-    let op = add_operation(&mut conn, &f).await;
+    let (mut conn, f, op) = with_operation(&pool).await;
     assert!(matches!(
         add_question(&mut conn, &f, op, "One").await,
         attempt::Completion::Completed {

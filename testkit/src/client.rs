@@ -115,3 +115,26 @@ pub async fn signed_in_session(addr: &str, email: &str) -> (String, String) {
     let session = user.session(&posting).await.expect("session");
     (user.token, session)
 }
+
+/// `GET url` with the bearer `token`: the answer's JSON, whatever its status. Panics on
+/// a transport error or a body that is not JSON (for tests).
+pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    json_answer(http.get(url), token, url).await
+}
+
+/// `POST url` with the bearer `token` and `body`: the answer's JSON, whatever its
+/// status. Panics like [`get_json`].
+pub async fn post_json(http: &reqwest::Client, url: &str, token: &str, body: &Value) -> Value {
+    json_answer(http.post(url).json(body), token, url).await
+}
+
+async fn json_answer(request: reqwest::RequestBuilder, token: &str, url: &str) -> Value {
+    request
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("{url}: {err}"))
+        .json()
+        .await
+        .unwrap_or_else(|err| panic!("{url}: the answer is not JSON: {err}"))
+}

@@ -1,6 +1,6 @@
 //! Every rejection speaks the contract's error body.
 
-use crate::helpers::{TestApp, assert_error};
+use crate::helpers::{TestApp, assert_error, assert_invalid};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::PgPool;
@@ -21,11 +21,7 @@ async fn unknown_routes_and_methods_get_the_error_body(pool: PgPool) {
         "NOT_FOUND",
     )
     .await;
-    let wrong_method = app
-        .request(Method::DELETE, "/api/v1/sessions", None)
-        .send()
-        .await
-        .expect("request");
+    let wrong_method = app.delete("/api/v1/sessions", None).await;
     assert_error(
         wrong_method,
         StatusCode::METHOD_NOT_ALLOWED,
@@ -45,7 +41,7 @@ async fn bad_json_is_a_422_with_the_error_body(pool: PgPool) {
         .send()
         .await
         .expect("request");
-    assert_error(syntax, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    assert_invalid(syntax).await;
     let wrong_type = app
         .post(
             "/api/v1/job-postings",
@@ -53,24 +49,14 @@ async fn bad_json_is_a_422_with_the_error_body(pool: PgPool) {
             json!({"title": 5, "description": "x"}),
         )
         .await;
-    assert_error(
-        wrong_type,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "VALIDATION_ERROR",
-    )
-    .await;
+    assert_invalid(wrong_type).await;
     let no_content_type = app
         .request(Method::POST, "/api/v1/job-postings", Some(&user))
         .body("{}")
         .send()
         .await
         .expect("request");
-    assert_error(
-        no_content_type,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "VALIDATION_ERROR",
-    )
-    .await;
+    assert_invalid(no_content_type).await;
     assert_eq!(app.count("SELECT count(*) FROM job_postings").await, 0);
 }
 
@@ -84,12 +70,7 @@ async fn a_path_id_that_is_not_a_uuid_is_a_422(pool: PgPool) {
         "/api/v1/sessions/abc/messages",
         "/api/v1/operations/xyz",
     ] {
-        let body = assert_error(
-            app.get(path, Some(&user)).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "VALIDATION_ERROR",
-        )
-        .await;
+        let body = assert_invalid(app.get(path, Some(&user)).await).await;
         assert!(body["detail"]["fields"]["id"].is_string(), "{path}: {body}");
     }
 }
@@ -127,11 +108,13 @@ async fn bodies_over_256_kib_are_413_and_store_nothing(pool: PgPool) {
     // worker, not the api, cuts what reaches the model).
     let resume = "r".repeat(238_000);
     let stored = app
-        .request(Method::PUT, "/api/v1/resume", Some(&user))
-        .json(&json!({"content": resume}))
-        .send()
-        .await
-        .expect("request");
+        .send(
+            Method::PUT,
+            "/api/v1/resume",
+            Some(&user),
+            Some(json!({"content": resume})),
+        )
+        .await;
     assert_eq!(stored.status(), StatusCode::OK);
     assert_eq!(
         app.count("SELECT length(content)::bigint FROM resumes")

@@ -18,12 +18,8 @@ pub struct TestApp {
     _shutdown: oneshot::Sender<()>,
 }
 
-/// A registered user with a token.
-#[derive(Debug, Clone)]
-pub struct User {
-    pub token: String,
-    pub id: String,
-}
+/// A registered user with a token: testkit's client, the one way every test signs in.
+pub use testkit::client::SignedIn as User;
 
 impl TestApp {
     pub async fn spawn(pool: PgPool) -> Self {
@@ -74,51 +70,56 @@ impl TestApp {
         }
     }
 
-    pub async fn post(&self, path: &str, user: Option<&User>, body: Value) -> Response {
-        self.request(Method::POST, path, user)
-            .json(&body)
+    /// `method path` as `user`, with `body` as JSON when given.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        user: Option<&User>,
+        body: Option<Value>,
+    ) -> Response {
+        let request = self.request(method.clone(), path, user);
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        request
             .send()
             .await
-            .expect("request")
+            .unwrap_or_else(|err| panic!("{method} {path}: {err}"))
+    }
+
+    pub async fn post(&self, path: &str, user: Option<&User>, body: Value) -> Response {
+        self.send(Method::POST, path, user, Some(body)).await
     }
 
     pub async fn get(&self, path: &str, user: Option<&User>) -> Response {
-        self.request(Method::GET, path, user)
-            .send()
-            .await
-            .expect("request")
+        self.send(Method::GET, path, user, None).await
     }
 
-    /// A user signed up and logged in over HTTP (testkit's client).
+    /// `GET path` as `user`: the answer's JSON, whatever its status.
+    pub async fn get_json(&self, path: &str, user: Option<&User>) -> Value {
+        self.get(path, user).await.json().await.expect("json")
+    }
+
+    pub async fn delete(&self, path: &str, user: Option<&User>) -> Response {
+        self.send(Method::DELETE, path, user, None).await
+    }
+
+    /// A user signed up and logged in over HTTP.
     pub async fn register(&self, email: &str) -> User {
-        let user = testkit::client::SignedIn::register(&self.addr.to_string(), email)
+        User::register(&self.addr.to_string(), email)
             .await
-            .expect("sign up");
-        User {
-            token: user.token,
-            id: user.user_id,
-        }
+            .expect("sign up")
     }
 
     pub async fn create_posting(&self, user: &User) -> String {
-        let response = self
-            .post("/api/v1/job-postings", Some(user), json!({"title": "Backend engineer", "company": "Acme", "description": "Rust, PostgreSQL, queues"}))
-            .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
-        id_of(response).await
+        user.job_posting().await.expect("job posting")
     }
 
     pub async fn create_session(&self, user: &User) -> String {
         let posting = self.create_posting(user).await;
-        let response = self
-            .post(
-                "/api/v1/sessions",
-                Some(user),
-                json!({"job_posting_id": posting}),
-            )
-            .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
-        id_of(response).await
+        user.session(&posting).await.expect("session")
     }
 
     pub async fn generate(&self, user: &User, session: &str) -> Response {
@@ -141,6 +142,16 @@ impl TestApp {
 pub async fn id_of(response: Response) -> String {
     let body: Value = response.json().await.expect("json");
     body["id"].as_str().expect("id").to_owned()
+}
+
+/// Asserts the contract's `422 VALIDATION_ERROR`, and returns its body.
+pub async fn assert_invalid(response: Response) -> Value {
+    assert_error(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    )
+    .await
 }
 
 /// Asserts the contract's error body with `code`, and returns it.

@@ -183,7 +183,7 @@ async fn a_token_is_refreshed_while_valid_and_not_once_expired(pool: PgPool) {
     .await;
     let fresh = crate::helpers::User {
         token: refreshed,
-        id: user.id.clone(),
+        ..user.clone()
     };
     assert_eq!(
         app.get("/api/v1/sessions", Some(&fresh)).await.status(),
@@ -193,7 +193,7 @@ async fn a_token_is_refreshed_while_valid_and_not_once_expired(pool: PgPool) {
     // A token that expired an hour ago, correctly signed: refused.
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": user.id, "exp": first - 7_200, "iat": first - 10_800}),
+        &json!({"sub": user.user_id, "exp": first - 7_200, "iat": first - 10_800}),
         &jsonwebtoken::EncodingKey::from_secret(
             api::config::ApiConfig::for_tests("postgres://unused")
                 .jwt_secret
@@ -205,7 +205,7 @@ async fn a_token_is_refreshed_while_valid_and_not_once_expired(pool: PgPool) {
     .expect("sign");
     let stale = crate::helpers::User {
         token: expired,
-        id: user.id.clone(),
+        ..user.clone()
     };
     assert_eq!(
         app.get("/api/v1/sessions", Some(&stale)).await.status(),

@@ -1,6 +1,6 @@
 //! `GET /operations/{id}`, plain and long-poll.
 
-use crate::helpers::{TestApp, assert_error};
+use crate::helpers::{TestApp, assert_error, assert_invalid, id_of};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 pub async fn pending_operation(app: &TestApp) -> (crate::helpers::User, String) {
     let user = app.register("ada@example.com").await;
     let session = app.create_session(&user).await;
-    let op: Value = app
-        .generate(&user, &session)
-        .await
-        .json()
-        .await
-        .expect("json");
-    (user, op["id"].as_str().expect("id").to_owned())
+    let id = id_of(app.generate(&user, &session).await).await;
+    (user, id)
+}
+
+/// An operation as [`pending_operation`], then completed as a worker would leave it.
+async fn completed_operation(app: &TestApp) -> (crate::helpers::User, String) {
+    let (user, id) = pending_operation(app).await;
+    complete(&app.pool, &id).await;
+    (user, id)
 }
 
 async fn complete(pool: &PgPool, id: &str) {
@@ -106,15 +108,11 @@ async fn a_long_poll_answers_with_the_current_state_when_wait_runs_out(pool: PgP
 #[sqlx::test(migrations = false)]
 async fn a_long_poll_on_a_finished_operation_answers_at_once(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let (user, id) = pending_operation(&app).await;
-    complete(&app.pool, &id).await;
+    let (user, id) = completed_operation(&app).await;
     let started = Instant::now();
     let body: Value = app
-        .get(&format!("/api/v1/operations/{id}?wait=30"), Some(&user))
-        .await
-        .json()
-        .await
-        .expect("json");
+        .get_json(&format!("/api/v1/operations/{id}?wait=30"), Some(&user))
+        .await;
     assert_eq!(body["status"], "completed");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
@@ -124,11 +122,9 @@ async fn wait_out_of_range_missing_operations_and_bad_ids_are_refused(pool: PgPo
     let app = TestApp::spawn(pool).await;
     let (user, id) = pending_operation(&app).await;
     for bad in ["wait=31", "wait=-1", "wait=soon"] {
-        assert_error(
+        assert_invalid(
             app.get(&format!("/api/v1/operations/{id}?{bad}"), Some(&user))
                 .await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "VALIDATION_ERROR",
         )
         .await;
     }
@@ -139,12 +135,7 @@ async fn wait_out_of_range_missing_operations_and_bad_ids_are_refused(pool: PgPo
         )
         .await;
     assert_error(missing, StatusCode::NOT_FOUND, "OPERATION_NOT_FOUND").await;
-    assert_error(
-        app.get("/api/v1/operations/123", Some(&user)).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "VALIDATION_ERROR",
-    )
-    .await;
+    assert_invalid(app.get("/api/v1/operations/123", Some(&user)).await).await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -154,13 +145,7 @@ async fn cancel_fails_a_pending_operation_drops_its_job_and_releases_the_next(po
     let session = app.create_session(&user).await;
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let op: Value = app
-            .generate(&user, &session)
-            .await
-            .json()
-            .await
-            .expect("json");
-        ids.push(op["id"].as_str().expect("id").to_owned());
+        ids.push(id_of(app.generate(&user, &session).await).await);
     }
     let cancel = |id: &str, who: &crate::helpers::User| {
         app.request(
@@ -186,11 +171,8 @@ async fn cancel_fails_a_pending_operation_drops_its_job_and_releases_the_next(po
     assert_eq!(body["error_message"], "Cancelled.");
     assert_eq!(body["id"], ids[0].as_str());
     let polled: Value = app
-        .get(&format!("/api/v1/operations/{}", ids[0]), Some(&user))
-        .await
-        .json()
-        .await
-        .expect("json");
+        .get_json(&format!("/api/v1/operations/{}", ids[0]), Some(&user))
+        .await;
     assert_eq!(polled["status"], "failed");
     // Its job will never run; the second, held behind it, is released at once.
     let jobs: Vec<(String, String, bool)> = sqlx::query_as(
@@ -210,19 +192,15 @@ async fn cancel_fails_a_pending_operation_drops_its_job_and_releases_the_next(po
     let done = cancel(&ids[1], &user).await.expect("request");
     assert_error(done, StatusCode::CONFLICT, "OPERATION_FINISHED").await;
     let kept: Value = app
-        .get(&format!("/api/v1/operations/{}", ids[1]), Some(&user))
-        .await
-        .json()
-        .await
-        .expect("json");
+        .get_json(&format!("/api/v1/operations/{}", ids[1]), Some(&user))
+        .await;
     assert_eq!(kept["status"], "completed");
 }
 
 #[sqlx::test(migrations = false)]
 async fn an_operation_deleted_by_retention_polls_as_404(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let (user, id) = pending_operation(&app).await;
-    complete(&app.pool, &id).await;
+    let (user, id) = completed_operation(&app).await;
     sqlx::query(
         "UPDATE operations SET updated_at = now() - interval '31 days' WHERE id = $1::uuid",
     )
@@ -230,7 +208,7 @@ async fn an_operation_deleted_by_retention_polls_as_404(pool: PgPool) {
     .execute(&app.pool)
     .await
     .expect("age");
-    let purged = shared::db::operations::purge_finished(&app.pool, 30)
+    let purged = shared::db::retention::purge_finished_operations(&app.pool, 30)
         .await
         .expect("purge");
     assert_eq!(purged, Some(1));

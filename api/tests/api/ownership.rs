@@ -97,11 +97,8 @@ async fn user_b_sees_404_for_everything_of_user_a_and_changes_nothing(pool: PgPo
         StatusCode::OK
     );
     let session: serde_json::Value = app
-        .get(&format!("/api/v1/sessions/{session}"), Some(&a))
-        .await
-        .json()
-        .await
-        .expect("json");
+        .get_json(&format!("/api/v1/sessions/{session}"), Some(&a))
+        .await;
     assert_eq!(session["status"], "active");
     assert_eq!(app.count("SELECT count(*) FROM session_messages").await, 0);
     assert_eq!(app.count("SELECT count(*) FROM operations").await, 1);

@@ -1,4 +1,4 @@
-use crate::helpers::{TestApp, assert_error, id_of};
+use crate::helpers::{TestApp, assert_error, assert_invalid, id_of};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -8,33 +8,39 @@ async fn a_resume_is_one_per_user_and_replaced_on_put(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let user = app.register("ada@example.com").await;
     let first: Value = app
-        .request(Method::PUT, "/api/v1/resume", Some(&user))
-        .json(&json!({"content": "Ten years of Rust"}))
-        .send()
+        .send(
+            Method::PUT,
+            "/api/v1/resume",
+            Some(&user),
+            Some(json!({"content": "Ten years of Rust"})),
+        )
         .await
-        .expect("put")
         .json()
         .await
         .expect("json");
     let second = app
-        .request(Method::PUT, "/api/v1/resume", Some(&user))
-        .json(&json!({"content": "Eleven years of Rust"}))
-        .send()
-        .await
-        .expect("put");
+        .send(
+            Method::PUT,
+            "/api/v1/resume",
+            Some(&user),
+            Some(json!({"content": "Eleven years of Rust"})),
+        )
+        .await;
     assert_eq!(second.status(), StatusCode::OK);
     let second: Value = second.json().await.expect("json");
     assert_eq!(first["id"], second["id"]);
     assert_eq!(second["content"], "Eleven years of Rust");
-    assert_eq!(second["user_id"], user.id.as_str());
+    assert_eq!(second["user_id"], user.user_id.as_str());
     assert_eq!(app.count("SELECT count(*) FROM resumes").await, 1);
     let empty = app
-        .request(Method::PUT, "/api/v1/resume", Some(&user))
-        .json(&json!({"content": " "}))
-        .send()
-        .await
-        .expect("put");
-    assert_error(empty, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+        .send(
+            Method::PUT,
+            "/api/v1/resume",
+            Some(&user),
+            Some(json!({"content": " "})),
+        )
+        .await;
+    assert_invalid(empty).await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -53,22 +59,13 @@ async fn job_postings_are_created_read_and_deleted(pool: PgPool) {
     assert_eq!(created["company"], Value::Null);
     let id = created["id"].as_str().expect("id");
     let read: Value = app
-        .get(&format!("/api/v1/job-postings/{id}"), Some(&user))
-        .await
-        .json()
-        .await
-        .expect("json");
+        .get_json(&format!("/api/v1/job-postings/{id}"), Some(&user))
+        .await;
     assert_eq!(read, created);
 
     let deleted = app
-        .request(
-            Method::DELETE,
-            &format!("/api/v1/job-postings/{id}"),
-            Some(&user),
-        )
-        .send()
-        .await
-        .expect("delete");
+        .delete(&format!("/api/v1/job-postings/{id}"), Some(&user))
+        .await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     assert_error(
         app.get(&format!("/api/v1/job-postings/{id}"), Some(&user))
@@ -78,14 +75,8 @@ async fn job_postings_are_created_read_and_deleted(pool: PgPool) {
     )
     .await;
     let again = app
-        .request(
-            Method::DELETE,
-            &format!("/api/v1/job-postings/{id}"),
-            Some(&user),
-        )
-        .send()
-        .await
-        .expect("delete");
+        .delete(&format!("/api/v1/job-postings/{id}"), Some(&user))
+        .await;
     assert_error(again, StatusCode::NOT_FOUND, "JOB_POSTING_NOT_FOUND").await;
 
     let missing_title = app
@@ -95,12 +86,7 @@ async fn job_postings_are_created_read_and_deleted(pool: PgPool) {
             json!({"description": "x"}),
         )
         .await;
-    assert_error(
-        missing_title,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "VALIDATION_ERROR",
-    )
-    .await;
+    assert_invalid(missing_title).await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -117,20 +103,11 @@ async fn deleting_a_job_posting_keeps_its_sessions_with_a_null_posting(pool: PgP
         .await,
     )
     .await;
-    app.request(
-        Method::DELETE,
-        &format!("/api/v1/job-postings/{posting}"),
-        Some(&user),
-    )
-    .send()
-    .await
-    .expect("delete");
+    app.delete(&format!("/api/v1/job-postings/{posting}"), Some(&user))
+        .await;
     let session: Value = app
-        .get(&format!("/api/v1/sessions/{session}"), Some(&user))
-        .await
-        .json()
-        .await
-        .expect("json");
+        .get_json(&format!("/api/v1/sessions/{session}"), Some(&user))
+        .await;
     assert_eq!(session["job_posting_id"], Value::Null);
 }
 
@@ -177,12 +154,7 @@ async fn a_session_starts_active_at_question_zero(pool: PgPool) {
             json!({"job_posting_id": "nope"}),
         )
         .await;
-    assert_error(
-        not_uuid,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "VALIDATION_ERROR",
-    )
-    .await;
+    assert_invalid(not_uuid).await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -194,11 +166,8 @@ async fn sessions_list_newest_first_with_paging(pool: PgPool) {
         ids.push(app.create_session(&user).await);
     }
     let page: Value = app
-        .get("/api/v1/sessions?limit=2&offset=0", Some(&user))
-        .await
-        .json()
-        .await
-        .expect("json");
+        .get_json("/api/v1/sessions?limit=2&offset=0", Some(&user))
+        .await;
     assert_eq!(page["total"], 3);
     assert_eq!(page["limit"], 2);
     assert_eq!(page["offset"], 0);
@@ -210,23 +179,15 @@ async fn sessions_list_newest_first_with_paging(pool: PgPool) {
         .collect();
     assert_eq!(got, [ids[2].clone(), ids[1].clone()]);
     let past: Value = app
-        .get("/api/v1/sessions?limit=2&offset=10", Some(&user))
-        .await
-        .json()
-        .await
-        .expect("json");
+        .get_json("/api/v1/sessions?limit=2&offset=10", Some(&user))
+        .await;
     assert_eq!(past["items"], json!([]));
     assert_eq!(past["total"], 3);
     for bad in ["limit=0", "limit=101", "offset=-1", "limit=abc"] {
         let response = app
             .get(&format!("/api/v1/sessions?{bad}"), Some(&user))
             .await;
-        assert_error(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "VALIDATION_ERROR",
-        )
-        .await;
+        assert_invalid(response).await;
     }
 }
 
@@ -256,18 +217,8 @@ async fn session_status_moves_between_active_and_paused_and_ends_at_completed(po
         )
         .await;
     }
-    assert_error(
-        patch("archived").await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "VALIDATION_ERROR",
-    )
-    .await;
-    let session: Value = app
-        .get(&path, Some(&user))
-        .await
-        .json()
-        .await
-        .expect("json");
+    assert_invalid(patch("archived").await).await;
+    let session: Value = app.get_json(&path, Some(&user)).await;
     assert_eq!(session["status"], "completed");
 }
 
@@ -294,17 +245,14 @@ async fn answers_go_to_active_sessions_and_messages_page_oldest_first(pool: PgPo
     let empty = app
         .post(&answers, Some(&user), json!({"content": ""}))
         .await;
-    assert_error(empty, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR").await;
+    assert_invalid(empty).await;
 
     let page: Value = app
-        .get(
+        .get_json(
             &format!("/api/v1/sessions/{session}/messages?page=2&limit=2"),
             Some(&user),
         )
-        .await
-        .json()
-        .await
-        .expect("json");
+        .await;
     assert_eq!(page["total"], 5);
     assert_eq!(page["page"], 2);
     assert_eq!(page["limit"], 2);
@@ -316,14 +264,11 @@ async fn answers_go_to_active_sessions_and_messages_page_oldest_first(pool: PgPo
         .collect();
     assert_eq!(contents, [json!("answer 3"), json!("answer 4")]);
     let past: Value = app
-        .get(
+        .get_json(
             &format!("/api/v1/sessions/{session}/messages?page=9"),
             Some(&user),
         )
-        .await
-        .json()
-        .await
-        .expect("json");
+        .await;
     assert_eq!(past["items"], json!([]));
     assert_eq!(past["total"], 5);
     for bad in ["limit=0", "limit=201", "page=0", "page=x"] {
@@ -333,12 +278,7 @@ async fn answers_go_to_active_sessions_and_messages_page_oldest_first(pool: PgPo
                 Some(&user),
             )
             .await;
-        assert_error(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "VALIDATION_ERROR",
-        )
-        .await;
+        assert_invalid(response).await;
     }
     let max = app
         .get(
@@ -348,15 +288,13 @@ async fn answers_go_to_active_sessions_and_messages_page_oldest_first(pool: PgPo
         .await;
     assert_eq!(max.status(), StatusCode::OK);
 
-    app.request(
+    app.send(
         Method::PATCH,
         &format!("/api/v1/sessions/{session}"),
         Some(&user),
+        Some(json!({"status": "paused"})),
     )
-    .json(&json!({"status": "paused"}))
-    .send()
-    .await
-    .expect("patch");
+    .await;
     let paused = app
         .post(&answers, Some(&user), json!({"content": "late"}))
         .await;

@@ -8,6 +8,7 @@ use serde_json::Value;
 use shared::domain::{OperationId, SessionId};
 use sqlx::PgPool;
 use std::time::Duration;
+use testkit::client::get_json;
 use testkit::client::signed_in_session;
 use testkit::fixtures::*;
 use testkit::llm::*;
@@ -68,15 +69,7 @@ async fn a_cancelled_question_is_discarded_and_the_next_one_runs(pool: PgPool) {
     assert_eq!(again["detail"]["code"], "OPERATION_FINISHED");
 
     // The held question goes on, and is the session's first.
-    let next: Value = http
-        .get(url(format!("/operations/{second}?wait=30")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("poll")
-        .json()
-        .await
-        .expect("json");
+    let next: Value = get_json(&http, &url(format!("/operations/{second}?wait=30")), &token).await;
     let next = match next["status"].as_str() {
         Some("completed") => next,
         _ => {

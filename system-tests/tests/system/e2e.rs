@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use shared::domain::OperationId;
 use sqlx::PgPool;
 use std::time::Duration;
+use testkit::client::{get_json, post_json};
 use testkit::fixtures::*;
 use testkit::llm::*;
 use testkit::postgres::database_url;
@@ -91,26 +92,20 @@ async fn a_client_gets_a_question_through_the_real_api_and_worker_binaries(pool:
         .send()
         .await
         .expect("resume");
-    let posting: Value = client
-        .post(url("/api/v1/job-postings"))
-        .bearer_auth(&token)
-        .json(&json!({"title": "Backend engineer", "description": "Queues and databases"}))
-        .send()
-        .await
-        .expect("posting")
-        .json()
-        .await
-        .expect("json");
-    let session: Value = client
-        .post(url("/api/v1/sessions"))
-        .bearer_auth(&token)
-        .json(&json!({"job_posting_id": posting["id"]}))
-        .send()
-        .await
-        .expect("session")
-        .json()
-        .await
-        .expect("json");
+    let posting: Value = post_json(
+        &client,
+        &url("/api/v1/job-postings"),
+        &token,
+        &json!({"title": "Backend engineer", "description": "Queues and databases"}),
+    )
+    .await;
+    let session: Value = post_json(
+        &client,
+        &url("/api/v1/sessions"),
+        &token,
+        &json!({"job_posting_id": posting["id"]}),
+    )
+    .await;
     let sid = session["id"].as_str().expect("id");
 
     let accepted = client
@@ -138,15 +133,7 @@ async fn a_client_gets_a_question_through_the_real_api_and_worker_binaries(pool:
         if op["status"] == "completed" || op["status"] == "failed" {
             return Some(op);
         }
-        let polled: Value = client
-            .get(url(&format!("{location}?wait=10")))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("poll")
-            .json()
-            .await
-            .expect("json");
+        let polled: Value = get_json(&client, &url(&format!("{location}?wait=10")), &token).await;
         *seen.borrow_mut() = polled;
         None
     })
@@ -154,29 +141,18 @@ async fn a_client_gets_a_question_through_the_real_api_and_worker_binaries(pool:
     assert_eq!(op["status"], "completed", "{op}");
     assert_eq!(op["result"]["question_number"], 1);
 
-    let messages: Value = client
-        .get(url(&format!("/api/v1/sessions/{sid}/messages")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("messages")
-        .json()
-        .await
-        .expect("json");
+    let messages: Value = get_json(
+        &client,
+        &url(&format!("/api/v1/sessions/{sid}/messages")),
+        &token,
+    )
+    .await;
     assert_eq!(messages["total"], 1);
     assert_eq!(
         messages["items"][0]["content"],
         op["result"]["question_text"]
     );
-    let session: Value = client
-        .get(url(&format!("/api/v1/sessions/{sid}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("session")
-        .json()
-        .await
-        .expect("json");
+    let session: Value = get_json(&client, &url(&format!("/api/v1/sessions/{sid}")), &token).await;
     assert_eq!(session["current_question_number"], 1);
 
     // One operation can be followed across processes: the worker's JSON log line of the

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use testkit::client::get_json;
 use testkit::client::signed_in_session;
 use testkit::fixtures::*;
 use testkit::llm::*;
@@ -213,6 +214,10 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
         .build()
         .expect("client");
     let url = |p: &str| format!("http://{}{p}", api.addr);
+    let status_of = |p: &'static str| {
+        let request = client.get(url(p));
+        async move { request.send().await.expect(p).status() }
+    };
     let (token, session_id) = signed_in_session(&api.addr, "o@example.com").await;
     let generate = url(&format!("/api/v1/sessions/{session_id}/generate-question"));
 
@@ -245,24 +250,8 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
         "503s took {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        client
-            .get(url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .status(),
-        503
-    );
-    assert_eq!(
-        client
-            .get(url("/healthz"))
-            .send()
-            .await
-            .expect("healthz")
-            .status(),
-        200
-    );
+    assert_eq!(status_of("/readyz").await, 503);
+    assert_eq!(status_of("/healthz").await, 200);
     cluster.start();
 
     // Back: requests are accepted again as soon as the pool reconnects.
@@ -296,15 +285,7 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
     )
     .await;
     accepted.extend(after.into_inner());
-    assert_eq!(
-        client
-            .get(url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .status(),
-        200
-    );
+    assert_eq!(status_of("/readyz").await, 200);
 
     // The long-poll listener is back too: a poll asleep on a fresh operation is woken by
     // its commit (the fake LLM takes 50 ms; without a wake-up it would sleep 25 s). The
@@ -325,15 +306,12 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
     let id = op["id"].as_str().expect("id").to_owned();
     accepted.push(id.parse().expect("uuid"));
     let started = Instant::now();
-    let polled: Value = client
-        .get(url(&format!("/api/v1/operations/{id}?wait=25")))
-        .bearer_auth(&fresh_token)
-        .send()
-        .await
-        .expect("poll")
-        .json()
-        .await
-        .expect("json");
+    let polled: Value = get_json(
+        &client,
+        &url(&format!("/api/v1/operations/{id}?wait=25")),
+        &fresh_token,
+    )
+    .await;
     assert_eq!(polled["status"], "completed", "{polled}");
     assert!(
         started.elapsed() < Duration::from_secs(20),
