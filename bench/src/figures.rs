@@ -319,9 +319,9 @@ pub async fn wake(setup: &Setup, count: usize) -> anyhow::Result<Figures> {
 }
 
 /// 8. What a candidate waits beyond the model: open-loop arrivals, one every 1/`rate`
-///    s for `seconds` (each on its own session), each client doing what the README
-///    tells one to: POST generate-question, then long-poll the operation (`wait=30`)
-///    until it has finished. Overhead = POST to the answering poll, minus the model's
+///    s for `seconds` (each on its own session), each client doing what docs/API.md
+///    ("Polling an operation") tells one to: POST generate-question, then long-poll
+///    the operation (`wait=30`) until it has finished. Overhead = POST to the answering poll, minus the model's
 ///    latency. One worker at `concurrency`; arrivals of the first WARMUP are not counted
 ///    (the worker's pool and the api's connections are still opening).
 pub async fn overhead(
