@@ -27,6 +27,12 @@ pub fn error(status: u16) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_json(json!({"error": {"message": "provider says no (secret detail)", "type": "error", "param": null, "code": null}}))
 }
 
+/// OpenAI's answer when the account's quota is used up: a `429`, like a rate limit,
+/// but with `insufficient_quota` as its type and code.
+pub fn quota_exhausted() -> ResponseTemplate {
+    ResponseTemplate::new(429).set_body_json(json!({"error": {"message": "You exceeded your current quota, please check your plan and billing details.", "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}))
+}
+
 /// Mounts `reply` for chat completions, for at most `times` calls if given; earlier
 /// mounts with a higher priority (lower number) answer first.
 pub async fn mount(server: &MockServer, priority: u8, times: Option<u64>, reply: ResponseTemplate) {

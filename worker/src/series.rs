@@ -46,7 +46,11 @@ pub fn register() {
     );
     let _ = histogram!("question_job_duration_seconds");
     let _ = histogram!("llm_request_duration_seconds");
-    counter!("llm_requests_total", "outcome" => "ok").increment(0);
+    // Every outcome from the first scrape: an alert on increase() misses the first
+    // event of a series that appears with it (LLMQuotaExhausted).
+    for outcome in ["ok", "quota_exhausted"] {
+        counter!("llm_requests_total", "outcome" => outcome).increment(0);
+    }
     counter!("question_job_retries_total").increment(0);
     for outcome in ["completed", "failed"] {
         counter!("question_jobs_finished_total", "outcome" => outcome).increment(0);

@@ -44,12 +44,13 @@ pub struct TokenResponse {
     pub expires_in: u64,
 }
 
+// Each handler's `#[utoipa::path]` lists its own responses in full, though the 413, 429
+// and 503 rows read alike across handlers: each list is that operation's contract in the
+// OpenAPI document, utoipa takes literals there, and a shared list would promise an
+// operation a response it never gives. (A `//` comment: utoipa turns `///` into the
+// operation's description.)
+
 /// Registers a user.
-///
-/// Each handler's `#[utoipa::path]` lists its own responses in full, though the 413, 429
-/// and 503 rows read alike across handlers: each list is that operation's contract in
-/// the OpenAPI document, utoipa takes literals there, and a shared list would promise an
-/// operation a response it never gives.
 #[utoipa::path(post, path = "/api/v1/auth/register", operation_id = "register", tag = "auth", request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = User),

@@ -32,10 +32,9 @@ pub const RETRY_AFTER_SECS: u64 = 2;
 /// What a client that hit the per-session cap is told to wait: about one question.
 const PENDING_CAP_RETRY_AFTER_SECS: u64 = 5;
 
+// Its responses are listed in full, as every handler's are (`routes/auth.rs` says why).
+
 /// Queues the generation of the session's next question.
-///
-/// Its responses are listed in full, as every handler's are (`routes/auth.rs`,
-/// `register`, says why).
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/generate-question", operation_id = "generate_question", tag = "questions",
     params(
         ("id" = uuid::Uuid, Path, description = "Session id"),

@@ -76,6 +76,9 @@ pub enum Outcome {
     ServerError,
     /// `400`, `401`, `403`, `404` and other refusals that will not pass by retrying.
     Rejected,
+    /// The account's quota is used up (OpenAI's `insufficient_quota`, sent as a `429`):
+    /// no wait cures it, so it is not a rate limit.
+    QuotaExhausted,
     /// An answer that is not one valid question.
     InvalidOutput,
 }
@@ -83,7 +86,7 @@ pub enum Outcome {
 impl Outcome {
     /// Whether another attempt may succeed.
     pub fn may_pass(self) -> bool {
-        !matches!(self, Outcome::Rejected)
+        !matches!(self, Outcome::Rejected | Outcome::QuotaExhausted)
     }
 
     /// The `outcome` label of `llm_requests_total`.
@@ -94,6 +97,7 @@ impl Outcome {
             Outcome::RateLimited => "rate_limited",
             Outcome::ServerError => "server_error",
             Outcome::Rejected => "rejected",
+            Outcome::QuotaExhausted => "quota_exhausted",
             Outcome::InvalidOutput => "invalid_output",
         }
     }
@@ -114,7 +118,7 @@ impl Outcome {
             Outcome::ServerError => {
                 "The question could not be generated: the language model service had an error."
             }
-            Outcome::Rejected => {
+            Outcome::Rejected | Outcome::QuotaExhausted => {
                 "The question could not be generated: the language model service refused the request. The service's configuration needs attention."
             }
             Outcome::InvalidOutput => {

@@ -9,7 +9,7 @@ use crate::output;
 use crate::prompt::{self, QuestionContext};
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
-use async_openai::error::OpenAIError;
+use async_openai::error::{ApiError, OpenAIError};
 use async_openai::middleware::ReqwestService;
 use async_openai::types::chat::{
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
@@ -160,7 +160,11 @@ impl QuestionWriter for OpenAiWriter {
 fn classify(err: OpenAIError) -> LlmError {
     match err {
         OpenAIError::ApiError(response) => LlmError::new(
-            by_status(response.status_code),
+            if is_quota_exhausted(&response.api_error) {
+                Outcome::QuotaExhausted
+            } else {
+                by_status(response.status_code)
+            },
             format!(
                 "HTTP {}: {}",
                 response.status_code, response.api_error.message
@@ -181,6 +185,15 @@ fn classify(err: OpenAIError) -> LlmError {
         OpenAIError::InvalidArgument(message) => LlmError::new(Outcome::Rejected, message),
         other => LlmError::new(Outcome::Connection, other.to_string()),
     }
+}
+
+/// OpenAI's "You exceeded your current quota": a `429` whose error names
+/// `insufficient_quota` (as its code, its type, or both). Only money or a new key cures
+/// it.
+fn is_quota_exhausted(error: &ApiError) -> bool {
+    [&error.code, &error.r#type]
+        .iter()
+        .any(|field| field.as_deref() == Some("insufficient_quota"))
 }
 
 fn by_status(status: StatusCode) -> Outcome {

@@ -66,6 +66,42 @@ async fn rate_limited_every_time_fails_after_exactly_the_jobs_max_attempts_calls
 }
 
 #[sqlx::test(migrations = false)]
+async fn an_exhausted_quota_fails_each_operation_after_one_call_within_seconds(pool: PgPool) {
+    migrated(&pool).await;
+    let server = MockServer::start().await;
+    mount(&server, 1, None, quota_exhausted()).await;
+    // A backoff long enough that a retried 429 could not end within the deadline below.
+    let worker = RunningWorker::start(
+        &pool,
+        openai_config(&server, |c| {
+            c.llm_backoff_base_ms = 30_000;
+            c.llm_backoff_max_ms = 60_000;
+        }),
+    )
+    .await;
+    let mut ops = Vec::new();
+    for n in 0..5 {
+        let (user, session) = session(&pool, n).await;
+        ops.push((enqueue(&pool, user, session, 5).await, session));
+    }
+    let started = std::time::Instant::now();
+    for (op, session) in &ops {
+        let message = assert_failed_cleanly(&pool, *op, *session).await;
+        assert!(message.contains("configuration"), "{message}");
+        assert!(!message.contains("quota"), "quotes the provider: {message}");
+        assert_eq!(attempts(&pool, *op).await, 1);
+    }
+    let elapsed = started.elapsed();
+    worker.stop().await;
+    assert_eq!(calls(&server).await, 5, "one call per operation");
+    // A safety net, not a measurement: a single retry would wait 30 s at least.
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "took {elapsed:?}: it waited"
+    );
+}
+
+#[sqlx::test(migrations = false)]
 async fn unauthorized_fails_at_once_after_one_call(pool: PgPool) {
     migrated(&pool).await;
     let server = MockServer::start().await;
