@@ -5,7 +5,7 @@
 //! two separate writes would leave an operation `pending` forever, or a job for
 //! nothing). apalis' own `PostgresStorage::push` uses the pool, so we call its
 //! executor-generic `push_tasks` with the caller's connection instead. The rest of
-//! the SQL on apalis' tables is in [`crate::db::queue`].
+//! the SQL on apalis' tables is in [`crate::db::queue`], `retention` and `board`.
 
 use crate::domain::{OperationId, SessionId};
 use apalis_core::task::builder::TaskBuilder;
