@@ -357,7 +357,7 @@ async fn the_reconciler_fails_operations_whose_job_ended_vanished_or_overran_and
     .await
     .expect("age");
 
-    let overdue = reconcile::count_overdue(&mut *pool.acquire().await.expect("conn"), WORST_CASE)
+    let overdue = reconcile::count_overdue(&mut pool.acquire().await.expect("conn"), WORST_CASE)
         .await
         .expect("count");
     assert_eq!(
