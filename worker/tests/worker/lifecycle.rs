@@ -323,15 +323,19 @@ async fn the_reconciler_fails_operations_whose_job_ended_vanished_or_overran_and
     .await;
     // 2: its job row is gone.
     execute(&pool, "DELETE FROM apalis.jobs WHERE id = $1", op[2]).await;
+    // A worker began the operation `minutes` ago and has not finished it.
+    let started_ago = |id: OperationId, minutes: i32| {
+        sqlx::query(
+            "UPDATE operations SET status = 'processing',
+                 started_at = now() - make_interval(mins => $2::int)
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(minutes)
+        .execute(&pool)
+    };
     // 3: first started an hour ago and still running.
-    sqlx::query(
-        "UPDATE operations SET status = 'processing', started_at = now() - interval '1 hour'
-         WHERE id = $1",
-    )
-    .bind(op[3])
-    .execute(&pool)
-    .await
-    .expect("age");
+    started_ago(op[3], 60).await.expect("age");
     // 4: failed with attempts left: apalis fetches it again, so it is not stuck.
     execute(
         &pool,
@@ -348,14 +352,7 @@ async fn the_reconciler_fails_operations_whose_job_ended_vanished_or_overran_and
     // 6: started half an hour ago, but its job allows 100 attempts (the worst case is
     //    per job: 100 × 26 s + 60 s), so it may still legitimately run.
     op.push(enqueue(&pool, user, session, 100).await);
-    sqlx::query(
-        "UPDATE operations SET status = 'processing', started_at = now() - interval '30 minutes'
-         WHERE id = $1",
-    )
-    .bind(op[6])
-    .execute(&pool)
-    .await
-    .expect("age");
+    started_ago(op[6], 30).await.expect("age");
 
     let overdue = reconcile::count_overdue(&mut pool.acquire().await.expect("conn"), WORST_CASE)
         .await
