@@ -268,10 +268,9 @@ mod tests {
         assert_eq!(config.heartbeat_window(), Duration::from_secs(8));
         assert_eq!(config.heartbeat_interval(), Duration::from_secs(2));
         // 5 × (10 s + 8 s + 8 s) + 60 s
-        assert_eq!(
-            config.operation_worst_case().for_attempts(5),
-            Duration::from_secs(190)
-        );
+        let worst_case = config.operation_worst_case();
+        assert_eq!(worst_case.per_attempt, Duration::from_secs(26));
+        assert_eq!(worst_case.margin, Duration::from_secs(60));
         assert_eq!(config.provider(), Provider::Offline);
     }
 

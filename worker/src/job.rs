@@ -20,9 +20,9 @@
 //! enqueued; the worker has no budget of its own): ours (`operations.attempts`, counted
 //! when an attempt starts, so a job re-delivered after a crash keeps its budget) and
 //! apalis' own (the task's attempt, which a takeover or a drained shutdown raises
-//! without running the handler). When either says last, whatever ends the attempt (a database error, a
-//! panic, invalid output) fails the operation; the reconciler ([`crate::upkeep`]) backs
-//! that up when even the failure cannot be written.
+//! without running the handler). When either says last, whatever ends the attempt (a
+//! database error, a panic, invalid output) fails the operation; the reconciler
+//! ([`crate::upkeep`]) backs that up when even the failure cannot be written.
 //!
 //! An attempt uses one pooled connection at a time: holding one while acquiring a
 //! second lets jobs wait on each other until the pool's timeout. Each database step

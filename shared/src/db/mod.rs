@@ -43,11 +43,10 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(options))
 }
 
-/// Connections of [`queue_pool`], four for three uses: apalis runs one statement at a
-/// time per worker (its fetch, acknowledgement and heartbeat share one state machine),
-/// its LISTEN holds one for good, and a worker restarted after an error needs one while
-/// the old one closes; the fourth is a spare, so a connection being replaced after a
-/// failure never makes the next statement wait for the acquire timeout.
+/// Connections of [`queue_pool`]: three uses and one of headroom. apalis runs one
+/// statement at a time per worker (its fetch, acknowledgement and heartbeat share one
+/// state machine), its LISTEN holds one for good, and a worker restarted after an error
+/// needs one while the old one closes.
 pub const QUEUE_POOL_CONNECTIONS: u32 = 4;
 
 /// The pool apalis' own statements run on, beside `main` (same server and timeouts):

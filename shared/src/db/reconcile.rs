@@ -41,13 +41,6 @@ pub struct WorstCase {
     pub margin: Duration,
 }
 
-impl WorstCase {
-    /// The bound for a job of `max_attempts` attempts.
-    pub fn for_attempts(&self, max_attempts: u32) -> Duration {
-        self.per_attempt * max_attempts + self.margin
-    }
-}
-
 /// One operation the reconciler failed.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Reconciled {
