@@ -20,6 +20,10 @@ use sqlx::types::Json;
 pub struct Started {
     /// Attempts started so far, this one included.
     pub attempts: i32,
+    /// Model calls made for the operation by earlier attempts, refused ones included.
+    pub model_calls: i32,
+    /// Milliseconds its earlier attempts waited on the provider.
+    pub waited_ms: i64,
     /// `None` when the session is gone.
     pub inputs: Option<QuestionInputs>,
 }
@@ -40,6 +44,8 @@ pub struct QuestionInputs {
 #[derive(sqlx::FromRow)]
 struct StartRow {
     attempts: i32,
+    model_calls: i32,
+    waited_ms: i64,
     status: Option<SessionStatus>,
     current_question_number: Option<i32>,
     job_posting_id: Option<JobPostingId>,
@@ -77,9 +83,9 @@ pub async fn start(
              SET status = 'processing', attempts = attempts + 1,
                  started_at = coalesce(started_at, now()), updated_at = now()
              WHERE id = $1 AND status IN ('pending', 'processing')
-             RETURNING attempts, set_config('synchronous_commit', 'off', true) AS relaxed
+             RETURNING attempts, model_calls, waited_ms, set_config('synchronous_commit', 'off', true) AS relaxed
          )
-         SELECT started.attempts, s.status, s.current_question_number,
+         SELECT started.attempts, started.model_calls, started.waited_ms, s.status, s.current_question_number,
                 p.id AS job_posting_id, p.user_id AS job_posting_user_id,
                 p.title, p.company, p.description, p.created_at AS job_posting_created_at,
                 r.content AS resume,
@@ -131,6 +137,8 @@ pub async fn start(
         };
         Started {
             attempts: row.attempts,
+            model_calls: row.model_calls,
+            waited_ms: row.waited_ms,
             inputs,
         }
     }))

@@ -186,6 +186,13 @@ pub struct BoardWorker {
     pub age_secs: f64,
     /// Jobs it holds `Running` now.
     pub running: i64,
+    /// Its share of `LLM_MAX_IN_FLIGHT` at its last beat; `None` without a cap (or
+    /// before its first beat).
+    pub cap_share: Option<i32>,
+    /// Its model calls in flight at its last beat.
+    pub in_flight: Option<i32>,
+    /// Whether its breaker was open at its last beat.
+    pub breaker_open: Option<bool>,
 }
 
 /// The queue's workers, the most recently seen first, at most `limit` (silent ones stay
@@ -195,8 +202,10 @@ pub async fn workers(pool: &PgPool, limit: i64) -> Result<Vec<BoardWorker>, sqlx
         "SELECT w.id, w.last_seen,
                 extract(epoch FROM now() - w.last_seen)::float8 AS age_secs,
                 (SELECT count(*) FROM apalis.jobs j
-                 WHERE j.lock_by = w.id AND j.status = 'Running') AS running
+                 WHERE j.lock_by = w.id AND j.status = 'Running') AS running,
+                l.cap_share, l.in_flight, l.breaker_open
          FROM apalis.workers w
+         LEFT JOIN worker_llm_state l ON l.worker_id = w.id
          WHERE w.worker_type = $1
          ORDER BY w.last_seen DESC
          LIMIT $2",

@@ -5,14 +5,16 @@
 //! `sessions`, `messages`, `operations`, `rate_limits`) and one for apalis' tables
 //! (`queue`), none of which imports another; beside them, the modules whose one question
 //! spans tables: `attempt` (a question's start and its one commit), `reconcile` (which
-//! operations can no longer end), `retention` (deleting old rows of every table) and
-//! `board` (the queue board's read-only views).
+//! operations can no longer end), `retention` (deleting old rows of every table),
+//! `board` (the queue board's read-only views) and `heartbeat` (a worker's beat, its
+//! provider state and its count of live peers).
 //!
 //! Query functions take `&mut PgConnection` (or a pool where one statement is the
 //! whole story), so the caller owns the transaction and decides what commits together.
 
 pub mod attempt;
 pub mod board;
+pub mod heartbeat;
 pub mod job_postings;
 pub mod messages;
 pub mod operations;

@@ -198,6 +198,29 @@ pub async fn fail(
     Ok(done.rows_affected() == 1)
 }
 
+/// Adds to what the operation has cost at the provider beyond its counted attempts:
+/// `calls` model calls and `waited_ms` of waiting on the provider. Written at each wait
+/// and when an attempt ends without its question, so that the wait budget
+/// (`LLM_MAX_WAIT_SECS`) holds across attempts and workers.
+pub async fn add_provider_cost(
+    conn: &mut PgConnection,
+    id: OperationId,
+    calls: u32,
+    waited_ms: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operations
+         SET model_calls = model_calls + $2, waited_ms = waited_ms + $3
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(i32::try_from(calls).unwrap_or(i32::MAX))
+    .bind(i64::try_from(waited_ms).unwrap_or(i64::MAX))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// How many operations of the session have not finished: the api's cap per session,
 /// and whether a new one must wait for an earlier one.
 pub async fn count_unfinished(

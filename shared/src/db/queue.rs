@@ -1,10 +1,10 @@
 //! SQL for apalis' own tables, `apalis.jobs` and `apalis.workers`, beyond what apalis
-//! does itself: what the gauges read of the queue, the worker's own heartbeat, and the
-//! end of a cancelled job.
+//! does itself: what the gauges read of the queue and the end of a cancelled job.
 //!
 //! Only rows of our queue (`job_type = 'question_generation'`) are touched. Left to
 //! others: the enqueue to [`crate::jobs`] (it goes through apalis' `push_tasks`),
-//! deleting old rows to [`super::retention`], the board's views to [`super::board`].
+//! deleting old rows to [`super::retention`], the board's views to [`super::board`], the
+//! worker's heartbeat to [`super::heartbeat`].
 
 use crate::domain::OperationId;
 use crate::jobs::QUESTION_GENERATION_QUEUE;
@@ -60,20 +60,6 @@ pub async fn freshest_worker_heartbeat_age_secs(pool: &PgPool) -> Result<Option<
     .bind(QUESTION_GENERATION_QUEUE)
     .fetch_one(pool)
     .await
-}
-
-/// Marks the apalis worker `name` alive. apalis' own heartbeat is sent only when a job
-/// slot is free; this one is sent by a task of the worker process's own, so a busy
-/// worker is never taken for a dead one. Returns whether the row exists.
-pub async fn beat(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE apalis.workers SET last_seen = now() WHERE id = $1 AND worker_type = $2",
-    )
-    .bind(name)
-    .bind(QUESTION_GENERATION_QUEUE)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// Ends the job of a cancelled operation unless a worker is running it now: `Killed`,

@@ -28,7 +28,7 @@ pub const OVERDUE: &str = "The question could not be generated in time.";
 /// Operations failed per statement; the next tick takes the rest.
 const BATCH: i64 = 500;
 
-/// How long a job may take from its first start: `per_attempt × max_attempts +
+/// How long a job may take from its first start: `per_attempt × max_attempts + waits +
 /// margin`, where `max_attempts` is the job's own, as the api wrote it at the enqueue
 /// (`LLM_MAX_ATTEMPTS` then). Read per job in SQL, so a worker needs no attempt budget
 /// of its own, and jobs enqueued before a change of the setting keep theirs.
@@ -37,8 +37,18 @@ pub struct WorstCase {
     /// The longest one attempt may take: the model's timeout, the longest backoff and
     /// a takeover window.
     pub per_attempt: Duration,
+    /// Added once: the waits on the provider that no attempt counts (a `Retry-After`,
+    /// the breaker, the cap), bounded per operation by `LLM_MAX_WAIT_SECS`.
+    pub waits: Duration,
     /// Added once: pickup after a takeover, slow statements, a long pause of a process.
     pub margin: Duration,
+}
+
+impl WorstCase {
+    /// What is added once, whatever the job's attempts: the waits and the margin.
+    fn once(&self) -> Duration {
+        self.waits + self.margin
+    }
 }
 
 /// One operation the reconciler failed.
@@ -98,7 +108,7 @@ pub async fn fail_stuck(
     .bind(BATCH)
     .bind(JOB_ENDED)
     .bind(OVERDUE)
-    .bind(worst_case.margin.as_secs_f64())
+    .bind(worst_case.once().as_secs_f64())
     .fetch_all(conn)
     .await
 }
@@ -120,7 +130,7 @@ pub async fn count_overdue(
     )
     .bind(QUESTION_GENERATION_QUEUE)
     .bind(worst_case.per_attempt.as_secs_f64())
-    .bind(worst_case.margin.as_secs_f64())
+    .bind(worst_case.once().as_secs_f64())
     .fetch_one(conn)
     .await
 }

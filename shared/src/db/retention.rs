@@ -42,7 +42,8 @@ pub async fn purge_ended_jobs(
 
 /// Deletes up to [`PURGE_BATCH`] rows of workers silent for more than
 /// `older_than_days` that no job refers to any more (`jobs.lock_by` is a foreign key
-/// to them, and a job held by a worker row that is gone could never be taken over).
+/// to them, and a job held by a worker row that is gone could never be taken over),
+/// with the provider state their heartbeat published (`worker_llm_state`).
 /// `None` when another replica is purging now.
 pub async fn purge_silent_workers(
     pool: &PgPool,
@@ -50,12 +51,17 @@ pub async fn purge_silent_workers(
 ) -> Result<Option<u64>, sqlx::Error> {
     purge(
         pool,
-        "DELETE FROM apalis.workers WHERE id IN (
+        "WITH chosen AS (
              SELECT w.id FROM apalis.workers w
              WHERE w.worker_type = $1
                AND w.last_seen < now() - make_interval(days => $2)
                AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)
-             LIMIT $3)",
+             LIMIT $3
+         ),
+         state AS (
+             DELETE FROM worker_llm_state s USING chosen WHERE s.worker_id = chosen.id
+         )
+         DELETE FROM apalis.workers WHERE id IN (SELECT id FROM chosen)",
         older_than_days,
     )
     .await

@@ -1,0 +1,75 @@
+//! A worker process's heartbeat, as one statement: it marks the process's apalis worker
+//! alive, publishes the process's side of the model provider's limits for the queue
+//! board (`worker_llm_state`), and counts the live peers among which the cap on calls
+//! in flight is shared (docs/DESIGN.md, "The provider's limits"). One statement per
+//! beat, none per job: that is what the share costs.
+
+use crate::jobs::QUESTION_GENERATION_QUEUE;
+use sqlx::PgConnection;
+use std::time::Duration;
+
+/// What this process reports of itself at a beat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderState {
+    /// Its share of `LLM_MAX_IN_FLIGHT`; `None` when no cap is set.
+    pub cap_share: Option<u32>,
+    /// Model calls it has in flight now.
+    pub in_flight: u32,
+    pub breaker_open: bool,
+}
+
+/// What a beat saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Beat {
+    /// Whether this worker's row exists (apalis registers it when the worker starts): a
+    /// worker the others cannot see yet must not count itself among them.
+    pub registered: bool,
+    /// Live workers of the queue other than this one: seen within the takeover window.
+    pub peers: i64,
+    /// Those of them whose name sorts before this one's: this worker's rank.
+    pub peers_before: i64,
+}
+
+/// Beats for the apalis worker `name`, publishes `state`, and counts the workers seen
+/// within `window` besides it. (apalis' own heartbeat is sent only when a job slot is
+/// free; this one comes from a task of the process's own, so a busy worker is never
+/// taken for a dead one.)
+pub async fn beat(
+    conn: &mut PgConnection,
+    name: &str,
+    window: Duration,
+    state: ProviderState,
+) -> Result<Beat, sqlx::Error> {
+    sqlx::query_as(
+        "WITH beat AS (
+             UPDATE apalis.workers SET last_seen = now()
+             WHERE id = $1 AND worker_type = $2
+             RETURNING id
+         ),
+         published AS (
+             INSERT INTO worker_llm_state (worker_id, cap_share, in_flight, breaker_open)
+             SELECT id, $4, $5, $6 FROM beat
+             ON CONFLICT (worker_id) DO UPDATE
+             SET cap_share = EXCLUDED.cap_share, in_flight = EXCLUDED.in_flight,
+                 breaker_open = EXCLUDED.breaker_open, updated_at = now()
+         )
+         SELECT EXISTS (SELECT 1 FROM beat) AS registered,
+                count(*) AS peers,
+                count(*) FILTER (WHERE w.id < $1) AS peers_before
+         FROM apalis.workers w
+         WHERE w.worker_type = $2 AND w.id <> $1
+           AND w.last_seen > now() - make_interval(secs => $3)",
+    )
+    .bind(name)
+    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(window.as_secs_f64())
+    .bind(
+        state
+            .cap_share
+            .map(|share| i32::try_from(share).unwrap_or(i32::MAX)),
+    )
+    .bind(i32::try_from(state.in_flight).unwrap_or(i32::MAX))
+    .bind(state.breaker_open)
+    .fetch_one(conn)
+    .await
+}
