@@ -1,5 +1,6 @@
 //! The worker's settings: one `clap` parse of the environment (and `.env`).
 
+use crate::limits::LimitSettings;
 use crate::llm::openai::ReplyFormat;
 use clap::builder::TypedValueParser;
 use clap::{Parser, ValueEnum};
@@ -76,6 +77,23 @@ pub struct WorkerConfig {
     /// Longest retry delay in milliseconds (1 to 600000; at least the base).
     #[arg(long, env = "LLM_BACKOFF_MAX_MS", default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub llm_backoff_max_ms: u64,
+
+    /// Model calls in flight at once across every worker process (0: no cap; at most
+    /// 100,000). Each live worker takes a share, recomputed at each heartbeat; set it
+    /// from the provider's concurrency or rate limit (deploy/README.md).
+    #[arg(long, env = "LLM_MAX_IN_FLIGHT", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub llm_max_in_flight: u32,
+
+    /// The longest one wait that a provider's `Retry-After` (or rate-limit reset) asks
+    /// for, in seconds (1 to 3600): a longer hint is waited this long, then called again.
+    #[arg(long, env = "LLM_RETRY_AFTER_MAX_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub llm_retry_after_max_secs: u64,
+
+    /// Seconds an operation may spend waiting on the provider in all (rate limits, an
+    /// open breaker, the cap) without counting an attempt (0 to 86,400); past it the
+    /// operation fails as "busy".
+    #[arg(long, env = "LLM_MAX_WAIT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub llm_max_wait_secs: u64,
 
     /// Seconds to finish jobs in flight after SIGTERM before exiting (0 to 3600).
     #[arg(long, env = "WORKER_SHUTDOWN_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -223,13 +241,36 @@ impl WorkerConfig {
 
     /// The longest a job may take from its first start: each of its attempts (the
     /// job's `max_attempts`, which the api wrote from `LLM_MAX_ATTEMPTS`) may time out,
-    /// wait the longest backoff, and lose its worker (a takeover window), plus a margin
-    /// once. An unfinished operation first started longer ago than this is failed by
-    /// the reconciler. 190 s with the defaults: 5 × (10 s + 8 s + 8 s) + 60 s.
+    /// wait the longest backoff, and lose its worker (a takeover window); once, it may
+    /// wait on the provider for `LLM_MAX_WAIT_SECS`, plus a margin. An unfinished
+    /// operation first started longer ago than this is failed by the reconciler. 490 s
+    /// with the defaults: 5 × (10 s + 8 s + 8 s) + 300 s + 60 s.
     pub fn operation_worst_case(&self) -> WorstCase {
         WorstCase {
             per_attempt: self.llm_timeout() + self.backoff_max() + self.heartbeat_window(),
+            waits: self.max_wait(),
             margin: WORST_CASE_MARGIN,
+        }
+    }
+
+    /// `LLM_MAX_WAIT_SECS`: an operation's budget of waiting on the provider.
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_secs(self.llm_max_wait_secs)
+    }
+
+    /// `LLM_RETRY_AFTER_MAX_SECS`: the longest single wait a provider's hint gets.
+    pub fn retry_after_max(&self) -> Duration {
+        Duration::from_secs(self.llm_retry_after_max_secs)
+    }
+
+    /// The settings of the provider's limits.
+    pub fn limit_settings(&self) -> LimitSettings {
+        LimitSettings {
+            max_in_flight: self.llm_max_in_flight,
+            retry_after_max: self.retry_after_max(),
+            max_wait: self.max_wait(),
+            backoff_base: self.backoff_base(),
+            backoff_max: self.backoff_max(),
         }
     }
 
@@ -246,6 +287,9 @@ impl WorkerConfig {
             llm_response_format: ReplyFormat::JsonSchema,
             llm_backoff_base_ms: 10,
             llm_backoff_max_ms: 50,
+            llm_max_in_flight: 0,
+            llm_retry_after_max_secs: 60,
+            llm_max_wait_secs: 300,
             worker_shutdown_secs: 30,
             worker_heartbeat_secs: 8,
             job_retention_days: 7,
@@ -267,10 +311,13 @@ mod tests {
         let config = WorkerConfig::try_parse_from(["worker"]).expect("defaults parse");
         assert_eq!(config.heartbeat_window(), Duration::from_secs(8));
         assert_eq!(config.heartbeat_interval(), Duration::from_secs(2));
-        // 5 × (10 s + 8 s + 8 s) + 60 s
+        // 5 × (10 s + 8 s + 8 s) + 300 s + 60 s
         let worst_case = config.operation_worst_case();
         assert_eq!(worst_case.per_attempt, Duration::from_secs(26));
+        assert_eq!(worst_case.waits, Duration::from_secs(300));
         assert_eq!(worst_case.margin, Duration::from_secs(60));
+        assert_eq!(config.llm_max_in_flight, 0, "no cap unless one is set");
+        assert_eq!(config.retry_after_max(), Duration::from_secs(60));
         assert_eq!(config.provider(), Provider::Offline);
     }
 
@@ -288,6 +335,9 @@ mod tests {
             ["worker", "--llm-timeout-secs", "NaN"],
             ["worker", "--llm-timeout-secs", "ten"],
             ["worker", "--database-max-connections", "1"],
+            ["worker", "--llm-max-in-flight", "100001"],
+            ["worker", "--llm-retry-after-max-secs", "0"],
+            ["worker", "--llm-max-wait-secs", "86401"],
         ] {
             let err = WorkerConfig::try_parse_from(args).expect_err("out of range");
             assert!(err.to_string().contains(&args[1][2..]), "{err}");

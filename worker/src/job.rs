@@ -28,7 +28,8 @@
 //! second lets jobs wait on each other until the pool's timeout. Each database step
 //! carries its name (`.context(…)`), so the one log line of a failed attempt says where.
 
-use crate::llm::{Generated, Llm, LlmError, QuestionWriter};
+use crate::limits::{Asked, Budget, Limits};
+use crate::llm::{Generated, Llm, LlmError, Outcome};
 use crate::prompt::{PROMPT_VERSION, QuestionContext};
 use anyhow::Context;
 use apalis::prelude::{AbortError, BoxDynError, Data, FromRequest, Task, TaskId};
@@ -43,7 +44,7 @@ use sqlx::{PgConnection, PgPool};
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// What every job of this worker shares.
@@ -51,6 +52,8 @@ use tracing::Instrument;
 pub struct JobState {
     pub pool: PgPool,
     pub llm: Llm,
+    /// The provider's limits, as this process meets them.
+    pub limits: Limits,
     /// Earlier questions quoted into a prompt (`PROMPT_MAX_EARLIER_QUESTIONS`).
     pub max_earlier_questions: i64,
 }
@@ -230,21 +233,38 @@ async fn try_attempt(
     // No connection is held while the LLM thinks.
     drop(conn);
 
-    let llm_started = Instant::now();
-    let written = state.llm.write(&context).await;
-    let latency = llm_started.elapsed();
-    histogram!("llm_request_duration_seconds").record(latency.as_secs_f64());
-    let generated = match written {
-        Ok(generated) => {
-            counter!("llm_requests_total", "outcome" => "ok").increment(1);
-            generated
-        }
-        Err(err) => {
-            counter!("llm_requests_total", "outcome" => err.outcome.label()).increment(1);
-            return llm_failure(state, job.operation_id, err, *is_last).await;
+    let patience = Budget {
+        pool: &state.pool,
+        operation_id: job.operation_id,
+        waited_before: Duration::from_millis(u64::try_from(started.waited_ms).unwrap_or(0)),
+    };
+    let (asked, spent) = state.limits.ask(&state.llm, &context, patience).await;
+    let generated = match asked {
+        Asked::Written(generated) => generated,
+        Asked::Failed(err) => return llm_failure(state, job.operation_id, err, *is_last).await,
+        Asked::OutOfPatience(_) => {
+            let mut conn = (state.pool.acquire().await)
+                .context("acquiring a connection to record the spent wait budget")?;
+            return fail(&mut conn, job.operation_id, Outcome::RateLimited.sentence()).await;
         }
     };
-    commit(state, job, generated, attempts, latency.as_millis() as u64).await
+    let cost = Cost {
+        model_calls: u32::try_from(started.model_calls).unwrap_or(0) + spent.calls,
+        waited: patience.waited_before + spent.waited,
+        latency: spent.last_call,
+    };
+    commit(state, job, generated, cost).await
+}
+
+/// What a question cost, for its metadata.
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    /// Every model call made for it, refused ones included.
+    model_calls: u32,
+    /// Time spent waiting on the provider.
+    waited: Duration,
+    /// How long the call that wrote it took.
+    latency: Duration,
 }
 
 const ATTEMPTS_SPENT: &str = "The question could not be generated: every attempt failed.";
@@ -303,15 +323,15 @@ async fn commit(
     state: &JobState,
     job: QuestionGenerationJob,
     generated: Generated,
-    attempts: u32,
-    latency_ms: u64,
+    cost: Cost,
 ) -> anyhow::Result<Ending> {
     let mut metadata = json!({
         "operation_id": job.operation_id,
         "model": generated.model,
         "prompt_version": PROMPT_VERSION,
-        "attempts": attempts,
-        "latency_ms": latency_ms,
+        "attempts": cost.model_calls,
+        "waited_ms": cost.waited.as_millis() as u64,
+        "latency_ms": cost.latency.as_millis() as u64,
     });
     if let Some(usage) = generated.usage {
         metadata["usage"] = json!(usage);

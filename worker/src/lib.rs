@@ -6,6 +6,8 @@
 //! - [`queue`]: apalis wiring (storage, layers, monitor);
 //! - [`job`]: one attempt, from claim to the one commit transaction;
 //! - [`llm`]: the provider trait, `openai` and `offline`;
+//! - [`limits`]: the provider's limits: the cap across workers, waits that cost no
+//!   attempt, the breaker;
 //! - [`prompt`], [`output`]: what the LLM is asked, and the strict reading of its reply;
 //! - [`upkeep`]: the heartbeat, the reconciler and retention, beside the jobs;
 //! - [`server`]: `/healthz` and `/metrics`; [`series`]: the worker's own metric series;
@@ -14,6 +16,7 @@
 pub mod board;
 pub mod config;
 pub mod job;
+pub mod limits;
 pub mod llm;
 pub mod output;
 pub mod prompt;
@@ -24,6 +27,7 @@ pub mod upkeep;
 
 use crate::config::{Provider, WorkerConfig};
 use crate::job::JobState;
+use crate::limits::Limits;
 use crate::llm::Llm;
 use crate::llm::openai::{OpenAiSettings, OpenAiWriter};
 use sqlx::PgPool;
@@ -54,14 +58,15 @@ pub async fn work(
 ) -> anyhow::Result<()> {
     let llm = llm(config)?;
     tracing::info!(provider = ?config.provider(), model = %llm::QuestionWriter::model(&llm), "LLM provider ready");
+    let metrics = shared::metrics::install_recorder();
+    series::register();
     let state = Arc::new(JobState {
         pool: pool.clone(),
         llm,
+        limits: Limits::new(config.limit_settings()),
         max_earlier_questions: i64::from(config.prompt_max_earlier_questions),
     });
 
-    let metrics = shared::metrics::install_recorder();
-    series::register();
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_addr = config.telemetry.metrics_addr;
     let ops = server::router(metrics.clone(), metrics_addr.is_none())
@@ -82,7 +87,7 @@ pub async fn work(
             Some(series::database_gauges(config.operation_worst_case())),
         )),
         tokio::spawn(upkeep::heartbeat(
-            pool.clone(),
+            Arc::clone(&state),
             config.heartbeat_interval(),
             config.heartbeat_window(),
         )),

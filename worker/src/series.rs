@@ -24,6 +24,23 @@ pub fn register() {
         "Duration of one LLM request."
     );
     describe_counter!("llm_requests_total", "LLM requests by outcome.");
+    describe_gauge!(
+        "llm_in_flight",
+        "Model calls this worker process has in flight now."
+    );
+    describe_gauge!(
+        "llm_cap_share",
+        "This process's share of LLM_MAX_IN_FLIGHT, recomputed at each heartbeat (absent without a cap)."
+    );
+    describe_histogram!(
+        "llm_wait_seconds",
+        Unit::Seconds,
+        "Waits on the model provider that cost no attempt, by reason (rate_limited, unavailable, cap)."
+    );
+    describe_gauge!(
+        "llm_breaker_open",
+        "1 while this process's breaker is open (the provider keeps failing; one probe at a time), else 0."
+    );
     describe_counter!(
         "question_job_retries_total",
         "Job attempts that failed and will be tried again."
@@ -46,6 +63,11 @@ pub fn register() {
     );
     let _ = histogram!("question_job_duration_seconds");
     let _ = histogram!("llm_request_duration_seconds");
+    for reason in ["rate_limited", "unavailable", "cap"] {
+        let _ = histogram!("llm_wait_seconds", "reason" => reason);
+    }
+    gauge!("llm_in_flight").set(0.0);
+    gauge!("llm_breaker_open").set(0.0);
     // Every outcome from the first scrape: an alert on increase() misses the first
     // event of a series that appears with it (LLMQuotaExhausted).
     for outcome in ["ok", "quota_exhausted"] {

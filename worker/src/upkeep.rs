@@ -1,7 +1,8 @@
 //! What a worker process does beside running jobs, each in a task of its own so that
 //! none of it waits for a free job slot:
 //! - the heartbeat: marks this process's apalis workers alive every quarter of the
-//!   takeover window, and takes over the jobs of workers silent for longer than it;
+//!   takeover window, takes over the jobs of workers silent for longer than it, and
+//!   recomputes this process's share of the cap on model calls from the live peers;
 //! - the reconciler: fails every operation that can no longer end by itself
 //!   ([`shared::db::reconcile`]);
 //! - retention: deletes ended queue rows and silent worker rows after
@@ -12,11 +13,14 @@
 //! Every replica runs all four; each statement is safe to run from several at once.
 //! (The fifth task beside the jobs, the gauges' refresh, is `shared::metrics`'.)
 
+use crate::job::JobState;
 use metrics::counter;
+use shared::db::heartbeat::{self, ProviderState};
 use shared::db::reconcile::WorstCase;
-use shared::db::{queue, reconcile, retention};
+use shared::db::{reconcile, retention};
 use shared::jobs::QUESTION_GENERATION_QUEUE;
 use sqlx::PgPool;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 
@@ -28,25 +32,38 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 /// How often retention runs.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Beats for this process's working apalis worker every `interval`, and re-enqueues
-/// the jobs of workers silent for `window` (apalis does that only in its own heartbeat,
-/// which a busy worker does not send, so with every worker busy nobody would).
-pub async fn heartbeat(pool: PgPool, interval: Duration, window: Duration) {
+/// Beats for this process's working apalis worker every `interval`, counts its live
+/// peers for its share of the cap on model calls, and re-enqueues the jobs of workers
+/// silent for `window` (apalis does that only in its own heartbeat, which a busy worker
+/// does not send, so with every worker busy nobody would).
+pub async fn heartbeat(state: Arc<JobState>, interval: Duration, window: Duration) {
     let mut every = tokio::time::interval(interval);
     // A late beat is sent at once, then the rhythm resumes; never a burst.
     every.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         let name = crate::queue::current_worker_name();
-        if let Err(err) = beat_once(&pool, &name, window).await {
+        if let Err(err) = beat_once(&state, &name, window).await {
+            // The share stays as it was: the peers' view is unknown, not changed.
             tracing::warn!(error = %err, "heartbeat failed; will try again");
         }
     }
 }
 
-async fn beat_once(pool: &PgPool, worker: &str, window: Duration) -> anyhow::Result<()> {
-    let mut conn = pool.acquire().await?;
-    queue::beat(&mut conn, worker).await?;
+async fn beat_once(state: &JobState, worker: &str, window: Duration) -> anyhow::Result<()> {
+    let limits = &state.limits;
+    let (cap_share, in_flight) = limits.cap.now();
+    let published = ProviderState {
+        cap_share,
+        in_flight,
+        breaker_open: limits.breaker.is_open(),
+    };
+    let mut conn = state.pool.acquire().await?;
+    let beat = heartbeat::beat(&mut conn, worker, window, published).await?;
+    limits.cap.counted(beat.registered.then(|| {
+        let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+        (count(beat.peers), count(beat.peers_before))
+    }));
     apalis_postgres::queries::reenqueue_orphaned(
         &mut *conn,
         QUESTION_GENERATION_QUEUE,

@@ -63,7 +63,7 @@ impl Overview<'_> {
             body.push_str("<p class=\"empty\">No worker has registered.</p>\n");
         } else {
             body.push_str(
-                "<table>\n<tr><th>Worker</th><th>Last seen</th><th>Age</th><th>Running</th></tr>\n",
+                "<table>\n<tr><th>Worker</th><th>Last seen</th><th>Age</th><th>Running</th><th>Model calls / share</th><th>Breaker</th></tr>\n",
             );
             for worker in self.workers {
                 body.push_str(&self.worker_row(worker));
@@ -95,13 +95,23 @@ impl Overview<'_> {
     fn worker_row(&self, worker: &BoardWorker) -> String {
         let silent = worker.age_secs > self.heartbeat_window.as_secs_f64();
         format!(
-            "<tr><td class=\"mono\">{id}</td><td class=\"when\">{seen}</td><td class=\"num{class}\">{age}{note}</td><td class=\"num\">{running}</td></tr>\n",
+            "<tr><td class=\"mono\">{id}</td><td class=\"when\">{seen}</td><td class=\"num{class}\">{age}{note}</td><td class=\"num\">{running}</td><td class=\"num\">{calls}</td><td>{breaker}</td></tr>\n",
             id = escape(&worker.id),
             seen = time(worker.last_seen),
             class = if silent { " silent" } else { "" },
             age = age(worker.age_secs),
             note = if silent { " (silent)" } else { "" },
             running = worker.running,
+            calls = match (worker.in_flight, worker.cap_share) {
+                (Some(calls), Some(share)) => format!("{calls} / {share}"),
+                (Some(calls), None) => format!("{calls} / no cap"),
+                _ => "—".to_owned(),
+            },
+            breaker = match worker.breaker_open {
+                Some(true) => "<span class=\"state failed\">open: probing</span>",
+                Some(false) => "closed",
+                None => "—",
+            },
         )
     }
 }

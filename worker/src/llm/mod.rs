@@ -3,12 +3,14 @@
 //! network). Errors are classified here once: which may pass on another attempt, which
 //! will not, and the sentence a person is shown for each.
 
+pub mod hints;
 pub mod offline;
 pub mod openai;
 
 use crate::output::Question;
 use crate::prompt::QuestionContext;
 use std::future::Future;
+use std::time::Duration;
 
 /// Token counts, when the provider reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -135,6 +137,9 @@ pub struct LlmError {
     pub outcome: Outcome,
     /// For logs: may quote the provider. Never shown to users.
     pub detail: String,
+    /// How long the provider asked us to wait before calling again (`Retry-After` and
+    /// kin, on a `429` or a `503`): a wait that costs no attempt.
+    pub retry_after: Option<Duration>,
 }
 
 impl LlmError {
@@ -142,7 +147,17 @@ impl LlmError {
         Self {
             outcome,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same failure, with the wait the provider asked for. A quota cannot be
+    /// waited out, whatever the headers say.
+    pub fn with_retry_after(mut self, hint: Option<Duration>) -> Self {
+        if self.outcome != Outcome::QuotaExhausted {
+            self.retry_after = hint;
+        }
+        self
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! async-openai's default client silently retries 429, 5xx and connection errors, which
 //! would multiply our calls behind the back of our retry policy. We give it a plain
-//! [`ReqwestService`] instead: one HTTP call per request, our timeout around it.
+//! [`ReqwestService`] instead: one HTTP call per request, our timeout around it, and
+//! [`HintedService`] around that to read a refusal's `Retry-After`.
 
+use super::hints::{self, HintedService};
 use super::{Generated, LlmError, Outcome, QuestionWriter, Usage};
 use crate::output;
 use crate::prompt::{self, QuestionContext};
@@ -68,7 +70,8 @@ impl OpenAiWriter {
             .connect_timeout(settings.timeout)
             .timeout(settings.timeout + Duration::from_secs(1))
             .build()?;
-        let client = Client::with_config(config).with_http_service(ReqwestService::new(http));
+        let client =
+            Client::with_config(config).with_http_service(HintedService(ReqwestService::new(http)));
         Ok(Self { client, settings })
     }
 
@@ -118,16 +121,19 @@ impl QuestionWriter for OpenAiWriter {
             LlmError::new(Outcome::Rejected, format!("building the request: {err}"))
         })?;
 
-        let response =
-            tokio::time::timeout(self.settings.timeout, self.client.chat().create(request))
-                .await
-                .map_err(|_| {
-                    LlmError::new(
-                        Outcome::Timeout,
-                        format!("no answer within {:?}", self.settings.timeout),
-                    )
-                })?
-                .map_err(classify)?;
+        let (sent, hint) = hints::capture(tokio::time::timeout(
+            self.settings.timeout,
+            self.client.chat().create(request),
+        ))
+        .await;
+        let response = sent
+            .map_err(|_| {
+                LlmError::new(
+                    Outcome::Timeout,
+                    format!("no answer within {:?}", self.settings.timeout),
+                )
+            })?
+            .map_err(|err| classify(err).with_retry_after(hint))?;
 
         let content = response
             .choices
