@@ -9,6 +9,8 @@
 //! - [`fixtures`]: users, sessions and enqueued jobs straight in the database, and reads
 //!   of what the worker wrote;
 //! - [`llm`]: replies of an OpenAI-compatible server, for wiremock (feature `fake-llm`);
+//! - [`provider`]: a fake provider with limits (capacity, outage, quota) that counts
+//!   what it sees;
 //! - [`wait`]: [`eventually`], a probe polled until it holds or a deadline passes;
 //! - [`postgres`]: where PostgreSQL's programs are, and a test database's URL.
 
@@ -18,6 +20,7 @@ pub mod fixtures;
 pub mod llm;
 pub mod postgres;
 pub mod process;
+pub mod provider;
 pub mod wait;
 
 pub use wait::eventually;

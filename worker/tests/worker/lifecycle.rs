@@ -279,9 +279,10 @@ async fn a_pool_of_three_under_64_jobs_in_flight_ends_everything_without_a_retry
 }
 
 /// The default settings' worst case: 26 s per attempt (10 s timeout, 8 s backoff, 8 s
-/// takeover window) and 60 s once; 190 s for a job of 5 attempts.
+/// takeover window), 300 s of waits and 60 s once; 490 s for a job of 5 attempts.
 const WORST_CASE: WorstCase = WorstCase {
     per_attempt: Duration::from_secs(26),
+    waits: Duration::from_secs(300),
     margin: Duration::from_secs(60),
 };
 
@@ -350,9 +351,13 @@ async fn the_reconciler_fails_operations_whose_job_ended_vanished_or_overran_and
         .await
         .expect("age");
     // 6: started half an hour ago, but its job allows 100 attempts (the worst case is
-    //    per job: 100 × 26 s + 60 s), so it may still legitimately run.
+    //    per job: 100 × 26 s + 300 s + 60 s), so it may still legitimately run.
     op.push(enqueue(&pool, user, session, 100).await);
     started_ago(op[6], 30).await.expect("age");
+    // 7: started 7 minutes ago with 5 attempts: past 5 × 26 s + 60 s, but within the
+    //    waits on the provider that no attempt counts (490 s in all).
+    op.push(enqueue(&pool, user, session, 5).await);
+    started_ago(op[7], 7).await.expect("age");
 
     let overdue = reconcile::count_overdue(&mut pool.acquire().await.expect("conn"), WORST_CASE)
         .await
@@ -385,7 +390,7 @@ async fn the_reconciler_fails_operations_whose_job_ended_vanished_or_overran_and
         assert_eq!(failed.status.as_str(), "failed");
         assert_eq!(failed.error_message.as_deref(), Some(sentence));
     }
-    for id in [op[4], op[5], op[6]] {
+    for id in [op[4], op[5], op[6], op[7]] {
         let kept = shared::db::operations::find(&mut conn, id)
             .await
             .expect("find")

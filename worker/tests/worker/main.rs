@@ -10,4 +10,5 @@ mod failures;
 mod generation;
 mod lifecycle;
 mod ordering;
+mod provider_limits;
 mod retention;
