@@ -10,5 +10,6 @@ mod lifecycle;
 mod observability;
 mod ordering;
 mod outage;
+mod provider_limits;
 mod scaling;
 mod security;

@@ -9,38 +9,7 @@ use testkit::fixtures::*;
 use testkit::postgres::database_url;
 use testkit::process::Process;
 
-async fn scrape(addr: &str) -> String {
-    reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text")
-}
-
-/// A scrape in which every `(series, value)` reads as given: the database gauges are
-/// refreshed every few seconds, not at the scrape, so the first scrapes may be older.
-async fn scrape_showing(addr: &str, expected: &[(&str, f64)]) -> String {
-    testkit::eventually(
-        format_args!("{addr}/metrics to show {expected:?}"),
-        std::time::Duration::from_secs(60),
-        || async {
-            let scraped = scrape(addr).await;
-            expected
-                .iter()
-                .all(|(series, want)| value(&scraped, series) == Some(*want))
-                .then_some(scraped)
-        },
-    )
-    .await
-}
-
-/// The value of the series `name{labels}` (labels as rendered, e.g. `state="pending"`).
-fn value(scraped: &str, series: &str) -> Option<f64> {
-    scraped
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
+use crate::support::{scrape, scrape_showing, value};
 
 /// Whether `name` (a metric, or a histogram's `_bucket`/`_sum`/`_count`) is exported.
 fn exports(scraped: &str, name: &str) -> bool {
