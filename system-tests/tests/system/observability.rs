@@ -204,7 +204,13 @@ async fn both_binaries_export_the_contract_metrics_and_all_that_dashboards_and_a
     let worker = Process::start(
         "worker",
         "metrics",
-        &[("DATABASE_URL", db), ("LLM_PROVIDER", "offline".into())],
+        &[
+            ("DATABASE_URL", db),
+            ("LLM_PROVIDER", "offline".into()),
+            // With a cap, so that its share is reported (llm_cap_share is absent
+            // without one).
+            ("LLM_MAX_IN_FLIGHT", "8".into()),
+        ],
     )
     .await;
     finished(&pool, op).await;
@@ -246,6 +252,10 @@ async fn both_binaries_export_the_contract_metrics_and_all_that_dashboards_and_a
         "question_job_retries_total",
         "question_jobs_in_flight",
         "question_jobs_finished_total",
+        "llm_in_flight",
+        "llm_cap_share",
+        "llm_wait_seconds_bucket",
+        "llm_breaker_open",
     ] {
         assert!(
             exports(&worker_after, name),

@@ -185,6 +185,31 @@ fn the_target_is_one_replicas_concurrency_and_scale_down_waits_for_the_drain() {
 }
 
 #[sqlx::test(migrations = false)]
+async fn with_a_cap_on_model_calls_keda_never_asks_for_replicas_that_could_only_wait(pool: PgPool) {
+    migrated(&pool).await;
+    let config = deploy_file("k8s/config.yaml");
+    let cap = number(&config, "LLM_MAX_IN_FLIGHT");
+    let concurrency = number(&config, "WORKER_CONCURRENCY");
+    assert!(cap > 0, "the manifest sets a cap");
+    let scaler = Scaler::from_manifest();
+    let useful = cap.div_ceil(concurrency);
+    assert!(
+        scaler.max <= useful,
+        "maxReplicaCount {} may not pass ceil(LLM_MAX_IN_FLIGHT {cap} / WORKER_CONCURRENCY {concurrency}) = {useful}",
+        scaler.max
+    );
+    // A flood: far more waiting than the cap's replicas could carry.
+    question_jobs(&pool, i64::from(cap) * 4, "Pending", 0, Due::Now).await;
+    let value = scaler.value(&pool).await;
+    assert_eq!(value, i64::from(cap) * 4);
+    assert!(
+        scaler.replicas(value) <= useful,
+        "{} replicas",
+        scaler.replicas(value)
+    );
+}
+
+#[sqlx::test(migrations = false)]
 async fn two_hundred_waiting_jobs_ask_for_ceil_200_over_the_target(pool: PgPool) {
     migrated(&pool).await;
     let scaler = Scaler::from_manifest();
