@@ -10,6 +10,7 @@ use shared::config::Secret;
 use shared::domain::OperationId;
 use sqlx::PgPool;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 const TOKEN: &str = "board-test-token-0123456789";
 
@@ -167,6 +168,21 @@ async fn the_worker_serves_the_board_to_the_token_alone(pool: PgPool) {
         // This worker, alive.
         assert!(body.contains(worker::queue::worker_name_prefix()));
     }
+    // With the provider state of its last beat (one comes every 2 s): no cap set, its
+    // breaker closed.
+    testkit::eventually(
+        "the worker's provider state",
+        Duration::from_secs(30),
+        || async {
+            let body = get(addr, "/board", Auth::Bearer(TOKEN))
+                .await
+                .text()
+                .await
+                .expect("body");
+            (body.contains("0 / no cap<") && body.contains(">closed<")).then_some(())
+        },
+    )
+    .await;
     worker.stop().await;
 }
 
@@ -188,6 +204,15 @@ async fn counts_list_and_job_page_tell_the_truth_about_known_jobs(pool: PgPool) 
     .execute(&pool)
     .await
     .expect("worker row");
+    // Its provider state as its last beat published it: two calls of a share of three,
+    // its breaker open.
+    sqlx::query(
+        "INSERT INTO worker_llm_state (worker_id, cap_share, in_flight, breaker_open)
+         VALUES ('board-test-worker', 3, 2, true)",
+    )
+    .execute(&pool)
+    .await
+    .expect("provider state");
     let [
         pending_a,
         pending_b,
@@ -266,6 +291,8 @@ async fn counts_list_and_job_page_tell_the_truth_about_known_jobs(pool: PgPool) 
     assert_eq!(listed(&board), 10);
     assert!(board.contains("held until released"));
     assert!(board.contains("board-test-worker"));
+    assert!(board.contains(">2 / 3<"), "its calls and share");
+    assert!(board.contains("open: probing"), "its breaker");
     // The list shows the start of the error, escaped.
     assert!(!board.contains("<script>"), "no markup from the database");
     assert!(board.contains(
