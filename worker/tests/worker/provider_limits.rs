@@ -237,6 +237,10 @@ async fn an_outage_longer_than_the_wait_budget_fails_every_operation_within_abou
     }
     let elapsed = started.elapsed();
     worker.stop().await;
+    eprintln!(
+        "5 operations under an endless outage, a 15 s wait budget: all failed after {elapsed:?}; {:?}",
+        provider.seen()
+    );
     // Safety nets around the budget, not measurements: no operation gives up before
     // most of its 15 s are spent, and none waits far past them.
     assert!(
@@ -263,6 +267,7 @@ async fn with_no_cap_a_provider_serving_four_at_once_completes_all_80(pool: PgPo
     }
     worker.stop().await;
     let seen = provider.seen();
+    eprintln!("no cap, a provider serving 4: {seen:?}");
     assert_eq!(seen.served, 80);
     assert!(seen.rate_limited > 0, "the provider did refuse: {seen:?}");
     assert_consistent(&pool).await;
@@ -303,6 +308,7 @@ async fn a_cap_keeps_the_provider_within_its_capacity_and_nothing_is_refused(poo
     }
     worker.stop().await;
     let seen = provider.seen();
+    eprintln!("a cap of 4, a provider serving 4: {seen:?}");
     assert_eq!(seen.served, 40);
     assert_eq!(seen.rate_limited, 0, "{seen:?}");
     assert!(seen.peak_in_flight <= 4, "{seen:?}");
