@@ -1,13 +1,13 @@
 //! One function per figure of BENCHMARKS.md; each does one run on a fresh stack and
 //! returns its numbers.
 
-use crate::fake_llm;
 use crate::load::{self, Outcome};
 use crate::stack::{self, Database, Process, Setup, User};
 use crate::stats::{Figures, percentile, round};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+use testkit::provider::{Behaviour, FakeProvider};
 
 const WARMUP: Duration = Duration::from_secs(2);
 const MEASURE: Duration = Duration::from_secs(10);
@@ -31,10 +31,10 @@ pub async fn enqueue(setup: &Setup, connections: usize, workers: usize) -> anyho
     // One session per request (see ENQUEUE_SESSIONS): with no worker, no operation
     // ever ends.
     let user = User::create(&api, ENQUEUE_SESSIONS).await?;
-    let llm = fake_llm::start(Duration::ZERO).await?;
+    let llm = fake_llm(Duration::ZERO).await?;
     let mut draining = Vec::with_capacity(workers);
     for _ in 0..workers {
-        draining.push(stack::worker(setup, &db, &llm, 64).await?);
+        draining.push(stack::worker(setup, &db, &llm, 64, 0).await?);
     }
     let cpu_before = cpu_snapshot(&[&api]);
     let outcome = load::closed_loop(connections, WARMUP, MEASURE, move |http, n| {
@@ -98,10 +98,15 @@ pub async fn poll(setup: &Setup, connections: usize) -> anyhow::Result<Figures> 
 
 /// 3. Jobs/s end to end with an instant LLM: `jobs` queued first, then `workers`
 ///    worker processes started; timed from the first claim to the last commit.
-pub async fn end_to_end(setup: &Setup, jobs: usize, workers: usize) -> anyhow::Result<Figures> {
+pub async fn end_to_end(
+    setup: &Setup,
+    jobs: usize,
+    workers: usize,
+    cap: u32,
+) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
     let api = stack::api(setup, &db).await?;
-    let llm = fake_llm::start(Duration::ZERO).await?;
+    let llm = fake_llm(Duration::ZERO).await?;
     // One job per session: a session's questions run one at a time, so with several
     // per session the later ones would wait for their predecessors instead of the
     // workers, and the figure would measure the sessions, not the queue.
@@ -111,11 +116,12 @@ pub async fn end_to_end(setup: &Setup, jobs: usize, workers: usize) -> anyhow::R
     let cpu_before = stack::postgres_cpu_seconds();
     let mut running = Vec::new();
     for _ in 0..workers {
-        running.push(stack::worker(setup, &db, &llm, 64).await?);
+        running.push(stack::worker(setup, &db, &llm, 64, cap).await?);
     }
     let failed = db.wait_finished(jobs as i64, FINISH_DEADLINE).await?;
     let wall = started.elapsed().as_secs_f64();
     let span = claim_to_commit_seconds(&db).await?;
+    let commits = first_to_last_commit_seconds(&db).await?;
     // The workers started inside the window, so all their CPU time counts.
     let workers_cpu: f64 = running.iter().map(|w| stack::cpu_seconds(w.pid())).sum();
     let postgres_cpu = stack::postgres_cpu_seconds() - cpu_before;
@@ -126,6 +132,12 @@ pub async fn end_to_end(setup: &Setup, jobs: usize, workers: usize) -> anyhow::R
     figures.insert("cpu_cores_workers".into(), round(workers_cpu / wall));
     figures.insert("cpu_cores_postgres".into(), round(postgres_cpu / wall));
     figures.insert("jobs_per_sec".into(), round(jobs as f64 / span));
+    // Without the start: a worker under a cap makes no call until its peers have
+    // counted it (two heartbeats), which the span above includes.
+    figures.insert(
+        "jobs_per_sec_first_to_last_commit".into(),
+        round((jobs - 1) as f64 / commits),
+    );
     figures.insert("seconds_first_claim_to_last_commit".into(), round(span));
     figures.insert("seconds_wall_from_worker_start".into(), round(wall));
     figures.insert("failed".into(), json!(failed));
@@ -138,15 +150,16 @@ pub async fn in_flight(
     jobs: usize,
     concurrency: u32,
     latency_ms: u64,
+    cap: u32,
 ) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
     let api = stack::api(setup, &db).await?;
-    let llm = fake_llm::start(Duration::from_millis(latency_ms)).await?;
+    let llm = fake_llm(Duration::from_millis(latency_ms)).await?;
     // One job per session: a session's questions run one at a time, so `concurrency`
     // jobs can be in flight only if as many sessions have one.
     let user = User::create(&api, jobs).await?;
     user.generate_many(jobs, 64).await?;
-    let worker = stack::worker(setup, &db, &llm, concurrency).await?;
+    let worker = stack::worker(setup, &db, &llm, concurrency, cap).await?;
     let metrics_url = format!("http://{}/metrics", worker.addr);
     let http = reqwest::Client::new();
     let started = Instant::now();
@@ -175,6 +188,7 @@ pub async fn in_flight(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let span = claim_to_commit_seconds(&db).await?;
+    let commits = first_to_last_commit_seconds(&db).await?;
     let (_, high_water) = stack::rss_mib(worker.pid());
     // Where a job's time goes: all of it, and the LLM's part.
     let metrics = http.get(&metrics_url).send().await?.text().await?;
@@ -200,6 +214,12 @@ pub async fn in_flight(
     // span above includes.
     let steady = percentile(&mut in_flight, 50.0) / job_seconds.max(f64::EPSILON);
     figures.insert("jobs_per_sec_steady".into(), round(steady));
+    // Without the start (a worker under a cap calls nothing until its peers have
+    // counted it), which the span and the mean job time above include.
+    figures.insert(
+        "jobs_per_sec_first_to_last_commit".into(),
+        round((jobs - 1) as f64 / commits),
+    );
     figures.insert("job_seconds_mean".into(), round(job_seconds));
     figures.insert("llm_seconds_mean".into(), round(llm_seconds));
     figures.insert("rss_peak_sampled_mib".into(), round(peak_rss));
@@ -212,15 +232,15 @@ pub async fn in_flight(
 pub async fn pickup(setup: &Setup, rate: u32, seconds: u64) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
     let api = stack::api(setup, &db).await?;
-    let llm = fake_llm::start(Duration::ZERO).await?;
+    let llm = fake_llm(Duration::ZERO).await?;
     let total = rate as u64 * seconds;
     // One session per request: a request on a session whose previous operation is
     // unfinished would have its job held until that one ends, and the figure would
     // count the wait as pickup latency.
     let user = User::create(&api, total as usize).await?;
     let workers = [
-        stack::worker(setup, &db, &llm, 64).await?,
-        stack::worker(setup, &db, &llm, 64).await?,
+        stack::worker(setup, &db, &llm, 64, 0).await?,
+        stack::worker(setup, &db, &llm, 64, 0).await?,
     ];
     let http = reqwest::Client::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
@@ -333,10 +353,10 @@ pub async fn overhead(
 ) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
     let api = stack::api(setup, &db).await?;
-    let llm = fake_llm::start(Duration::from_millis(latency_ms)).await?;
+    let llm = fake_llm(Duration::from_millis(latency_ms)).await?;
     let total = rate as u64 * seconds;
     let user = User::create(&api, total as usize).await?;
-    let worker = stack::worker(setup, &db, &llm, concurrency).await?;
+    let worker = stack::worker(setup, &db, &llm, concurrency, 0).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(4_096)
         .http1_only()
@@ -479,6 +499,24 @@ async fn ask_and_wait(
             _ => {}
         }
     }
+}
+
+/// Seconds from the first operation's commit to the last one's.
+async fn first_to_last_commit_seconds(db: &Database) -> anyhow::Result<f64> {
+    let span: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(updated_at) - min(updated_at))::float8
+         FROM operations WHERE status = 'completed'",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    span.filter(|s| *s > 0.0).context("no commits recorded")
+}
+
+/// A fake model answering every call after `latency`, without limits; its base URL.
+async fn fake_llm(latency: Duration) -> anyhow::Result<String> {
+    Ok(FakeProvider::start(Behaviour::unlimited(latency))
+        .await?
+        .base_url)
 }
 
 /// Seconds from the first claim of a job to the last operation's commit.

@@ -1,9 +1,8 @@
 //! `bench`: the benchmarks of BENCHMARKS.md, run by hand. Each figure brings up its own
 //! stack (a fresh database, the real `api` and `worker` binaries, a fake LLM of set
-//! latency), drives it from this separate process over real HTTP, and prints one JSON
+//! latency, testkit's fake provider), drives it from this separate process over real HTTP, and prints one JSON
 //! line per run and one with the median of the runs.
 
-mod fake_llm;
 mod figures;
 mod load;
 mod pgbench;
@@ -49,9 +48,11 @@ enum Figure {
     Enqueue,
     /// 2. GET /operations/{id} at 64 connections.
     Poll,
-    /// 3. End-to-end jobs/s with an instant LLM, 1 and 2 workers, 10,000 jobs.
+    /// 3. End-to-end jobs/s with an instant LLM, 1 and 2 workers, 10,000 jobs; with
+    ///    LLM_MAX_IN_FLIGHT unset and set (1,000: it does not bind).
     EndToEnd,
-    /// 4. Jobs in flight and RSS of one worker at WORKER_CONCURRENCY 1,000, 2 s LLM.
+    /// 4. Jobs in flight and RSS of one worker at WORKER_CONCURRENCY 1,000, 2 s LLM;
+    ///    with LLM_MAX_IN_FLIGHT unset and set (10,000: it does not bind).
     InFlight,
     /// 5. Pickup latency at 50 jobs/s.
     Pickup,
@@ -118,22 +119,25 @@ async fn run_figure(cli: &Cli, setup: &Setup, figure: Figure) -> anyhow::Result<
         }
         Figure::EndToEnd => {
             for workers in [1, 2] {
-                repeat(
-                    cli,
-                    "end_to_end",
-                    json!({"jobs": 10_000, "workers": workers}),
-                    || figures::end_to_end(setup, 10_000, workers),
-                )
-                .await?;
+                for cap in [0, 1_000] {
+                    repeat(
+                        cli,
+                        "end_to_end",
+                        json!({"jobs": 10_000, "workers": workers, "llm_max_in_flight": cap}),
+                        || figures::end_to_end(setup, 10_000, workers, cap),
+                    )
+                    .await?;
+                }
             }
         }
         Figure::InFlight => {
-            let params =
-                json!({"jobs": 6_000, "worker_concurrency": 1_000, "llm_latency_ms": 2_000});
-            repeat(cli, "in_flight", params, || {
-                figures::in_flight(setup, 6_000, 1_000, 2_000)
-            })
-            .await?;
+            for cap in [0, 10_000] {
+                let params = json!({"jobs": 6_000, "worker_concurrency": 1_000, "llm_latency_ms": 2_000, "llm_max_in_flight": cap});
+                repeat(cli, "in_flight", params, || {
+                    figures::in_flight(setup, 6_000, 1_000, 2_000, cap)
+                })
+                .await?;
+            }
         }
         Figure::Pickup => {
             repeat(

@@ -113,12 +113,14 @@ pub async fn api(setup: &Setup, db: &Database) -> anyhow::Result<Process> {
     Process::spawn(&setup.bin_dir, "api", log_path(&setup.log_dir, "api"), &env).await
 }
 
-/// Starts a `worker` that asks the LLM at `llm_url`, with `concurrency` jobs in flight.
+/// Starts a `worker` that asks the LLM at `llm_url`, with `concurrency` jobs in flight
+/// and `LLM_MAX_IN_FLIGHT` = `cap` (0: no cap).
 pub async fn worker(
     setup: &Setup,
     db: &Database,
     llm_url: &str,
     concurrency: u32,
+    cap: u32,
 ) -> anyhow::Result<Process> {
     let env = [
         ("DATABASE_URL", db.url.clone()),
@@ -126,6 +128,7 @@ pub async fn worker(
         ("OPENAI_BASE_URL", llm_url.to_owned()),
         ("OPENAI_API_KEY", "bench-key".into()),
         ("WORKER_CONCURRENCY", concurrency.to_string()),
+        ("LLM_MAX_IN_FLIGHT", cap.to_string()),
         ("MIGRATE", "false".into()),
         ("RUST_LOG", "warn".into()),
     ];

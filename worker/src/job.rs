@@ -242,6 +242,10 @@ async fn try_attempt(
     let generated = match asked {
         Asked::Written(generated) => generated,
         Asked::Failed(err) => return llm_failure(state, job.operation_id, err, *is_last).await,
+        Asked::OperationFinished => {
+            tracing::info!("operation finished while its job waited on the provider");
+            return Ok(Ending::Done);
+        }
         Asked::OutOfPatience(_) => {
             let mut conn = (state.pool.acquire().await)
                 .context("acquiring a connection to record the spent wait budget")?;

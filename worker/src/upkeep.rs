@@ -43,14 +43,23 @@ pub async fn heartbeat(state: Arc<JobState>, interval: Duration, window: Duratio
     loop {
         every.tick().await;
         let name = crate::queue::current_worker_name();
-        if let Err(err) = beat_once(&state, &name, window).await {
+        match beat_once(&state, &name, window).await {
+            // Not registered yet (the apalis worker is starting): beat again soon, so
+            // that the count that makes it visible to its peers, and the share that
+            // follows one interval later, come as early as they can.
+            Ok(false) => every.reset_after(UNREGISTERED_RETRY.min(interval)),
+            Ok(true) => {}
             // The share stays as it was: the peers' view is unknown, not changed.
-            tracing::warn!(error = %err, "heartbeat failed; will try again");
+            Err(err) => tracing::warn!(error = %err, "heartbeat failed; will try again"),
         }
     }
 }
 
-async fn beat_once(state: &JobState, worker: &str, window: Duration) -> anyhow::Result<()> {
+/// How soon a worker that found its row missing beats again.
+const UNREGISTERED_RETRY: Duration = Duration::from_millis(100);
+
+/// One beat; returns whether this worker's row exists.
+async fn beat_once(state: &JobState, worker: &str, window: Duration) -> anyhow::Result<bool> {
     let limits = &state.limits;
     let (cap_share, in_flight) = limits.cap.now();
     let published = ProviderState {
@@ -70,7 +79,7 @@ async fn beat_once(state: &JobState, worker: &str, window: Duration) -> anyhow::
         window.as_secs(),
     )
     .await?;
-    Ok(())
+    Ok(beat.registered)
 }
 
 /// Fails stuck operations every [`RECONCILE_EVERY`] (`worst_case`: a job's longest

@@ -198,27 +198,29 @@ pub async fn fail(
     Ok(done.rows_affected() == 1)
 }
 
-/// Adds to what the operation has cost at the provider beyond its counted attempts:
-/// `calls` model calls and `waited_ms` of waiting on the provider. Written at each wait
-/// and when an attempt ends without its question, so that the wait budget
-/// (`LLM_MAX_WAIT_SECS`) holds across attempts and workers.
+/// Adds to what the operation has cost at the provider: `calls` model calls and
+/// `waited_ms` of waiting on it. Written at each wait and when an attempt ends without
+/// its question, so that the wait budget (`LLM_MAX_WAIT_SECS`) holds across attempts
+/// and workers. Returns whether the operation is still unfinished: one cancelled (or
+/// failed elsewhere) while its job waited needs no more calls.
 pub async fn add_provider_cost(
     conn: &mut PgConnection,
     id: OperationId,
     calls: u32,
     waited_ms: u64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let unfinished: Option<bool> = sqlx::query_scalar(
         "UPDATE operations
          SET model_calls = model_calls + $2, waited_ms = waited_ms + $3
-         WHERE id = $1",
+         WHERE id = $1
+         RETURNING status IN ('pending', 'processing')",
     )
     .bind(id)
     .bind(i32::try_from(calls).unwrap_or(i32::MAX))
     .bind(i64::try_from(waited_ms).unwrap_or(i64::MAX))
-    .execute(conn)
+    .fetch_optional(conn)
     .await?;
-    Ok(())
+    Ok(unfinished == Some(true))
 }
 
 /// How many operations of the session have not finished: the api's cap per session,

@@ -80,6 +80,9 @@ pub enum Asked {
     Failed(LlmError),
     /// The next wait would pass the operation's `LLM_MAX_WAIT_SECS`.
     OutOfPatience(WaitReason),
+    /// The operation finished while its job waited (its owner cancelled it): no call
+    /// is made for it any more.
+    OperationFinished,
 }
 
 /// What an attempt's asking cost.
@@ -166,18 +169,23 @@ impl Limits {
                     (WaitReason::RateLimited, self.backoff(hintless_429s))
                 }
                 _ => {
-                    self.keep(&mut kept, spent, budget).await;
+                    // Failed either way; whether the operation finished meanwhile,
+                    // the job's failure path finds out.
+                    let _ = self.keep(&mut kept, spent, budget).await;
                     return (Asked::Failed(err), spent);
                 }
             };
-            tracing::info!(error = %err, wait_ms = wait.as_millis() as u64, "the model provider asked for a wait");
+            let wait_ms = wait.as_millis() as u64;
+            tracing::info!(error = %err, wait_ms, "the model provider asked for a wait");
             if Instant::now() + wait > patience_ends {
                 return self.give_up(reason, spent, kept, budget).await;
             }
             let waiting = Instant::now();
             tokio::time::sleep(wait).await;
             spent.waited += self.waited(reason, waiting);
-            self.keep(&mut kept, spent, budget).await;
+            if !self.keep(&mut kept, spent, budget).await {
+                return (Asked::OperationFinished, spent);
+            }
         }
     }
 
@@ -222,13 +230,14 @@ impl Limits {
             waited_ms = spent.waited.as_millis() as u64,
             "the operation's wait budget is spent"
         );
-        self.keep(&mut kept, spent, budget).await;
+        let _ = self.keep(&mut kept, spent, budget).await;
         (Asked::OutOfPatience(reason), spent)
     }
 
-    /// Writes what `spent` adds to what is `kept` in the operation's row already. Best
-    /// effort: a lost write costs the budget's precision, never a question.
-    async fn keep(&self, kept: &mut Spent, spent: Spent, budget: Budget<'_>) {
+    /// Writes what `spent` adds to what is `kept` in the operation's row already, and
+    /// says whether the operation is still unfinished. Best effort: a lost write costs
+    /// the budget's precision, never a question (the operation counts as unfinished).
+    async fn keep(&self, kept: &mut Spent, spent: Spent, budget: Budget<'_>) -> bool {
         let calls = spent.calls - kept.calls;
         let waited = spent.waited.saturating_sub(kept.waited);
         let written = match budget.pool.acquire().await {
@@ -244,8 +253,14 @@ impl Limits {
             Err(err) => Err(err),
         };
         match written {
-            Ok(()) => *kept = spent,
-            Err(err) => tracing::warn!(error = %err, "could not record the wait on the operation"),
+            Ok(unfinished) => {
+                *kept = spent;
+                unfinished
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not record the wait on the operation");
+                true
+            }
         }
     }
 }

@@ -313,3 +313,40 @@ async fn a_cap_keeps_the_provider_within_its_capacity_and_nothing_is_refused(poo
     assert_eq!(seen.rate_limited, 0, "{seen:?}");
     assert!(seen.peak_in_flight <= 4, "{seen:?}");
 }
+
+#[sqlx::test(migrations = false)]
+async fn an_operation_cancelled_while_its_job_waits_gets_no_more_calls(pool: PgPool) {
+    migrated(&pool).await;
+    let provider = FakeProvider::start(Behaviour::unlimited(Duration::ZERO))
+        .await
+        .expect("provider");
+    provider.set_mode(Mode::Down {
+        retry_after: Some("1".to_owned()),
+    });
+    let worker = RunningWorker::start(&pool, provider_config(&provider.base_url, |_| {})).await;
+    let (user, session) = session(&pool, 1).await;
+    let op = enqueue(&pool, user, session, 5).await;
+    testkit::eventually("a refused call", Duration::from_secs(60), || async {
+        (provider.seen().calls >= 1).then_some(())
+    })
+    .await;
+    let mut conn = pool.acquire().await.expect("conn");
+    shared::db::operations::cancel(&mut conn, op, user)
+        .await
+        .expect("cancel")
+        .expect("it was unfinished");
+    let at_cancel = provider.seen().calls;
+    // Its job ends at its next wait's end (Done: nothing failed), not at the budget.
+    assert_eq!(settled_jobs(&pool).await, ["Done"]);
+    worker.stop().await;
+    assert!(
+        provider.seen().calls <= at_cancel + 1,
+        "calls went on after the cancel: {} then {:?}",
+        at_cancel,
+        provider.seen()
+    );
+    assert_eq!(
+        finished(&pool, op).await.error_message.as_deref(),
+        Some(shared::db::operations::CANCELLED)
+    );
+}
