@@ -9,7 +9,7 @@ use testkit::fixtures::*;
 use testkit::postgres::database_url;
 use testkit::process::Process;
 
-use crate::support::{scrape, scrape_showing, value};
+use crate::support::{scrape_showing, value};
 
 /// Whether `name` (a metric, or a histogram's `_bucket`/`_sum`/`_count`) is exported.
 fn exports(scraped: &str, name: &str) -> bool {
