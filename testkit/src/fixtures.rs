@@ -219,6 +219,25 @@ pub async fn enqueue_on(
     ops
 }
 
+/// One operation on each of `n` fresh sessions: nothing waits behind a session's
+/// earlier question, so every one can run at once.
+pub async fn one_each(pool: &PgPool, n: usize) -> Vec<OperationId> {
+    enqueue_on(pool, &sessions(pool, n).await, 1).await
+}
+
+/// Waits for each of `ops` to finish, and asserts that it completed.
+pub async fn all_completed(pool: &PgPool, ops: &[OperationId]) {
+    for op in ops {
+        let done = finished(pool, *op).await;
+        assert_eq!(
+            done.status.as_str(),
+            "completed",
+            "{op}: {:?}",
+            done.error_message
+        );
+    }
+}
+
 /// How many operations are in `status` now.
 pub async fn operations_in(pool: &PgPool, status: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM operations WHERE status = $1")

@@ -9,23 +9,30 @@ use testkit::fixtures::*;
 use testkit::process::Process;
 use testkit::provider::{Behaviour, FakeProvider, Mode};
 
-/// One operation on each of `n` fresh sessions.
-async fn one_each(pool: &PgPool, n: usize) -> Vec<shared::domain::OperationId> {
-    enqueue_on(pool, &sessions(pool, n).await, 1).await
-}
-
-/// A worker under a cap of `cap`, at full concurrency, beating every half second.
-async fn capped_worker(pool: &PgPool, provider: &FakeProvider, cap: u32, tag: &str) -> Process {
+/// Two workers sharing a cap of 6 (at full concurrency, beating every half second),
+/// with a provider that serves 6 at once, once each has counted the other: three
+/// calls each.
+async fn two_workers_under_a_cap_of_6(pool: &PgPool, tag: &str) -> (FakeProvider, [Process; 2]) {
+    let provider = FakeProvider::start(Behaviour::with_capacity(6))
+        .await
+        .expect("provider");
     let env = worker_env_at(
         pool,
         &provider.base_url,
         &[
-            ("LLM_MAX_IN_FLIGHT", &cap.to_string()),
+            ("LLM_MAX_IN_FLIGHT", "6"),
             ("WORKER_CONCURRENCY", "64"),
             ("WORKER_HEARTBEAT_SECS", "2"),
         ],
     );
-    Process::start("worker", tag, &env).await
+    let workers = [
+        Process::start("worker", &format!("{tag}-a"), &env).await,
+        Process::start("worker", &format!("{tag}-b"), &env).await,
+    ];
+    for worker in &workers {
+        scrape_showing(&worker.addr, &[("llm_cap_share", 3.0)]).await;
+    }
+    (provider, workers)
 }
 
 #[sqlx::test(migrations = false)]
@@ -33,22 +40,9 @@ async fn two_workers_under_a_cap_of_6_complete_120_operations_and_the_provider_s
     pool: PgPool,
 ) {
     migrated(&pool).await;
-    let provider = FakeProvider::start(Behaviour::with_capacity(6))
-        .await
-        .expect("provider");
-    let a = capped_worker(&pool, &provider, 6, "cap-a").await;
-    let b = capped_worker(&pool, &provider, 6, "cap-b").await;
-    // Each has counted the other: three calls each.
-    scrape_showing(&a.addr, &[("llm_cap_share", 3.0)]).await;
-    scrape_showing(&b.addr, &[("llm_cap_share", 3.0)]).await;
+    let (provider, _workers) = two_workers_under_a_cap_of_6(&pool, "cap").await;
     let ops = one_each(&pool, 120).await;
-    for op in &ops {
-        assert_eq!(
-            finished(&pool, *op).await.status.as_str(),
-            "completed",
-            "{op}"
-        );
-    }
+    all_completed(&pool, &ops).await;
     let seen = provider.seen();
     eprintln!("two workers, cap 6, a provider serving 6: {seen:?}");
     assert_eq!(seen.served, 120);
@@ -63,13 +57,7 @@ async fn two_workers_under_a_cap_of_6_complete_120_operations_and_the_provider_s
 #[sqlx::test(migrations = false)]
 async fn a_killed_workers_share_of_the_cap_goes_back_to_the_other(pool: PgPool) {
     migrated(&pool).await;
-    let provider = FakeProvider::start(Behaviour::with_capacity(6))
-        .await
-        .expect("provider");
-    let survivor = capped_worker(&pool, &provider, 6, "share-survivor").await;
-    let mut victim = capped_worker(&pool, &provider, 6, "share-victim").await;
-    scrape_showing(&survivor.addr, &[("llm_cap_share", 3.0)]).await;
-    scrape_showing(&victim.addr, &[("llm_cap_share", 3.0)]).await;
+    let (provider, [survivor, mut victim]) = two_workers_under_a_cap_of_6(&pool, "share").await;
     victim.kill();
     let killed = Instant::now();
     scrape_showing(&survivor.addr, &[("llm_cap_share", 6.0)]).await;
@@ -79,13 +67,7 @@ async fn a_killed_workers_share_of_the_cap_goes_back_to_the_other(pool: PgPool) 
     );
     // And uses it: the provider sees six at once, and never more.
     let ops = one_each(&pool, 60).await;
-    for op in &ops {
-        assert_eq!(
-            finished(&pool, *op).await.status.as_str(),
-            "completed",
-            "{op}"
-        );
-    }
+    all_completed(&pool, &ops).await;
     let seen = provider.seen();
     assert_eq!(seen.peak_in_flight, 6, "the whole cap in use: {seen:?}");
     assert_eq!(seen.rate_limited, 0, "{seen:?}");

@@ -41,12 +41,6 @@ fn provider_config(
     })
 }
 
-/// Enqueues one operation on each of `n` fresh sessions.
-async fn one_each(pool: &PgPool, n: usize) -> Vec<OperationId> {
-    let fixtures = sessions(pool, n).await;
-    enqueue_on(pool, &fixtures, 1).await
-}
-
 #[sqlx::test(migrations = false)]
 async fn a_429_with_retry_after_is_waited_out_and_counts_no_attempt(pool: PgPool) {
     migrated(&pool).await;
@@ -258,13 +252,7 @@ async fn with_no_cap_a_provider_serving_four_at_once_completes_all_80(pool: PgPo
         .expect("provider");
     let worker = RunningWorker::start(&pool, provider_config(&provider.base_url, |_| {})).await;
     let ops = one_each(&pool, 80).await;
-    for op in &ops {
-        assert_eq!(
-            finished(&pool, *op).await.status.as_str(),
-            "completed",
-            "{op}"
-        );
-    }
+    all_completed(&pool, &ops).await;
     worker.stop().await;
     let seen = provider.seen();
     eprintln!("no cap, a provider serving 4: {seen:?}");
@@ -299,13 +287,7 @@ async fn a_cap_keeps_the_provider_within_its_capacity_and_nothing_is_refused(poo
     )
     .await;
     let ops = one_each(&pool, 40).await;
-    for op in &ops {
-        assert_eq!(
-            finished(&pool, *op).await.status.as_str(),
-            "completed",
-            "{op}"
-        );
-    }
+    all_completed(&pool, &ops).await;
     worker.stop().await;
     let seen = provider.seen();
     eprintln!("a cap of 4, a provider serving 4: {seen:?}");
