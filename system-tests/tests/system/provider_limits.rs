@@ -98,12 +98,8 @@ async fn a_45_s_outage_costs_at_most_60_calls_and_every_operation_completes_afte
     tokio::time::sleep(Duration::from_secs(45).saturating_sub(began.elapsed())).await;
     let during = provider.seen();
     provider.set_mode(Mode::Serving);
+    all_completed(&pool, &ops).await;
     for op in &ops {
-        assert_eq!(
-            finished(&pool, *op).await.status.as_str(),
-            "completed",
-            "{op}"
-        );
         assert_eq!(attempts(&pool, *op).await, 1, "waiting counted no attempt");
     }
     eprintln!("calls during a 45 s outage with 20 operations waiting: {during:?}");
