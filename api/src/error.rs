@@ -52,6 +52,12 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("The service is temporarily unavailable; try again shortly.")]
     ServiceUnavailable,
+    /// Readiness only: this release's migrations are not all applied (`MIGRATE=false`
+    /// and the migrate step has not run yet).
+    #[error(
+        "Not ready: the database lacks this release's migrations {missing}; run `api migrate`."
+    )]
+    SchemaBehind { missing: String },
     #[error("The service is busy; try again in {retry_after_secs} seconds.")]
     Busy { retry_after_secs: u64 },
     #[error("Something went wrong on our side.")]
@@ -90,7 +96,7 @@ impl ApiError {
             NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            ServiceUnavailable | Busy { .. } => {
+            ServiceUnavailable | SchemaBehind { .. } | Busy { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
             }
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
@@ -191,7 +197,7 @@ impl IntoResponse for ApiError {
             | ApiError::Busy { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            ApiError::ServiceUnavailable => {
+            ApiError::ServiceUnavailable | ApiError::SchemaBehind { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}

@@ -13,7 +13,8 @@
 //! - [`throttle`], [`trusted_proxies`]: failed logins and registrations per key and
 //!   minute, and whose `X-Forwarded-For` names the client;
 //! - [`series`]: the api's own metric series (HTTP requests, refusals);
-//! - [`state`], [`validate`]: the small parts the handlers share.
+//! - [`state`], [`validate`]: the small parts the handlers share;
+//! - [`migrate`]: `api migrate`, the schema brought up to date as a step of its own.
 
 pub mod auth;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod known_users;
 pub mod long_poll;
+pub mod migrate;
 pub mod routes;
 pub mod series;
 pub mod state;
@@ -68,6 +70,7 @@ impl App {
             )),
             waiters: Arc::new(long_poll::Waiters::default()),
             users: Arc::new(known_users::KnownUsers::default()),
+            schema: Arc::new(shared::db::SchemaCheck::default()),
             metrics: {
                 let handle = shared::metrics::install_recorder();
                 series::register();

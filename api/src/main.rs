@@ -1,15 +1,19 @@
-//! The `api` binary: configuration and telemetry, then [`api::run`].
+//! The `api` binary: configuration and telemetry, then [`api::run`]; or, as
+//! `api migrate`, [`api::migrate::run`].
 
 use api::config::ApiConfig;
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     shared::config::load_dotenv();
+    if api::migrate::requested() {
+        return Ok(api::migrate::run().await);
+    }
     let config = ApiConfig::parse();
     if config.print_openapi {
         println!("{}", api::routes::docs::openapi_document()?);
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     if let Err(why) = config.validate() {
         eprintln!("error: {why}");
@@ -18,5 +22,6 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init(&config.telemetry);
     tracing::info!(database = %config.database.database_url, "starting api");
     let listener = tokio::net::TcpListener::bind(config.api_addr).await?;
-    api::run(config, listener, shared::shutdown::signal()).await
+    api::run(config, listener, shared::shutdown::signal()).await?;
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -27,6 +27,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The bounds that keep a hostile or unlucky client from taking the process down.
     pub guards: Arc<Guards>,
+    /// Whether this release's migrations are applied (`/readyz`).
+    pub schema: Arc<shared::db::SchemaCheck>,
 }
 
 impl AppState {

@@ -10,7 +10,8 @@
 //!   attempt, the breaker;
 //! - [`prompt`], [`output`]: what the LLM is asked, and the strict reading of its reply;
 //! - [`upkeep`]: the heartbeat, the reconciler and retention, beside the jobs;
-//! - [`server`]: `/healthz` and `/metrics`; [`series`]: the worker's own metric series;
+//! - [`server`]: `/healthz`, `/readyz` ([`readiness`]) and `/metrics`; [`series`]: the
+//!   worker's own metric series;
 //! - [`board`]: the queue board for operators, beside them when `OPS_TOKEN` is set.
 
 pub mod board;
@@ -21,6 +22,7 @@ pub mod llm;
 pub mod output;
 pub mod prompt;
 pub mod queue;
+pub mod readiness;
 pub mod series;
 pub mod server;
 pub mod upkeep;
@@ -30,14 +32,15 @@ use crate::job::JobState;
 use crate::limits::Limits;
 use crate::llm::Llm;
 use crate::llm::openai::{OpenAiSettings, OpenAiWriter};
+use crate::readiness::Readiness;
 use sqlx::PgPool;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Runs the worker until `shutdown` completes: connects, migrates (unless
-/// `MIGRATE=false`), serves `/healthz` and `/metrics` on `listener`, and works the
-/// queue. On shutdown it stops taking jobs and finishes those in flight, up to
+/// `MIGRATE=false`; then it waits until this release's migrations are applied), serves
+/// `/healthz`, `/readyz` and `/metrics` on `listener`, and works the queue. On shutdown it stops taking jobs and finishes those in flight, up to
 /// `WORKER_SHUTDOWN_SECS`.
 pub async fn run(
     config: WorkerConfig,
@@ -67,10 +70,27 @@ pub async fn work(
         max_earlier_questions: i64::from(config.prompt_max_earlier_questions),
     });
 
+    let readiness = Arc::new(Readiness::new(pool.clone(), config.heartbeat_window()));
+    // Shutdown, as a flag every waiter can watch: readiness turns 503 at once, the
+    // wait for the schema ends, and the queue drains.
+    let (stopping, mut stop_requested) = tokio::sync::watch::channel(false);
+    tokio::spawn({
+        let readiness = Arc::clone(&readiness);
+        async move {
+            shutdown.await;
+            readiness.drain();
+            let _ = stopping.send(true);
+        }
+    });
+
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_addr = config.telemetry.metrics_addr;
-    let ops = server::router(metrics.clone(), metrics_addr.is_none())
-        .merge(board::router(pool.clone(), config));
+    let ops = server::router(
+        metrics.clone(),
+        metrics_addr.is_none(),
+        Arc::clone(&readiness),
+    )
+    .merge(board::router(pool.clone(), config));
     let server = tokio::spawn(shared::serve::serve(
         listener,
         ops,
@@ -80,6 +100,18 @@ pub async fn work(
         },
     ));
 
+    if !config.database.migrate {
+        tokio::select! {
+            () = readiness.wait_for_schema() => {}
+            () = stopped(&mut stop_requested) => {
+                let _ = server_stop.send(());
+                let _ = server.await;
+                tracing::info!("worker stopped before its migrations were applied");
+                return Ok(());
+            }
+        }
+    }
+
     let mut upkeep = vec![
         tokio::spawn(shared::metrics::refresh_gauges_every(
             pool.clone(),
@@ -88,6 +120,7 @@ pub async fn work(
         )),
         tokio::spawn(upkeep::heartbeat(
             Arc::clone(&state),
+            Arc::clone(&readiness),
             config.heartbeat_interval(),
             config.heartbeat_window(),
         )),
@@ -113,7 +146,7 @@ pub async fn work(
         )));
     }
     let signal = async move {
-        shutdown.await;
+        stopped(&mut stop_requested).await;
         tracing::info!("shutdown requested: taking no new jobs, finishing those in flight");
         Ok(())
     };
@@ -130,6 +163,11 @@ pub async fn work(
     outcome?;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Waits until shutdown is asked for (or the flag's sender is gone).
+async fn stopped(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stop| *stop).await;
 }
 
 /// The configured LLM provider.

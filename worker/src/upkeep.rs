@@ -14,6 +14,7 @@
 //! (The fifth task beside the jobs, the gauges' refresh, is `shared::metrics`'.)
 
 use crate::job::JobState;
+use crate::readiness::Readiness;
 use metrics::counter;
 use shared::db::heartbeat::{self, ProviderState};
 use shared::db::reconcile::WorstCase;
@@ -36,7 +37,12 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// peers for its share of the cap on model calls, and re-enqueues the jobs of workers
 /// silent for `window` (apalis does that only in its own heartbeat, which a busy worker
 /// does not send, so with every worker busy nobody would).
-pub async fn heartbeat(state: Arc<JobState>, interval: Duration, window: Duration) {
+pub async fn heartbeat(
+    state: Arc<JobState>,
+    readiness: Arc<Readiness>,
+    interval: Duration,
+    window: Duration,
+) {
     let mut every = tokio::time::interval(interval);
     // A late beat is sent at once, then the rhythm resumes; never a burst.
     every.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -48,7 +54,7 @@ pub async fn heartbeat(state: Arc<JobState>, interval: Duration, window: Duratio
             // that the count that makes it visible to its peers, and the share that
             // follows one interval later, come as early as they can.
             Ok(false) => every.reset_after(UNREGISTERED_RETRY.min(interval)),
-            Ok(true) => {}
+            Ok(true) => readiness.beat(),
             // The share stays as it was: the peers' view is unknown, not changed.
             Err(err) => tracing::warn!(error = %err, "heartbeat failed; will try again"),
         }

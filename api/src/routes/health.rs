@@ -17,15 +17,25 @@ pub async fn healthz() -> axum::Json<Value> {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// Ready when the database answers.
+/// Ready when the database answers and holds this release's migrations.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operability", responses(
-    (status = 200, description = "The database answers"),
-    (status = 503, description = "SERVICE_UNAVAILABLE: the database does not answer", body = ErrorBody),
+    (status = 200, description = "The database answers, with this release's schema"),
+    (status = 503, description = "SERVICE_UNAVAILABLE: the database does not answer, or lacks migrations of this release (named in the message)", body = ErrorBody),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
-    let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool);
-    match tokio::time::timeout(READY_TIMEOUT, ping).await {
-        Ok(Ok(_)) => Ok(axum::Json(json!({"status": "ready"}))),
+    let check = async {
+        sqlx::query_scalar::<_, i32>("SELECT 1")
+            .fetch_one(&state.pool)
+            .await?;
+        state.schema.missing(&state.pool).await
+    };
+    match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(missing)) if missing.is_empty() => Ok(axum::Json(json!({"status": "ready"}))),
+        Ok(Ok(missing)) => {
+            let missing = missing.join(", ");
+            tracing::warn!(%missing, "not ready: migrations of this release are not applied");
+            Err(ApiError::SchemaBehind { missing })
+        }
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "not ready: database error");
             Err(ApiError::ServiceUnavailable)

@@ -79,7 +79,9 @@ pub fn queue_pool(main: &PgPool) -> PgPool {
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, ConnectError> {
     let pool = pool(config).map_err(ConnectError::Url)?;
     if config.migrate {
-        migrate(&pool).await?;
+        for applied in migrate(&pool).await? {
+            tracing::info!(migration = %applied, "migration applied");
+        }
     }
     Ok(pool)
 }
@@ -96,22 +98,127 @@ pub enum ConnectError {
 }
 
 /// Applies both schemas: apalis' queue tables (schema `apalis`, its own history) and
-/// ours. Safe to run concurrently from several processes: sqlx serialises migrators
-/// with an advisory lock, and both histories skip what is applied.
-pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
-    apalis_postgres::PostgresStorage::<()>::setup(pool)
+/// ours, and returns the migrations it applied (`version description`, in order). Safe
+/// to run concurrently from several processes: sqlx serialises migrators with an
+/// advisory lock, and both histories skip what is applied.
+///
+/// A database ahead of this release (migrations applied that this binary does not
+/// know, from a newer release in a rolling upgrade or before a rollback) is accepted:
+/// each release only adds to the schema what the previous one can run beside
+/// (docs/DESIGN.md, "Upgrades"), so an older binary starts and works on it.
+pub async fn migrate(pool: &PgPool) -> Result<Vec<String>, MigrateError> {
+    let before = missing_migrations(pool).await.map_err(MigrateError::Read)?;
+    tolerant(queue_migrator())
+        .run(pool)
         .await
         .map_err(MigrateError::Queue)?;
-    MIGRATOR.run(pool).await.map_err(MigrateError::Schema)?;
-    Ok(())
+    tolerant(schema_migrator())
+        .run(pool)
+        .await
+        .map_err(MigrateError::Schema)?;
+    let after = missing_migrations(pool).await.map_err(MigrateError::Read)?;
+    Ok(before.into_iter().filter(|m| !after.contains(m)).collect())
+}
+
+/// The migrations this release knows that the database has not applied, apalis' and
+/// ours, named `version description`; empty when the schema is up to date (or ahead).
+pub async fn missing_migrations(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let mut missing = Vec::new();
+    for (history, migrator) in [
+        (History::Queue, queue_migrator()),
+        (History::Schema, schema_migrator()),
+    ] {
+        let applied = history.applied(pool).await?;
+        missing.extend(
+            migrator
+                .iter()
+                .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+                .map(|m| format!("{} {}", m.version, m.description)),
+        );
+    }
+    Ok(missing)
+}
+
+/// Whether this release's migrations are all applied, for readiness: asked until the
+/// answer is yes, then remembered (migrations are never taken back).
+#[derive(Debug, Default)]
+pub struct SchemaCheck {
+    current: std::sync::atomic::AtomicBool,
+}
+
+impl SchemaCheck {
+    /// This release's migrations that are not applied yet; empty once they all are.
+    pub async fn missing(&self, pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+        use std::sync::atomic::Ordering;
+        if self.current.load(Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
+        let missing = missing_migrations(pool).await?;
+        if missing.is_empty() {
+            self.current.store(true, Ordering::Relaxed);
+        }
+        Ok(missing)
+    }
+}
+
+/// Where each migrator keeps its history.
+#[derive(Debug, Clone, Copy)]
+enum History {
+    /// apalis': `apalis._sqlx_migrations`.
+    Queue,
+    /// Ours: `public._sqlx_migrations`.
+    Schema,
+}
+
+impl History {
+    /// The versions applied successfully; none when the history does not exist yet.
+    async fn applied(self, pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
+        let (table, select) = match self {
+            History::Queue => (
+                "apalis._sqlx_migrations",
+                "SELECT version FROM apalis._sqlx_migrations WHERE success",
+            ),
+            History::Schema => (
+                "public._sqlx_migrations",
+                "SELECT version FROM public._sqlx_migrations WHERE success",
+            ),
+        };
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(table)
+            .fetch_one(pool)
+            .await?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        sqlx::query_scalar(select).fetch_all(pool).await
+    }
+}
+
+/// apalis' own migrations, as its `setup` runs them.
+fn queue_migrator() -> Migrator {
+    apalis_postgres::PostgresStorage::<()>::migrations()
+}
+
+/// Ours, as a value (the static [`MIGRATOR`] cannot be changed).
+fn schema_migrator() -> Migrator {
+    Migrator::with_migrations(MIGRATOR.iter().cloned().collect())
+}
+
+/// `migrator`, accepting versions applied that it does not know.
+fn tolerant(mut migrator: Migrator) -> Migrator {
+    migrator.set_ignore_missing(true);
+    migrator
 }
 
 /// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    /// The migration histories could not be read.
+    #[error("reading the applied migrations failed")]
+    Read(#[source] sqlx::Error),
     /// apalis' own migrations failed.
     #[error("applying the job queue's migrations failed")]
-    Queue(#[source] apalis_postgres::Error),
+    Queue(#[source] sqlx::migrate::MigrateError),
     /// Our migrations failed.
     #[error("applying the service's migrations failed")]
     Schema(#[source] sqlx::migrate::MigrateError),

@@ -13,3 +13,4 @@ mod outage;
 mod provider_limits;
 mod scaling;
 mod security;
+mod upgrades;

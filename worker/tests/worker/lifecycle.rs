@@ -435,3 +435,36 @@ async fn a_running_worker_reconciles_by_itself_and_reports_overdue_operations(po
     );
     worker.stop().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn readiness_needs_the_schema_a_recent_heartbeat_and_no_drain(pool: PgPool) {
+    use worker::readiness::Readiness;
+    migrated(&pool).await;
+    let readiness = Readiness::new(pool.clone(), Duration::from_millis(300));
+    let reason = readiness.check().await.expect_err("no beat yet");
+    assert!(reason.contains("no heartbeat"), "{reason}");
+    readiness.beat();
+    assert_eq!(readiness.check().await, Ok(()));
+    // Silent past the takeover window: the others may be taking its jobs.
+    testkit::eventually("the beat to age", Duration::from_secs(10), || async {
+        readiness.check().await.err()
+    })
+    .await;
+    readiness.beat();
+    readiness.drain();
+    let reason = readiness.check().await.expect_err("draining");
+    assert!(reason.starts_with("draining"), "{reason}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_running_worker_is_ready_once_it_has_beaten(pool: PgPool) {
+    migrated(&pool).await;
+    let worker = RunningWorker::start(&pool, config(|c| c.worker_heartbeat_secs = 2)).await;
+    let url = format!("http://{}/readyz", worker.metrics_addr);
+    testkit::eventually("the worker ready", Duration::from_secs(30), || async {
+        let response = reqwest::get(&url).await.expect("readyz");
+        (response.status() == reqwest::StatusCode::OK).then_some(())
+    })
+    .await;
+    worker.stop().await;
+}
