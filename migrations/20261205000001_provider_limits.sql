@@ -11,12 +11,15 @@ ALTER TABLE operations
     ADD COLUMN model_calls integer NOT NULL DEFAULT 0 CHECK (model_calls >= 0),
     ADD COLUMN waited_ms bigint NOT NULL DEFAULT 0 CHECK (waited_ms >= 0);
 
--- Each worker process's side of the provider's limits, as its heartbeat last wrote it:
--- what the queue board shows per worker. The heartbeat rewrites its row every beat;
--- retention deletes it with its worker's row of apalis.workers. (No foreign key to
--- that row: our migrations run before or after apalis' own, in either order.)
-CREATE TABLE worker_llm_state (
+-- Each worker process as its heartbeat last described it: its build, and its side of
+-- the provider's limits. What the queue board shows per worker. The heartbeat rewrites
+-- its row every beat; retention deletes it with its worker's row of apalis.workers.
+-- (No foreign key to that row: our migrations run before or after apalis' own, in
+-- either order.)
+CREATE TABLE worker_state (
     worker_id text PRIMARY KEY,
+    version text NOT NULL,
+    git_commit text NOT NULL,
     -- This process's share of LLM_MAX_IN_FLIGHT; NULL when no cap is set.
     cap_share integer CHECK (cap_share >= 0),
     in_flight integer NOT NULL CHECK (in_flight >= 0),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// Every setting of the `api` binary; `api --help` lists them with their defaults.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "api", version, about = "The interview service's HTTP api")]
+#[command(name = "api", version = shared::build::version_line(), about = "The interview service's HTTP api")]
 pub struct ApiConfig {
     /// Address the HTTP server listens on.
     #[arg(long, env = "API_ADDR", default_value = "127.0.0.1:8080")]

@@ -20,7 +20,12 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         std::process::exit(2);
     }
     shared::telemetry::init(&config.telemetry);
-    tracing::info!(database = %config.database.database_url, "starting api");
+    tracing::info!(
+        version = shared::build::VERSION,
+        commit = shared::build::COMMIT,
+        database = %config.database.database_url,
+        "starting api"
+    );
     let listener = tokio::net::TcpListener::bind(config.api_addr).await?;
     api::run(config, listener, shared::shutdown::signal()).await?;
     Ok(std::process::ExitCode::SUCCESS)

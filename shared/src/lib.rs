@@ -10,6 +10,7 @@
 //! says why.
 //!
 //! Layout:
+//! - [`build`]: this build's version and git commit;
 //! - [`domain`]: ids, statuses and question types, spelled the same in serde, SQL and the contract;
 //! - [`config`]: settings read once from the environment (and `.env`);
 //! - [`db`]: the pool and the migrators ([`db::connect`] at start), and one module of SQL per table;
@@ -21,6 +22,7 @@
 //! - [`telemetry`]: tracing set-up (`RUST_LOG`, `LOG_FORMAT`);
 //! - [`tls`]: the process's TLS crypto provider.
 
+pub mod build;
 pub mod config;
 pub mod db;
 pub mod domain;

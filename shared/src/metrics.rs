@@ -35,6 +35,7 @@ pub fn install_recorder() -> PrometheusHandle {
             match builder.install_recorder() {
                 Ok(handle) => {
                     describe();
+                    crate::build::register_build_info();
                     handle
                 }
                 // Another recorder is installed (only possible in tests): render an empty one.

@@ -32,7 +32,7 @@ impl From<Provider> for ProviderSetting {
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "worker",
-    version,
+    version = shared::build::version_line(),
     about = "The interview service's question-generation worker"
 )]
 pub struct WorkerConfig {

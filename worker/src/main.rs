@@ -13,7 +13,12 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     }
     shared::telemetry::init(&config.telemetry);
-    tracing::info!(database = %config.database.database_url, "starting worker");
+    tracing::info!(
+        version = shared::build::VERSION,
+        commit = shared::build::COMMIT,
+        database = %config.database.database_url,
+        "starting worker"
+    );
     let listener = tokio::net::TcpListener::bind(config.worker_addr).await?;
     worker::run(config, listener, shared::shutdown::signal()).await
 }

@@ -193,6 +193,8 @@ pub struct BoardWorker {
     pub in_flight: Option<i32>,
     /// Whether its breaker was open at its last beat.
     pub breaker_open: Option<bool>,
+    /// Its build (`0.1.0 (commit abc1234)`), from its last beat.
+    pub build: Option<String>,
 }
 
 /// The queue's workers, the most recently seen first, at most `limit` (silent ones stay
@@ -203,9 +205,10 @@ pub async fn workers(pool: &PgPool, limit: i64) -> Result<Vec<BoardWorker>, sqlx
                 extract(epoch FROM now() - w.last_seen)::float8 AS age_secs,
                 (SELECT count(*) FROM apalis.jobs j
                  WHERE j.lock_by = w.id AND j.status = 'Running') AS running,
-                l.cap_share, l.in_flight, l.breaker_open
+                l.cap_share, l.in_flight, l.breaker_open,
+                l.version || ' (commit ' || l.git_commit || ')' AS build
          FROM apalis.workers w
-         LEFT JOIN worker_llm_state l ON l.worker_id = w.id
+         LEFT JOIN worker_state l ON l.worker_id = w.id
          WHERE w.worker_type = $1
          ORDER BY w.last_seen DESC
          LIMIT $2",

@@ -1,6 +1,6 @@
 //! A worker process's heartbeat, as one statement: it marks the process's apalis worker
-//! alive, publishes the process's side of the model provider's limits for the queue
-//! board (`worker_llm_state`), and counts the live peers among which the cap on calls
+//! alive, publishes the process's build and its side of the model provider's limits for
+//! the queue board (`worker_state`), and counts the live peers among which the cap on calls
 //! in flight is shared (docs/DESIGN.md, "The provider's limits"). One statement per
 //! beat, none per job: that is what the share costs.
 
@@ -47,10 +47,12 @@ pub async fn beat(
              RETURNING id
          ),
          published AS (
-             INSERT INTO worker_llm_state (worker_id, cap_share, in_flight, breaker_open)
-             SELECT id, $4, $5, $6 FROM beat
+             INSERT INTO worker_state
+                 (worker_id, version, git_commit, cap_share, in_flight, breaker_open)
+             SELECT id, $7, $8, $4, $5, $6 FROM beat
              ON CONFLICT (worker_id) DO UPDATE
-             SET cap_share = EXCLUDED.cap_share, in_flight = EXCLUDED.in_flight,
+             SET version = EXCLUDED.version, git_commit = EXCLUDED.git_commit,
+                 cap_share = EXCLUDED.cap_share, in_flight = EXCLUDED.in_flight,
                  breaker_open = EXCLUDED.breaker_open, updated_at = now()
          )
          SELECT EXISTS (SELECT 1 FROM beat) AS registered,
@@ -70,6 +72,8 @@ pub async fn beat(
     )
     .bind(i32::try_from(state.in_flight).unwrap_or(i32::MAX))
     .bind(state.breaker_open)
+    .bind(crate::build::VERSION)
+    .bind(crate::build::COMMIT)
     .fetch_one(conn)
     .await
 }

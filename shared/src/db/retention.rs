@@ -43,7 +43,7 @@ pub async fn purge_ended_jobs(
 /// Deletes up to [`PURGE_BATCH`] rows of workers silent for more than
 /// `older_than_days` that no job refers to any more (`jobs.lock_by` is a foreign key
 /// to them, and a job held by a worker row that is gone could never be taken over),
-/// with the provider state their heartbeat published (`worker_llm_state`).
+/// with the provider state their heartbeat published (`worker_state`).
 /// `None` when another replica is purging now.
 pub async fn purge_silent_workers(
     pool: &PgPool,
@@ -59,7 +59,7 @@ pub async fn purge_silent_workers(
              LIMIT $3
          ),
          state AS (
-             DELETE FROM worker_llm_state s USING chosen WHERE s.worker_id = chosen.id
+             DELETE FROM worker_state s USING chosen WHERE s.worker_id = chosen.id
          )
          DELETE FROM apalis.workers WHERE id IN (SELECT id FROM chosen)",
         older_than_days,

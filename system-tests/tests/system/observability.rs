@@ -262,6 +262,14 @@ async fn both_binaries_export_the_contract_metrics_and_all_that_dashboards_and_a
             "worker does not export {name}:\n{worker_after}"
         );
     }
+    for scraped in [&api_after, &worker_after] {
+        let build = format!(
+            r#"build_info{{version="{}",commit="{}"}}"#,
+            shared::build::VERSION,
+            shared::build::COMMIT
+        );
+        assert_eq!(value(scraped, &build), Some(1.0), "{build} in {scraped}");
+    }
     for name in [
         "http_requests_total",
         "http_request_duration_seconds_bucket",

@@ -140,3 +140,24 @@ fn api_migrate_without_a_database_fails_with_the_reason() {
     assert!(!ok, "{stdout}");
     assert!(stderr.contains("migrate: failed:"), "{stderr}");
 }
+
+#[test]
+fn both_binaries_report_their_version_and_commit() {
+    for binary in ["api", "worker"] {
+        let output = Command::new(testkit::process::binary_dir().join(binary))
+            .arg("--version")
+            .env_clear()
+            .output()
+            .expect("--version runs");
+        assert!(output.status.success(), "{binary} --version");
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            printed.trim(),
+            format!(
+                "{binary} {} (commit {})",
+                shared::build::VERSION,
+                shared::build::COMMIT
+            )
+        );
+    }
+}

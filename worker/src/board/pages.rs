@@ -63,7 +63,7 @@ impl Overview<'_> {
             body.push_str("<p class=\"empty\">No worker has registered.</p>\n");
         } else {
             body.push_str(
-                "<table>\n<tr><th>Worker</th><th>Last seen</th><th>Age</th><th>Running</th><th>Model calls / share</th><th>Breaker</th></tr>\n",
+                "<table>\n<tr><th>Worker</th><th>Last seen</th><th>Age</th><th>Running</th><th>Model calls / share</th><th>Breaker</th><th>Build</th></tr>\n",
             );
             for worker in self.workers {
                 body.push_str(&self.worker_row(worker));
@@ -95,7 +95,7 @@ impl Overview<'_> {
     fn worker_row(&self, worker: &BoardWorker) -> String {
         let silent = worker.age_secs > self.heartbeat_window.as_secs_f64();
         format!(
-            "<tr><td class=\"mono\">{id}</td><td class=\"when\">{seen}</td><td class=\"num{class}\">{age}{note}</td><td class=\"num\">{running}</td><td class=\"num\">{calls}</td><td>{breaker}</td></tr>\n",
+            "<tr><td class=\"mono\">{id}</td><td class=\"when\">{seen}</td><td class=\"num{class}\">{age}{note}</td><td class=\"num\">{running}</td><td class=\"num\">{calls}</td><td>{breaker}</td><td class=\"mono\">{build}</td></tr>\n",
             id = escape(&worker.id),
             seen = time(worker.last_seen),
             class = if silent { " silent" } else { "" },
@@ -107,6 +107,7 @@ impl Overview<'_> {
                 (Some(calls), None) => format!("{calls} / no cap"),
                 _ => "—".to_owned(),
             },
+            build = escape(worker.build.as_deref().unwrap_or("—")),
             breaker = match worker.breaker_open {
                 Some(true) => "<span class=\"state failed\">open: probing</span>",
                 Some(false) => "closed",

@@ -207,8 +207,9 @@ async fn counts_list_and_job_page_tell_the_truth_about_known_jobs(pool: PgPool) 
     // Its provider state as its last beat published it: two calls of a share of three,
     // its breaker open.
     sqlx::query(
-        "INSERT INTO worker_llm_state (worker_id, cap_share, in_flight, breaker_open)
-         VALUES ('board-test-worker', 3, 2, true)",
+        "INSERT INTO worker_state
+             (worker_id, version, git_commit, cap_share, in_flight, breaker_open)
+         VALUES ('board-test-worker', '0.0.9', 'f00dcafe', 3, 2, true)",
     )
     .execute(&pool)
     .await
@@ -293,6 +294,7 @@ async fn counts_list_and_job_page_tell_the_truth_about_known_jobs(pool: PgPool) 
     assert!(board.contains("board-test-worker"));
     assert!(board.contains(">2 / 3<"), "its calls and share");
     assert!(board.contains("open: probing"), "its breaker");
+    assert!(board.contains("0.0.9 (commit f00dcafe)"), "its build");
     // The list shows the start of the error, escaped.
     assert!(!board.contains("<script>"), "no markup from the database");
     assert!(board.contains(

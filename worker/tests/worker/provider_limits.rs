@@ -268,11 +268,10 @@ async fn a_cap_keeps_the_provider_within_its_capacity_and_nothing_is_refused(poo
         "the worker's share of the cap",
         Duration::from_secs(60),
         || async {
-            let share: Option<i32> =
-                sqlx::query_scalar("SELECT max(cap_share) FROM worker_llm_state")
-                    .fetch_one(&pool)
-                    .await
-                    .expect("share");
+            let share: Option<i32> = sqlx::query_scalar("SELECT max(cap_share) FROM worker_state")
+                .fetch_one(&pool)
+                .await
+                .expect("share");
             (share == Some(4)).then_some(())
         },
     )
