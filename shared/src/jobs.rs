@@ -20,15 +20,41 @@ pub use apalis_postgres::Error as EnqueueError;
 /// The apalis queue (`apalis.jobs.job_type`) that question generations go through.
 pub const QUESTION_GENERATION_QUEUE: &str = "question_generation";
 
+/// The payload version this release writes, and the newest it can run. A release
+/// that changes what a payload means raises it; a worker that meets a newer one puts
+/// the job back for a worker that knows it (docs/DESIGN.md, "Upgrades").
+pub const PAYLOAD_VERSION: u32 = 1;
+
 /// What a worker needs to generate one question; everything else it reads fresh from
 /// the database, so a job never acts on stale data.
+///
+/// Fields are only ever added, with a default, never renamed or removed in one
+/// release: serde ignores fields it does not know, so an older worker reads a newer
+/// payload, and a newer one an older payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuestionGenerationJob {
+    /// The payload's version ([`PAYLOAD_VERSION`] when written by this release); `1`
+    /// for payloads written before versions existed.
+    #[serde(default = "first_version")]
+    pub version: u32,
     pub operation_id: OperationId,
     pub session_id: SessionId,
 }
 
+fn first_version() -> u32 {
+    1
+}
+
 impl QuestionGenerationJob {
+    /// The payload of this release for `operation_id` of `session_id`.
+    pub fn new(operation_id: OperationId, session_id: SessionId) -> Self {
+        Self {
+            version: PAYLOAD_VERSION,
+            operation_id,
+            session_id,
+        }
+    }
+
     /// The job's id in apalis: the operation id read as a ULID (a v7 UUID is a valid
     /// one), so a job can be traced to its operation and back.
     pub fn task_id(&self) -> TaskId {

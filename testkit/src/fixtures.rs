@@ -73,10 +73,7 @@ pub async fn enqueue(
         .expect("inserted");
     jobs::enqueue(
         &mut tx,
-        &QuestionGenerationJob {
-            operation_id: id,
-            session_id: session,
-        },
+        &QuestionGenerationJob::new(id, session),
         max_attempts,
         unfinished > 0,
     )

@@ -37,9 +37,9 @@ use futures::FutureExt;
 use metrics::{counter, gauge, histogram};
 use serde_json::json;
 use shared::db::attempt::{self, Completion};
-use shared::db::{operations, sessions};
+use shared::db::{operations, queue, sessions};
 use shared::domain::{OperationId, QuestionType, SessionStatus};
-use shared::jobs::{MAX_ATTEMPTS_CEILING, QuestionGenerationJob};
+use shared::jobs::{MAX_ATTEMPTS_CEILING, PAYLOAD_VERSION, QuestionGenerationJob};
 use sqlx::{PgConnection, PgPool};
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -126,6 +126,11 @@ pub async fn handle(
         delivery_attempt = delivery.attempt,
     );
     let state = Arc::clone(&state);
+    if job.version > PAYLOAD_VERSION {
+        return put_back(&state, &task_id, job.version)
+            .instrument(span)
+            .await;
+    }
     let started = Instant::now();
     let apalis_last = delivery.is_last();
     gauge!("question_jobs_in_flight").increment(1.0);
@@ -166,6 +171,30 @@ pub async fn handle(
             Err(AbortError::new(Retryable(why)).into())
         }
     }
+}
+
+/// How long a job of a payload version this worker does not know waits before a worker
+/// takes it again: long enough not to spin while old and new workers run side by side,
+/// short next to a rollout.
+const PUT_BACK_FOR: Duration = Duration::from_secs(30);
+
+/// Puts back a job written by a newer release (its payload version is past
+/// [`PAYLOAD_VERSION`]) for a worker that knows it, counting no attempt: neither
+/// ours (nothing was started) nor apalis' (its acknowledgement finds the job no longer
+/// claimed by this worker, and leaves it). If the put-back cannot be written, the run
+/// ends with an error like any other, and apalis retries it.
+async fn put_back(state: &JobState, task_id: &TaskId, version: u32) -> Result<(), BoxDynError> {
+    let worker = crate::queue::current_worker_name();
+    let mut conn = state.pool.acquire().await?;
+    let put = queue::put_back(&mut conn, &task_id.to_string(), &worker, PUT_BACK_FOR).await?;
+    counter!("question_jobs_put_back_total", "reason" => "unknown_payload_version").increment(1);
+    tracing::warn!(
+        payload_version = version,
+        known_up_to = PAYLOAD_VERSION,
+        put_back = put,
+        "a job of a newer release: put back for a worker that knows its payload"
+    );
+    Ok(())
 }
 
 /// One attempt. Database errors are failures that may pass (the database may be back

@@ -49,6 +49,10 @@ pub fn register() {
         "question_jobs_finished_total",
         "Jobs that ended, by outcome (completed or failed)."
     );
+    describe_counter!(
+        "question_jobs_put_back_total",
+        "Jobs put back in the queue without counting a run, by reason (unknown_payload_version: written by a newer release)."
+    );
     describe_gauge!(
         "question_jobs_in_flight",
         "Jobs this worker process is running now."
@@ -74,6 +78,7 @@ pub fn register() {
         counter!("llm_requests_total", "outcome" => outcome).increment(0);
     }
     counter!("question_job_retries_total").increment(0);
+    counter!("question_jobs_put_back_total", "reason" => "unknown_payload_version").increment(0);
     for outcome in ["completed", "failed"] {
         counter!("question_jobs_finished_total", "outcome" => outcome).increment(0);
     }

@@ -118,10 +118,7 @@ pub async fn generate_question(
                 )
             });
     };
-    let job = QuestionGenerationJob {
-        operation_id: id,
-        session_id,
-    };
+    let job = QuestionGenerationJob::new(id, session_id);
     // Held while an earlier operation of the session is unfinished: its end lets this
     // one run.
     jobs::enqueue(&mut tx, &job, state.limits.llm_max_attempts, unfinished > 0)

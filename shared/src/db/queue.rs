@@ -1,5 +1,6 @@
 //! SQL for apalis' own tables, `apalis.jobs` and `apalis.workers`, beyond what apalis
-//! does itself: what the gauges read of the queue and the end of a cancelled job.
+//! does itself: what the gauges read of the queue, a job put back for a newer worker,
+//! and the end of a cancelled job.
 //!
 //! Only rows of our queue (`job_type = 'question_generation'`) are touched. Left to
 //! others: the enqueue to [`crate::jobs`] (it goes through apalis' `push_tasks`),
@@ -60,6 +61,32 @@ pub async fn freshest_worker_heartbeat_age_secs(pool: &PgPool) -> Result<Option<
     .bind(QUESTION_GENERATION_QUEUE)
     .fetch_one(pool)
     .await
+}
+
+/// Puts a job that this worker holds back in the queue, due in `delay`, without
+/// counting a run: `Pending` again, its claim released, its `attempts` as they were.
+/// apalis' acknowledgement of the run that follows only updates a row still claimed
+/// by its worker (`lock_by`), so it leaves this one as written here. Returns whether
+/// the job was this worker's to put back.
+pub async fn put_back(
+    conn: &mut PgConnection,
+    job_id: &str,
+    worker: &str,
+    delay: std::time::Duration,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE apalis.jobs
+         SET status = 'Pending', lock_by = NULL, lock_at = NULL,
+             run_at = now() + make_interval(secs => $3)
+         WHERE id = $1 AND job_type = $4 AND lock_by = $2",
+    )
+    .bind(job_id)
+    .bind(worker)
+    .bind(delay.as_secs_f64())
+    .bind(QUESTION_GENERATION_QUEUE)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Ends the job of a cancelled operation unless a worker is running it now: `Killed`,

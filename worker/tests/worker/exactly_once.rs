@@ -4,6 +4,7 @@ use crate::helpers::*;
 use shared::domain::OperationId;
 use shared::jobs::QuestionGenerationJob;
 use sqlx::PgPool;
+use std::time::Duration;
 
 #[sqlx::test(migrations = false)]
 async fn the_same_job_delivered_twice_makes_one_message(pool: PgPool) {
@@ -11,11 +12,7 @@ async fn the_same_job_delivered_twice_makes_one_message(pool: PgPool) {
     let (user, session) = session(&pool, 1).await;
     let op = enqueue(&pool, user, session, 5).await;
     // A second delivery of the same job: same payload, another queue row.
-    let bytes = serde_json::to_vec(&QuestionGenerationJob {
-        operation_id: op,
-        session_id: session,
-    })
-    .expect("json");
+    let bytes = serde_json::to_vec(&QuestionGenerationJob::new(op, session)).expect("json");
     let task = apalis_core::task::builder::TaskBuilder::new(bytes)
         .max_attempts(5)
         .build();
@@ -186,4 +183,63 @@ async fn ended_jobs_and_silent_workers_past_retention_are_purged_and_results_kep
         3,
         "results are not touched"
     );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_job_of_a_newer_payload_version_is_put_back_without_counting_a_run(pool: PgPool) {
+    migrated(&pool).await;
+    let (user, session) = session(&pool, 1).await;
+    let op = enqueue(&pool, user, session, 5).await;
+    // Written by a newer release: a payload version this worker does not know (apalis
+    // keeps the payload as JSON bytes).
+    sqlx::query("UPDATE apalis.jobs SET job = convert_to(jsonb_set(convert_from(job, 'UTF8')::jsonb, '{version}', '2')::text, 'UTF8') WHERE idempotency_key = $1::text")
+        .bind(op)
+        .execute(&pool)
+        .await
+        .expect("a newer payload");
+    let worker = RunningWorker::start(&pool, config(|_| {})).await;
+    let put_back = || async {
+        sqlx::query_as::<_, (String, Option<String>, i32, bool)>(
+            "SELECT status, lock_by, attempts, run_at > now() FROM apalis.jobs WHERE idempotency_key = $1::text",
+        )
+        .bind(op)
+        .fetch_one(&pool)
+        .await
+        .expect("the job")
+    };
+    // Taken, put back: pending again, unclaimed, due later, no run counted.
+    testkit::eventually("the job put back", Duration::from_secs(60), || async {
+        let (status, lock_by, attempts, later) = put_back().await;
+        (status == "Pending" && lock_by.is_none() && attempts == 0 && later).then_some(())
+    })
+    .await;
+    // And it stays so: the run's acknowledgement did not overwrite it.
+    let metrics = reqwest::get(format!("http://{}/metrics", worker.metrics_addr))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"question_jobs_put_back_total{reason="unknown_payload_version"}"#),
+        "{metrics}"
+    );
+    let (status, _, runs, _) = put_back().await;
+    assert_eq!((status.as_str(), runs), ("Pending", 0));
+    assert_eq!(
+        attempts(&pool, op).await,
+        0,
+        "the operation counted nothing"
+    );
+    assert_eq!(operations_in(&pool, "pending").await, 1);
+
+    // A worker that knows the version (here: the payload as this release writes it,
+    // due now) runs it.
+    sqlx::query("UPDATE apalis.jobs SET job = convert_to(jsonb_set(convert_from(job, 'UTF8')::jsonb, '{version}', '1')::text, 'UTF8'), run_at = now() WHERE idempotency_key = $1::text")
+        .bind(op)
+        .execute(&pool)
+        .await
+        .expect("known again");
+    assert_eq!(finished(&pool, op).await.status.as_str(), "completed");
+    worker.stop().await;
 }
