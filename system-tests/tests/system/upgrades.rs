@@ -3,6 +3,7 @@
 //! step instead of exiting.
 
 use serde_json::Value;
+use shared::domain::OperationId;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use std::process::Command;
@@ -161,4 +162,108 @@ fn both_binaries_report_their_version_and_commit() {
             )
         );
     }
+}
+
+/// The previous release's binaries (`scripts/previous-release.sh` builds them).
+fn previous_release() -> std::path::PathBuf {
+    let dir = std::env::var("PREVIOUS_RELEASE_BIN").expect(
+        "PREVIOUS_RELEASE_BIN names the previous release's binaries: run scripts/mixed-versions.sh",
+    );
+    std::path::PathBuf::from(dir)
+}
+
+/// Starts `name` from `bin_dir` with `env`, logging beside the other tests' logs.
+async fn spawn(
+    bin_dir: &std::path::Path,
+    name: &str,
+    tag: &str,
+    env: &[(&str, String)],
+) -> Process {
+    let log = std::env::temp_dir().join(format!("{name}-{tag}-{}.log", uuid::Uuid::new_v4()));
+    Process::spawn(bin_dir, name, log.clone(), env)
+        .await
+        .unwrap_or_else(|err| {
+            panic!(
+                "{name} ({tag}) did not start: {err:#}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })
+}
+
+/// Asks for `per_session` questions on each of `sessions` new sessions through the api
+/// at `addr`; returns the operations accepted.
+async fn ask_through(
+    addr: &str,
+    who: &str,
+    sessions: usize,
+    per_session: usize,
+) -> Vec<OperationId> {
+    let client = reqwest::Client::new();
+    let mut accepted = Vec::new();
+    for n in 0..sessions {
+        let (token, session) =
+            testkit::client::signed_in_session(addr, &format!("{who}-{n}@example.com")).await;
+        let url = format!("http://{addr}/api/v1/sessions/{session}/generate-question");
+        for _ in 0..per_session {
+            let response = client
+                .post(&url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("generate");
+            assert_eq!(response.status(), 202, "{who}");
+            let operation: Value = response.json().await.expect("JSON");
+            accepted.push(OperationId(
+                operation["id"].as_str().expect("id").parse().expect("uuid"),
+            ));
+        }
+    }
+    accepted
+}
+
+#[sqlx::test(migrations = false)]
+#[ignore = "needs the previous release's binaries: scripts/mixed-versions.sh runs it"]
+async fn the_previous_release_and_this_one_side_by_side_lose_and_duplicate_nothing(pool: PgPool) {
+    // This release's schema; the previous release's binaries run on it unmigrated.
+    migrated(&pool).await;
+    let previous = previous_release();
+    let current = testkit::process::binary_dir();
+    let provider = testkit::provider::FakeProvider::start(testkit::provider::Behaviour::unlimited(
+        Duration::from_millis(150),
+    ))
+    .await
+    .expect("provider");
+    let mut env = env(&pool, false);
+    env.retain(|(key, _)| *key != "LLM_PROVIDER");
+    env.extend([
+        ("OPENAI_BASE_URL", provider.base_url.clone()),
+        ("OPENAI_API_KEY", "sk-test".to_owned()),
+        ("RATE_LIMIT_GENERATE_PER_MINUTE", "0".to_owned()),
+        ("REGISTRATIONS_PER_MINUTE_PER_ADDRESS", "0".to_owned()),
+        ("WORKER_HEARTBEAT_SECS", "3".to_owned()),
+    ]);
+    let mut old_api = spawn(&previous, "api", "old", &env).await;
+    let new_api = spawn(&current, "api", "new", &env).await;
+    let mut old_worker = spawn(&previous, "worker", "old", &env).await;
+    let mut new_worker = spawn(&current, "worker", "new", &env).await;
+
+    // Jobs from both apis, taken by both workers.
+    let mut ops = ask_through(&old_api.addr, "old-api", 10, 3).await;
+    ops.extend(ask_through(&new_api.addr, "new-api", 10, 3).await);
+    // A kill -9 of each worker at work, and a restart, one after the other.
+    until_operations(&pool, "completed", 10).await;
+    old_worker.kill();
+    let _old_again = spawn(&previous, "worker", "old-again", &env).await;
+    until_operations(&pool, "completed", 25).await;
+    new_worker.kill();
+    let _new_again = spawn(&current, "worker", "new-again", &env).await;
+    // And of the old api, which then takes more.
+    old_api.kill();
+    let old_api_again = spawn(&previous, "api", "old-again", &env).await;
+    ops.extend(ask_through(&old_api_again.addr, "old-api-again", 5, 2).await);
+    ops.extend(ask_through(&new_api.addr, "new-api-again", 5, 2).await);
+
+    all_completed(&pool, &ops).await;
+    assert_eq!(operations_in(&pool, "completed").await, ops.len() as i64);
+    assert_consistent(&pool).await;
 }
