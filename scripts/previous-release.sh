@@ -7,17 +7,23 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 tag=${PREVIOUS_RELEASE:-v0.1.0}
+# Each release's commit, for a clone made without tags (it is on main's history).
+declare -A released=([v0.1.0]=e3165e2f99f0448ef929ea4ee0d660263db97f7a)
 dir=.local/previous/$tag
 if [[ ! -x $dir/bin/api || ! -x $dir/bin/worker ]]; then
-    if ! git rev-parse -q --verify "refs/tags/$tag" >/dev/null; then
-        echo "previous-release: no tag $tag in this clone (git fetch --tags)" >&2
+    commit=$(git rev-parse -q --verify "refs/tags/$tag^{commit}" || true)
+    if [[ -z $commit ]]; then
+        commit=$(git rev-parse -q --verify "${released[$tag]:-none}^{commit}" || true)
+    fi
+    if [[ -z $commit ]]; then
+        echo "previous-release: neither the tag $tag nor its commit is in this clone (git fetch --tags, or a clone with its history)" >&2
         exit 1
     fi
     rm -rf "$dir/src"
     mkdir -p "$dir/src" "$dir/bin"
-    git archive "$tag" | tar -x -C "$dir/src"
-    echo "previous-release: building $tag ($(git rev-parse --short "$tag^{commit}")) in $dir" >&2
-    (cd "$dir/src" && GIT_COMMIT=$(git rev-parse --short "$tag^{commit}") \
+    git archive "$commit" | tar -x -C "$dir/src"
+    echo "previous-release: building $tag (${commit:0:7}) in $dir" >&2
+    (cd "$dir/src" && GIT_COMMIT=${commit:0:7} \
         cargo build --quiet --locked --bins --target-dir ../target)
     cp "$dir/target/debug/api" "$dir/target/debug/worker" "$dir/bin/"
 fi
