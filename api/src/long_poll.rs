@@ -33,6 +33,9 @@ pub const USER_DELETED: &str = "user_deleted";
 pub struct Waiters {
     /// One `Notify` per operation with at least one waiter, and how many wait on it.
     by_operation: Mutex<HashMap<OperationId, (Arc<Notify>, usize)>>,
+    /// Whether the NOTIFY listener is connected now (`/readyz`'s body, and the gauge
+    /// `long_poll_listener_connected`).
+    listening: std::sync::atomic::AtomicBool,
 }
 
 /// A request's place in [`Waiters`]; leaving it (drop) removes the entry when it was
@@ -111,6 +114,18 @@ impl Waiters {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Whether the NOTIFY listener is connected: without it, polls still end, at their
+    /// deadline, so this slows long polls and is not a reason to take the replica out.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_listening(&self, listening: bool) {
+        self.listening
+            .store(listening, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("long_poll_listener_connected").set(if listening { 1.0 } else { 0.0 });
+    }
 }
 
 /// Listens for finished operations and deleted users until the process ends,
@@ -118,7 +133,9 @@ impl Waiters {
 pub async fn listen(pool: PgPool, waiters: Arc<Waiters>, users: Arc<KnownUsers>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match listen_once(&pool, &waiters, &users).await {
+        let listened = listen_once(&pool, &waiters, &users).await;
+        waiters.set_listening(false);
+        match listened {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(err) => {
                 tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "long-poll listener lost the database");
@@ -146,6 +163,7 @@ async fn listen_once(
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen_all([CHANNEL, USER_DELETED]).await?;
     tracing::info!(channel = CHANNEL, "long-poll listener connected");
+    waiters.set_listening(true);
     // Anything that happened while we were not listening has been missed.
     missed_everything(waiters, users);
     loop {

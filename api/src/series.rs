@@ -11,7 +11,9 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use std::time::Instant;
 
 /// Describes the api's own series and registers its counters at zero, so that
@@ -39,6 +41,11 @@ pub fn register() {
         "operations_cancelled_total",
         "Operations their owner cancelled."
     );
+    describe_gauge!(
+        "long_poll_listener_connected",
+        "1 while the NOTIFY listener that wakes long polls is connected, else 0 (polls then wake on their deadline)."
+    );
+    gauge!("long_poll_listener_connected").set(0.0);
     counter!("password_hashes_refused_total").increment(0);
     counter!("long_polls_shed_total").increment(0);
     counter!("operations_cancelled_total").increment(0);

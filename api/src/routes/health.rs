@@ -30,7 +30,11 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Value>, 
         state.schema.missing(&state.pool).await
     };
     match tokio::time::timeout(READY_TIMEOUT, check).await {
-        Ok(Ok(missing)) if missing.is_empty() => Ok(axum::Json(json!({"status": "ready"}))),
+        Ok(Ok(missing)) if missing.is_empty() => Ok(axum::Json(json!({
+            "status": "ready",
+            // Not a condition of readiness: without it polls end at their deadline.
+            "listener": if state.waiters.is_listening() { "connected" } else { "reconnecting" },
+        }))),
         Ok(Ok(missing)) => {
             let missing = missing.join(", ");
             tracing::warn!(%missing, "not ready: migrations of this release are not applied");

@@ -59,7 +59,10 @@ async fn generate_question_answers_202_with_location_and_retry_after_and_queues_
             .await
             .expect("one job");
     let payload: Value = serde_json::from_slice(&payload).expect("JSON payload");
-    assert_eq!(payload, json!({"operation_id": id, "session_id": session}));
+    assert_eq!(
+        payload,
+        json!({"version": shared::jobs::PAYLOAD_VERSION, "operation_id": id, "session_id": session})
+    );
     assert_eq!(max_attempts, 5);
 
     // The Location can be polled.

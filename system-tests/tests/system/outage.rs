@@ -252,6 +252,8 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
     );
     assert_eq!(status_of("/readyz").await, 503);
     assert_eq!(status_of("/healthz").await, 200);
+    // The long-poll listener lost its connection, and says so.
+    crate::support::scrape_showing(&api.addr, &[("long_poll_listener_connected", 0.0)]).await;
     cluster.start();
 
     // Back: requests are accepted again as soon as the pool reconnects.
@@ -286,6 +288,16 @@ async fn a_postgresql_restart_under_load_gives_503s_and_loses_no_accepted_reques
     .await;
     accepted.extend(after.into_inner());
     assert_eq!(status_of("/readyz").await, 200);
+    crate::support::scrape_showing(&api.addr, &[("long_poll_listener_connected", 1.0)]).await;
+    let ready: Value = client
+        .get(url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(ready["listener"], "connected", "{ready}");
 
     // The long-poll listener is back too: a poll asleep on a fresh operation is woken by
     // its commit (the fake LLM takes 50 ms; without a wake-up it would sleep 25 s). The

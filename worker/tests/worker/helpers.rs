@@ -60,6 +60,13 @@ impl RunningWorker {
         }
     }
 
+    /// Asks it to shut down (SIGTERM, for a binary) without waiting for it to exit.
+    pub fn request_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

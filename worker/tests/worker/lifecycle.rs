@@ -457,14 +457,54 @@ async fn readiness_needs_the_schema_a_recent_heartbeat_and_no_drain(pool: PgPool
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_running_worker_is_ready_once_it_has_beaten(pool: PgPool) {
+async fn a_worker_is_ready_once_it_has_beaten_and_not_ready_from_the_shutdown_on(pool: PgPool) {
     migrated(&pool).await;
-    let worker = RunningWorker::start(&pool, config(|c| c.worker_heartbeat_secs = 2)).await;
+    let server = MockServer::start().await;
+    mount(
+        &server,
+        1,
+        None,
+        question("Slow", "technical").set_delay(Duration::from_secs(2)),
+    )
+    .await;
+    let mut worker = RunningWorker::start(
+        &pool,
+        openai_config(&server, |c| {
+            c.worker_heartbeat_secs = 2;
+            c.llm_timeout_secs = 30.0;
+        }),
+    )
+    .await;
     let url = format!("http://{}/readyz", worker.metrics_addr);
     testkit::eventually("the worker ready", Duration::from_secs(30), || async {
         let response = reqwest::get(&url).await.expect("readyz");
         (response.status() == reqwest::StatusCode::OK).then_some(())
     })
     .await;
+    let (user, session) = session(&pool, 1).await;
+    let op = enqueue(&pool, user, session, 5).await;
+    until(&pool, op, |s| s.as_str() == "processing").await;
+    // Draining its job: not ready at once, and it says why.
+    worker.request_stop();
+    let body: serde_json::Value =
+        testkit::eventually("not ready", Duration::from_secs(10), || async {
+            let response = reqwest::get(&url).await.ok()?;
+            (response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE)
+                .then_some(response.json().await.expect("JSON"))
+        })
+        .await;
+    assert_eq!(body["status"], "not_ready");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("draining"),
+        "{body}"
+    );
+    assert_eq!(
+        finished(&pool, op).await.status.as_str(),
+        "completed",
+        "the drain finished it"
+    );
     worker.stop().await;
 }
