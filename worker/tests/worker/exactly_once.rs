@@ -214,12 +214,7 @@ async fn a_job_of_a_newer_payload_version_is_put_back_without_counting_a_run(poo
     })
     .await;
     // And it stays so: the run's acknowledgement did not overwrite it.
-    let metrics = reqwest::get(format!("http://{}/metrics", worker.metrics_addr))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics = worker.scrape().await;
     assert!(
         metrics.contains(r#"question_jobs_put_back_total{reason="unknown_payload_version"}"#),
         "{metrics}"

@@ -12,12 +12,7 @@ async fn an_offline_question_commits_message_counter_and_result_together(pool: P
     let worker = RunningWorker::start(&pool, config(|_| {})).await;
     let op = enqueue(&pool, user, session, 5).await;
     let done = finished(&pool, op).await;
-    let scraped = reqwest::get(format!("http://{}/metrics", worker.metrics_addr))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let scraped = worker.scrape().await;
     worker.stop().await;
 
     assert_eq!(

@@ -60,6 +60,16 @@ impl RunningWorker {
         }
     }
 
+    /// Its `/metrics`, as Prometheus reads them.
+    pub async fn scrape(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Asks it to shut down (SIGTERM, for a binary) without waiting for it to exit.
     pub fn request_stop(&mut self) {
         if let Some(stop) = self.stop.take() {

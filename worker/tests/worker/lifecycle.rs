@@ -420,15 +420,9 @@ async fn a_running_worker_reconciles_by_itself_and_reports_overdue_operations(po
     )
     .await;
     let worker = RunningWorker::start(&pool, config(|_| {})).await;
-    let metrics = format!("http://{}/metrics", worker.metrics_addr);
     let done = finished(&pool, op).await;
     assert_eq!(done.status.as_str(), "failed");
-    let body = reqwest::get(&metrics)
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let body = worker.scrape().await;
     assert!(
         body.lines().any(|l| l == "operations_overdue 0"),
         "no overdue gauge at 0 in:\n{body}"
