@@ -88,25 +88,48 @@ impl FromStr for DatabaseUrl {
 }
 
 impl fmt::Display for DatabaseUrl {
+    /// The URL with its secrets replaced by `***`: the password of its user info
+    /// (`scheme://user:***@host`), and the value of every query parameter whose name
+    /// holds `password` (`?password=`, `sslpassword=`), which libpq accepts as well.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Hide everything between "scheme://user:" and "@".
-        match (self.0.find("://"), self.0.rfind('@')) {
-            (Some(scheme_end), Some(at)) if at > scheme_end => {
-                let userinfo = &self.0[scheme_end + 3..at];
-                match userinfo.split_once(':') {
-                    Some((user, _)) => {
-                        write!(
-                            f,
-                            "{}{user}:***{}",
-                            &self.0[..scheme_end + 3],
-                            &self.0[at..]
-                        )
-                    }
-                    None => f.write_str(&self.0),
-                }
+        let (base, query) = match self.0.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (self.0.as_str(), None),
+        };
+        f.write_str(&without_password(base))?;
+        let Some(query) = query else {
+            return Ok(());
+        };
+        f.write_str("?")?;
+        for (n, pair) in query.split('&').enumerate() {
+            if n > 0 {
+                f.write_str("&")?;
             }
-            _ => f.write_str(&self.0),
+            match pair.split_once('=') {
+                Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
+                    write!(f, "{key}=***")?
+                }
+                _ => f.write_str(pair)?,
+            }
         }
+        Ok(())
+    }
+}
+
+/// `scheme://user:password@host/…` with the password as `***` (the user info ends at
+/// the authority's last `@`, before the path).
+fn without_password(base: &str) -> String {
+    let Some(scheme_end) = base.find("://").map(|at| at + 3) else {
+        return base.to_owned();
+    };
+    let rest = &base[scheme_end..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match authority
+        .rfind('@')
+        .and_then(|at| Some((at, authority[..at].split_once(':')?.0)))
+    {
+        Some((at, user)) => format!("{}{user}:***{}", &base[..scheme_end], &rest[at..]),
+        None => base.to_owned(),
     }
 }
 
@@ -221,6 +244,32 @@ mod tests {
         assert_eq!(url.to_string(), "postgres://app:***@db:5432/x");
         assert!(!format!("{url:?}").contains("s3cret"));
         assert_eq!(url.expose(), "postgres://app:s3cret@db:5432/x");
+    }
+
+    #[test]
+    fn database_url_hides_passwords_given_as_query_parameters() {
+        let url: DatabaseUrl =
+            "postgres://app@db/x?sslmode=require&password=s3cret&sslpassword=k3y%40x"
+                .parse()
+                .expect("valid");
+        assert_eq!(
+            url.to_string(),
+            "postgres://app@db/x?sslmode=require&password=***&sslpassword=***"
+        );
+        // An `@` in the query is not the end of the user info.
+        let url: DatabaseUrl = "postgres://app:pw@db/x?application_name=a@b&PASSWORD=z"
+            .parse()
+            .expect("valid");
+        assert_eq!(
+            url.to_string(),
+            "postgres://app:***@db/x?application_name=a@b&PASSWORD=***"
+        );
+        for printed in [url.to_string(), format!("{url:?}")] {
+            assert!(
+                !printed.contains("pw@") && !printed.ends_with("=z"),
+                "{printed}"
+            );
+        }
     }
 
     #[test]
