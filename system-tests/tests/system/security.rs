@@ -48,3 +48,51 @@ async fn the_api_refuses_a_weak_jwt_secret_naming_it(pool: PgPool) {
         );
     }
 }
+
+#[sqlx::test(migrations = false)]
+async fn credentials_in_the_models_url_reach_neither_the_log_nor_the_queue(pool: PgPool) {
+    migrated(&pool).await;
+    // Nothing listens there once the listener is dropped: every call fails to connect,
+    // and the HTTP client's error names the URL. reqwest drops the user info from it by
+    // itself; a token in the path (as some gateways take it) it keeps.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let secret = "s3cret-proxy-pass";
+    let worker = testkit::process::Process::start(
+        "worker",
+        "url-credentials",
+        &[
+            ("DATABASE_URL", database_url(&pool)),
+            (
+                "OPENAI_BASE_URL",
+                format!("http://proxyuser:{secret}@127.0.0.1:{port}/gateway/{secret}/v1"),
+            ),
+            ("OPENAI_API_KEY", "sk-test".into()),
+            ("LLM_BACKOFF_BASE_MS", "10".into()),
+            ("LLM_BACKOFF_MAX_MS", "50".into()),
+        ],
+    )
+    .await;
+    let (user, session) = testkit::fixtures::session(&pool, 1).await;
+    let op = testkit::fixtures::enqueue(&pool, user, session, 3).await;
+    let done = testkit::fixtures::finished(&pool, op).await;
+    assert_eq!(done.status.as_str(), "failed");
+    let logs = worker.logs();
+    assert!(
+        logs.contains("connection_error"),
+        "the calls failed as expected:\n{logs}"
+    );
+    assert!(
+        !logs.contains(secret),
+        "the log holds the URL's secret:\n{logs}"
+    );
+    let results: Vec<String> =
+        sqlx::query_scalar("SELECT coalesce(last_result::text, '') FROM apalis.jobs")
+            .fetch_all(&pool)
+            .await
+            .expect("jobs");
+    assert!(results.iter().all(|r| !r.contains(secret)), "{results:?}");
+}
