@@ -186,12 +186,16 @@ const PUT_BACK_FOR: Duration = Duration::from_secs(30);
 async fn put_back(state: &JobState, task_id: &TaskId, version: u32) -> Result<(), BoxDynError> {
     let worker = crate::queue::current_worker_name();
     let mut conn = state.pool.acquire().await?;
-    let put = queue::put_back(&mut conn, &task_id.to_string(), &worker, PUT_BACK_FOR).await?;
+    if !queue::put_back(&mut conn, &task_id.to_string(), &worker, PUT_BACK_FOR).await? {
+        // Not claimed by this worker any more (taken over meanwhile): its
+        // acknowledgement will not touch the row either. An error, never `Ok`, so that
+        // nothing here can read as the job being done.
+        return Err(Retryable("a job of a newer release, no longer this worker's".into()).into());
+    }
     counter!("question_jobs_put_back_total", "reason" => "unknown_payload_version").increment(1);
     tracing::warn!(
         payload_version = version,
         known_up_to = PAYLOAD_VERSION,
-        put_back = put,
         "a job of a newer release: put back for a worker that knows its payload"
     );
     Ok(())

@@ -173,10 +173,24 @@ async fn ended_jobs_and_silent_workers_past_retention_are_purged_and_results_kep
     .execute(&pool)
     .await
     .expect("a silent worker");
+    // What its heartbeat last published goes with it.
+    sqlx::query(
+        "INSERT INTO worker_state (worker_id, version, git_commit, in_flight, breaker_open)
+         VALUES ('long-gone', '0.0.1', 'old', 0, false)",
+    )
+    .execute(&pool)
+    .await
+    .expect("its state");
     assert_eq!(
         worker::upkeep::purge_once(&pool, 7).await.expect("purge"),
         (2, 1)
     );
+    let states: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM worker_state WHERE worker_id = 'long-gone'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(states, 0, "the silent worker's state is purged with it");
     assert_eq!(settled_jobs(&pool).await.len(), 1, "the recent job is kept");
     assert_eq!(
         question_count(&pool, session).await,
