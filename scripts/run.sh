@@ -11,9 +11,33 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/ensure-postgres.sh
 
 export API_ADDR=${API_ADDR:-127.0.0.1:8080}
-# A fixed development secret, so tokens survive restarts of this local system. Never
-# use it in production: there JWT_SECRET must be a long random value.
-export JWT_SECRET=${JWT_SECRET:-local-development-secret-not-for-production}
+# The api's signing key: JWT_SECRET if set, else 32 random bytes made once per checkout
+# and kept in .local/jwt-secret (git-ignored, mode 600), so tokens survive restarts of
+# this local system. Never a fixed default: one written in the repository would pass
+# the api's checks and let anyone who read it forge a token for any user. Passed to
+# the api alone; the workers never sign anything. Delete the file for a new key (which
+# ends every token already given out).
+jwt_secret=${JWT_SECRET:-}
+export -n JWT_SECRET 2>/dev/null || true
+if [[ -z $jwt_secret ]]; then
+    jwt_secret_file=.local/jwt-secret
+    if [[ ! -s $jwt_secret_file ]]; then
+        mkdir -p .local
+        (
+            umask 077
+            if command -v openssl >/dev/null; then
+                openssl rand -hex 32
+            else
+                head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo
+            fi >"$jwt_secret_file.new"
+        )
+        [[ $(<"$jwt_secret_file.new") =~ ^[0-9a-f]{64}$ ]] || { echo "could not make a random JWT_SECRET" >&2; exit 1; }
+        mv -f "$jwt_secret_file.new" "$jwt_secret_file"
+        echo "made a random JWT_SECRET for this checkout in $jwt_secret_file"
+    fi
+    chmod 600 "$jwt_secret_file"
+    jwt_secret=$(<"$jwt_secret_file")
+fi
 export RUST_LOG=${RUST_LOG:-info}
 PROMETHEUS_ADDR=${PROMETHEUS_ADDR:-127.0.0.1:9190}
 
@@ -30,7 +54,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
-./target/debug/api >.local/logs/api.log 2>&1 &
+JWT_SECRET=$jwt_secret ./target/debug/api >.local/logs/api.log 2>&1 &
 pids+=($!)
 for n in 1 2; do
     WORKER_ADDR="127.0.0.1:$((9090 + n))" ./target/debug/worker >".local/logs/worker-$n.log" 2>&1 &
