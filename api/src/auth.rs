@@ -14,7 +14,7 @@ use shared::domain::UserId;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 /// Argon2id hashing behind a bound: at most `limit` hashes run at once, each on tokio's
@@ -54,8 +54,31 @@ impl PasswordHashing {
         self.limit
     }
 
+    /// A place to hash in, or `503` at once when every one is taken. Taken before any
+    /// other work of the request (the throttles included), so a request refused as busy
+    /// has changed nothing: it leaves no throttle key and no count behind.
+    pub fn slot(&self) -> Result<HashingSlot, ApiError> {
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            counter!("password_hashes_refused_total").increment(1);
+            ApiError::Busy {
+                retry_after_secs: HASHING_BUSY_RETRY_AFTER_SECS,
+            }
+        })?;
+        let running = self.limit - self.permits.available_permits();
+        self.peak.fetch_max(running, Ordering::Relaxed);
+        Ok(HashingSlot { permit })
+    }
+}
+
+/// One of [`PasswordHashing`]'s places, held until its one hash is done.
+#[derive(Debug)]
+pub struct HashingSlot {
+    permit: OwnedSemaphorePermit,
+}
+
+impl HashingSlot {
     /// Hashes a password (PHC string with a random salt).
-    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+    pub async fn hash(self, password: String) -> Result<String, ApiError> {
         self.run("hashing a password", move || {
             Argon2::default()
                 .hash_password(password.as_bytes())
@@ -67,7 +90,7 @@ impl PasswordHashing {
 
     /// Whether `password` matches the stored PHC hash. A malformed stored hash counts
     /// as a mismatch (and is logged), never as a match.
-    pub async fn verify(&self, password: String, stored: String) -> Result<bool, ApiError> {
+    pub async fn verify(self, password: String, stored: String) -> Result<bool, ApiError> {
         self.run("verifying a password", move || {
             match PasswordHash::new(&stored) {
                 Ok(hash) => Argon2::default()
@@ -82,20 +105,13 @@ impl PasswordHashing {
         .await
     }
 
-    /// Runs `work` on the blocking pool holding a permit, or refuses at once.
+    /// Runs `work` on the blocking pool, holding the slot until it is done.
     async fn run<T: Send + 'static>(
-        &self,
+        self,
         step: &'static str,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
-            counter!("password_hashes_refused_total").increment(1);
-            ApiError::Busy {
-                retry_after_secs: HASHING_BUSY_RETRY_AFTER_SECS,
-            }
-        })?;
-        let running = self.limit - self.permits.available_permits();
-        self.peak.fetch_max(running, Ordering::Relaxed);
+        let permit = self.permit;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             work()

@@ -30,6 +30,17 @@ pub struct ApiConfig {
     #[arg(long, env = "RATE_LIMIT_GENERATE_PER_MINUTE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub rate_limit_generate_per_minute: u32,
 
+    /// Answers allowed per user and minute, across all replicas (0: off; at most
+    /// 100,000).
+    #[arg(long, env = "ANSWERS_PER_MINUTE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub answers_per_minute: u32,
+
+    /// The longest answer taken, in characters (1 to 100,000). It bounds a page of
+    /// messages: 200 answers of 5,000 characters are at most 4 MB of text and 6 MB of
+    /// JSON, where the 256 KiB body limit alone allowed 50 MB.
+    #[arg(long, env = "ANSWER_MAX_CHARS", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub answer_max_chars: u32,
+
     /// Unfinished operations one session may hold (0: off; at most 10,000). A session's
     /// questions are generated one at a time, so this bounds how long the last one
     /// waits: MAX_PENDING_PER_SESSION × a job's worst case.
@@ -47,9 +58,10 @@ pub struct ApiConfig {
     pub request_timeout_secs: u64,
 
     /// Password hashes (argon2id, 19 MiB and tens of ms of CPU each) computed at once,
-    /// at most 1,024 [default: the number of cores]. A registration or login that finds
-    /// them all busy is answered 503 with Retry-After at once: a queue would only grow.
-    /// 0 removes the bound (unsafe on a public port).
+    /// at most 1,024 [default: the number of cores, at most 4, so that the hashes' memory
+    /// (76 MiB) fits the api pod's whatever node it lands on]. A registration or login
+    /// that finds them all busy is answered 503 with Retry-After at once: a queue would
+    /// only grow. 0 removes the bound (unsafe on a public port).
     #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(0..=1_024))]
     pub password_hash_concurrency: Option<u32>,
 
@@ -72,11 +84,23 @@ pub struct ApiConfig {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub max_connections: u32,
 
+    /// Open connections at most from one client address (an IPv6 client's /64); past
+    /// it a connection is answered 503 with Retry-After: 1 and closed. 0: no bound of its
+    /// own [default: a quarter of MAX_CONNECTIONS]. TRUSTED_PROXIES are not counted.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_connections_per_address: Option<u32>,
+
     /// Long polls (`wait` > 0) waiting at once (at most 1,000,000; 0: none, every poll
     /// answers at once). Past it, a poll answers at once with the operation's state and
     /// Retry-After, as if `wait=0`.
     #[arg(long, env = "MAX_LONG_POLLS", default_value_t = 2_048, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub max_long_polls: u32,
+
+    /// Long polls one user may have waiting at once; past it a poll answers at once,
+    /// as past MAX_LONG_POLLS. 0: no bound of its own [default: a quarter of
+    /// MAX_LONG_POLLS].
+    #[arg(long, env = "MAX_LONG_POLLS_PER_USER", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_long_polls_per_user: Option<u32>,
 
     /// Seconds a client may take to send a request's headers, at most 300 (0: no
     /// limit); also how long an idle keep-alive connection stays open.
@@ -112,6 +136,8 @@ impl ApiConfig {
             jwt_secret: Some(Secret::new("test-secret-that-is-long-enough-for-hs256")),
             jwt_ttl_secs: 3600,
             rate_limit_generate_per_minute: 0,
+            answers_per_minute: 0,
+            answer_max_chars: 5_000,
             max_pending_per_session: 20,
             llm_max_attempts: 5,
             request_timeout_secs: 10,
@@ -120,7 +146,9 @@ impl ApiConfig {
             registrations_per_minute_per_address: 0,
             trusted_proxies: Vec::new(),
             max_connections: 4_096,
+            max_connections_per_address: Some(0),
             max_long_polls: 2_048,
+            max_long_polls_per_user: Some(0),
             header_read_timeout_secs: 10,
             cors_allowed_origins: Vec::new(),
             throttle_window_secs: 60,
@@ -160,10 +188,13 @@ impl ApiConfig {
         Ok(())
     }
 
-    /// Password hashes at once: the setting (0: no bound), else one per core.
+    /// Password hashes at once: the setting (0: no bound), else one per core, at most
+    /// [`DEFAULT_MAX_PASSWORD_HASHES`].
     pub fn password_hash_concurrency(&self) -> usize {
         match self.password_hash_concurrency {
-            None => std::thread::available_parallelism().map_or(2, usize::from),
+            None => std::thread::available_parallelism()
+                .map_or(2, usize::from)
+                .min(DEFAULT_MAX_PASSWORD_HASHES),
             Some(0) => tokio::sync::Semaphore::MAX_PERMITS,
             Some(n) => n as usize,
         }
@@ -175,6 +206,20 @@ impl ApiConfig {
             0 => tokio::sync::Semaphore::MAX_PERMITS,
             n => n as usize,
         }
+    }
+
+    /// Open connections at most from one address: the setting, else a quarter of
+    /// [`ApiConfig::max_connections`] (0: no bound of its own).
+    pub fn max_connections_per_address(&self) -> usize {
+        self.max_connections_per_address
+            .map_or(quarter(self.max_connections), |n| n as usize)
+    }
+
+    /// Long polls at once for one user: the setting, else a quarter of
+    /// `MAX_LONG_POLLS` (0: no bound of its own).
+    pub fn max_long_polls_per_user(&self) -> usize {
+        self.max_long_polls_per_user
+            .map_or(quarter(self.max_long_polls), |n| n as usize)
     }
 
     /// The header-read timeout (0: none).
@@ -195,6 +240,19 @@ impl ApiConfig {
             .map(|origin| origin.trim())
             .filter(|origin| !origin.is_empty())
             .collect()
+    }
+}
+
+/// The default bound on password hashes at once: 4 × 19 MiB stays well within the api
+/// pod's 256 MiB on a node of any size (one hash per core of a 16-core node would not).
+pub const DEFAULT_MAX_PASSWORD_HASHES: usize = 4;
+
+/// A quarter of a global bound, for the per-client one it defaults to; 0 (no global
+/// bound) stays 0, and a bound of 1 to 3 still leaves one.
+fn quarter(bound: u32) -> usize {
+    match bound {
+        0 => 0,
+        n => (n as usize / 4).max(1),
     }
 }
 
@@ -264,6 +322,9 @@ mod tests {
             ["api", "--database-max-connections", "1"],
             ["api", "--database-acquire-timeout-secs", "0"],
             ["api", "--password-hash-concurrency", "1025"],
+            ["api", "--answer-max-chars", "0"],
+            ["api", "--answer-max-chars", "100001"],
+            ["api", "--answers-per-minute", "100001"],
             ["api", "--max-connections", "1000001"],
             ["api", "--header-read-timeout-secs", "301"],
             ["api", "--trusted-proxies", "10.0.0.0/33"],
@@ -286,7 +347,28 @@ mod tests {
         assert_eq!(config.login_attempts_per_minute, 10);
         assert_eq!(config.registrations_per_minute_per_address, 10);
         assert!(config.max_connections >= 1_000 && config.max_long_polls >= 1_000);
-        assert!(config.password_hash_concurrency() >= 1);
+        assert!((1..=DEFAULT_MAX_PASSWORD_HASHES).contains(&config.password_hash_concurrency()));
+        assert_eq!(config.answers_per_minute, 30);
+        assert_eq!(config.answer_max_chars, 5_000);
+        assert_eq!(config.max_connections_per_address(), 1_024);
+        assert_eq!(config.max_long_polls_per_user(), 512);
+        let off = ApiConfig::try_parse_from([
+            "api",
+            "--max-connections-per-address",
+            "0",
+            "--max-long-polls-per-user",
+            "0",
+            "--max-connections",
+            "100",
+        ])
+        .expect("0 turns the per-client bounds off");
+        assert_eq!(off.max_connections_per_address(), 0);
+        assert_eq!(off.max_long_polls_per_user(), 0);
+        let small =
+            ApiConfig::try_parse_from(["api", "--max-connections", "100", "--max-long-polls", "2"])
+                .expect("parses");
+        assert_eq!(small.max_connections_per_address(), 25);
+        assert_eq!(small.max_long_polls_per_user(), 1);
         assert!(config.trusted_proxies().is_empty() && config.cors_allowed_origins().is_empty());
     }
 

@@ -78,6 +78,8 @@ impl App {
             },
             limits: Limits {
                 generate_per_minute: config.rate_limit_generate_per_minute,
+                answers_per_minute: config.answers_per_minute,
+                answer_max_chars: config.answer_max_chars as usize,
                 llm_max_attempts: config.llm_max_attempts,
                 max_pending_per_session: config.max_pending_per_session,
             },
@@ -96,6 +98,10 @@ impl App {
             },
             connections: shared::serve::ConnectionLimits {
                 max_connections: config.max_connections(),
+                per_address: Some(shared::serve::PerAddress {
+                    max: config.max_connections_per_address(),
+                    exempt: config.trusted_proxies().into(),
+                }),
                 header_read_timeout: config.header_read_timeout(),
             },
             metrics_addr: config.telemetry.metrics_addr,
@@ -137,7 +143,7 @@ impl App {
             let metrics = routes::metrics_router(self.state.clone());
             // The same connection hygiene as the public listener; it ends with the
             // process (the task is aborted below), not with a drain of its own.
-            let connections = self.connections;
+            let connections = self.connections.clone();
             background.push(tokio::spawn(shared::serve::serve(
                 metrics_listener,
                 metrics,

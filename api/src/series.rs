@@ -35,7 +35,11 @@ pub fn register() {
     );
     describe_counter!(
         "long_polls_shed_total",
-        "Long polls answered at once because MAX_LONG_POLLS were already waiting."
+        "Long polls answered at once, by the bound that was full: global (MAX_LONG_POLLS) or per_user (MAX_LONG_POLLS_PER_USER)."
+    );
+    describe_counter!(
+        "connections_refused_total",
+        "Connections answered 503 and closed, by reason: per_address (MAX_CONNECTIONS_PER_ADDRESS)."
     );
     describe_counter!(
         "operations_cancelled_total",
@@ -47,7 +51,10 @@ pub fn register() {
     );
     gauge!("long_poll_listener_connected").set(0.0);
     counter!("password_hashes_refused_total").increment(0);
-    counter!("long_polls_shed_total").increment(0);
+    for bound in ["global", "per_user"] {
+        counter!("long_polls_shed_total", "bound" => bound).increment(0);
+    }
+    counter!("connections_refused_total", "reason" => "per_address").increment(0);
     counter!("operations_cancelled_total").increment(0);
 }
 

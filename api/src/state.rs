@@ -8,6 +8,8 @@ use crate::long_poll::Waiters;
 use crate::throttle::Throttle;
 use crate::trusted_proxies::TrustedProxies;
 use metrics_exporter_prometheus::PrometheusHandle;
+use shared::domain::UserId;
+use shared::per_key::PerKey;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::sync::Arc;
@@ -58,6 +60,9 @@ pub struct Guards {
     pub proxies: TrustedProxies,
     /// One permit per long poll allowed to wait (`MAX_LONG_POLLS`).
     pub long_polls: Arc<Semaphore>,
+    /// Long polls waiting per user (`MAX_LONG_POLLS_PER_USER`), so that one user
+    /// cannot take every permit of [`Guards::long_polls`].
+    pub long_polls_by_user: Arc<PerKey<UserId>>,
 }
 
 impl Guards {
@@ -75,6 +80,7 @@ impl Guards {
             ),
             proxies: TrustedProxies::new(config.trusted_proxies()),
             long_polls: Arc::new(Semaphore::new(config.max_long_polls as usize)),
+            long_polls_by_user: PerKey::new(config.max_long_polls_per_user()),
         }
     }
 }
@@ -84,6 +90,10 @@ impl Guards {
 pub struct Limits {
     /// generate-question calls per user and minute; 0 turns the limit off.
     pub generate_per_minute: u32,
+    /// Answers per user and minute; 0 turns the limit off.
+    pub answers_per_minute: u32,
+    /// The longest answer taken, in characters.
+    pub answer_max_chars: usize,
     /// The job's `max_attempts`: the workers' budget of model calls for it.
     pub llm_max_attempts: u32,
     /// Unfinished operations per session; 0 turns the cap off.

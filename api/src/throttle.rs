@@ -4,15 +4,22 @@
 //! Fixed windows, not sliding ones, on purpose: a key that went over its limit is
 //! free again when its minute ends, so an attacker who spends an account's failed
 //! logins locks its real owner out for at most the rest of that minute, never longer.
-//! Memory is bounded: the map is emptied when each window ends and tracks at most
-//! [`MAX_KEYS`] keys per window (past that, new keys go uncounted and a warning is
-//! logged: failing open on a flood of distinct keys beats refusing everyone).
+//!
+//! Memory is bounded twice over. A key is kept as a 64-bit digest (SipHash under a key
+//! drawn at start, so nobody can aim collisions at an account), whatever its length:
+//! 100,000 keys take about 2 MB. And the map holds at most [`MAX_KEYS`] per window; past
+//! that a new key is refused (`429`) until the window ends, never waved through,
+//! because failing open is exactly what a flood of junk keys would be after. The cap is
+//! out of reach for honest traffic and for a flood alike: the handlers take a key only
+//! once they hold a password-hashing slot (a request refused `503` as busy leaves none),
+//! so keys arrive at most as fast as hashes run, a few thousand a minute per replica.
 //!
 //! The counts are per replica: N api replicas allow N times the limit. That is the
 //! price of keeping password checks off the database; the limit's purpose, making
 //! guessing slow, holds.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,13 +32,16 @@ pub struct Throttle {
     /// Events allowed per key and window; 0 turns the throttle off.
     limit: u32,
     window: Duration,
+    /// The digest's key, drawn at start.
+    digest: RandomState,
     current: Mutex<Window>,
 }
 
 #[derive(Debug)]
 struct Window {
     started: Instant,
-    counts: HashMap<String, u32>,
+    /// Events per key digest.
+    counts: HashMap<u64, u32>,
     warned_full: bool,
 }
 
@@ -41,6 +51,7 @@ impl Throttle {
         Self {
             limit,
             window,
+            digest: RandomState::new(),
             current: Mutex::new(Window {
                 started: Instant::now(),
                 counts: HashMap::new(),
@@ -56,20 +67,24 @@ impl Throttle {
         if self.limit == 0 {
             return Ok(());
         }
+        let digest = self.digest.hash_one(key);
         let mut window = self.window();
-        if let Some(count) = window.counts.get_mut(key) {
+        if let Some(count) = window.counts.get_mut(&digest) {
             if *count >= self.limit {
                 return Err(self.retry_after(&window));
             }
             *count += 1;
         } else if window.counts.len() < MAX_KEYS {
-            window.counts.insert(key.to_owned(), 1);
-        } else if !window.warned_full {
-            window.warned_full = true;
-            tracing::warn!(
-                keys = MAX_KEYS,
-                "throttle full for this window: new keys go uncounted until it ends"
-            );
+            window.counts.insert(digest, 1);
+        } else {
+            if !window.warned_full {
+                window.warned_full = true;
+                tracing::warn!(
+                    keys = MAX_KEYS,
+                    "throttle full for this window: new keys are refused until it ends"
+                );
+            }
+            return Err(self.retry_after(&window));
         }
         Ok(())
     }
@@ -80,9 +95,15 @@ impl Throttle {
         if self.limit == 0 {
             return;
         }
-        if let Some(count) = self.window().counts.get_mut(key) {
+        let digest = self.digest.hash_one(key);
+        if let Some(count) = self.window().counts.get_mut(&digest) {
             *count = count.saturating_sub(1);
         }
+    }
+
+    /// How many keys the current window counts (tests and the attack tests read it).
+    pub fn keys(&self) -> usize {
+        self.window().counts.len()
     }
 
     /// The current window, a fresh one if the last has ended.
@@ -150,19 +171,42 @@ mod tests {
     }
 
     #[test]
-    fn zero_is_off_and_the_map_is_bounded() {
+    fn zero_is_off_and_past_the_cap_new_keys_are_refused() {
         let off = Throttle::new(0, Duration::from_secs(60));
         for _ in 0..100 {
             assert!(off.take("ada").is_ok());
         }
-        let throttle = Throttle::new(1, Duration::from_secs(60));
-        for n in 0..MAX_KEYS + 10 {
+        let throttle = Throttle::new(2, Duration::from_secs(60));
+        for n in 0..MAX_KEYS {
             assert!(throttle.take(&n.to_string()).is_ok());
         }
         assert_eq!(throttle.window().counts.len(), MAX_KEYS);
-        assert!(throttle.take("0").is_err());
-        // Past the cap, new keys go uncounted: never refused.
+        // Past the cap, a new key is refused until the window ends, never uncounted.
         let late = (MAX_KEYS + 5).to_string();
-        assert!(throttle.take(&late).is_ok() && throttle.take(&late).is_ok());
+        assert!(throttle.take(&late).is_err());
+        assert!(throttle.take(&late).is_err());
+        assert_eq!(throttle.window().counts.len(), MAX_KEYS);
+        // Keys already counted go on as before.
+        assert!(throttle.take("0").is_ok());
+        assert!(throttle.take("0").is_err());
+    }
+
+    #[test]
+    fn a_key_costs_the_same_whatever_its_length() {
+        let throttle = Throttle::new(1, Duration::from_secs(60));
+        let huge = "\u{1F600}".repeat(254);
+        assert!(throttle.take(&huge).is_ok());
+        assert!(throttle.take(&huge).is_err(), "the same key, counted once");
+        assert!(
+            throttle.take(&huge[..huge.len() - 4]).is_ok(),
+            "another key"
+        );
+        // The map stores digests: 8 bytes a key, not the key's kilobyte.
+        let window = throttle.window();
+        assert_eq!(window.counts.len(), 2);
+        assert_eq!(
+            std::mem::size_of_val(window.counts.keys().next().expect("a key")),
+            8
+        );
     }
 }

@@ -17,7 +17,8 @@
 //! - [`jobs`]: the `question_generation` job payload and its transactional enqueue;
 //! - [`metrics`]: the Prometheus recorder, the rendering of a scrape, and the queue-depth
 //!   gauges read from the database;
-//! - [`serve`]: serving a router with a header-read timeout and a bound on connections;
+//! - [`per_key`]: bounds on what one client holds at once (connections, long polls);
+//! - [`serve`]: serving a router with a header-read timeout and bounds on connections;
 //! - [`shutdown`]: the production shutdown signal (SIGTERM or Ctrl-C);
 //! - [`telemetry`]: tracing set-up (`RUST_LOG`, `LOG_FORMAT`);
 //! - [`tls`]: the process's TLS crypto provider.
@@ -28,6 +29,7 @@ pub mod db;
 pub mod domain;
 pub mod jobs;
 pub mod metrics;
+pub mod per_key;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

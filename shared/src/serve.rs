@@ -9,18 +9,27 @@
 //!   request: a silent connection is closed after it either way;
 //! - at most `max_connections` are open; the next one is accepted when one closes,
 //!   waiting meanwhile in the kernel's listen backlog (never refused by us);
+//! - at most `per_address.max` of them from one client address (an IPv6 client's /64):
+//!   one more is answered `503 SERVICE_UNAVAILABLE` with `Retry-After: 1` and closed,
+//!   so that one client cannot hold every connection and lock the others out. Peers in
+//!   `per_address.exempt` (the trusted proxies: behind an ingress every connection
+//!   comes from it) are not counted;
 //! - each request carries its peer's address (`ConnectInfo`), for throttling;
 //! - on shutdown, the listener closes, idle connections are closed, and requests in
 //!   flight finish (hyper-util's graceful shutdown).
 
+use crate::per_key::{PerKey, client_key};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::extract::Request;
+use axum::http::{HeaderValue, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use ipnet::IpNet;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -28,13 +37,32 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 /// The bounds of [`serve`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     /// Connections open at once.
     pub max_connections: usize,
+    /// Connections open at once from one client; `None`: no bound of its own.
+    pub per_address: Option<PerAddress>,
     /// How long a client may take to send a request's headers (and a keep-alive
     /// connection may sit idle); `None`: as long as it likes.
     pub header_read_timeout: Option<Duration>,
+}
+
+/// The bound on one client's connections.
+#[derive(Debug, Clone)]
+pub struct PerAddress {
+    /// Connections open at once from one address (0: no bound).
+    pub max: usize,
+    /// Peers never counted: proxies, whose connections carry many clients.
+    pub exempt: Arc<[IpNet]>,
+}
+
+impl PerAddress {
+    /// The key `peer` is counted under, `None` when it is exempt.
+    fn key(&self, peer: IpAddr) -> Option<IpAddr> {
+        let peer = peer.to_canonical();
+        (!self.exempt.iter().any(|net| net.contains(&peer))).then(|| client_key(peer))
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight
@@ -46,6 +74,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_address = limits
+        .per_address
+        .as_ref()
+        .map(|bound| (bound, PerKey::<IpAddr>::new(bound.max)));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -74,6 +106,19 @@ pub async fn serve(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "could not set TCP_NODELAY");
         }
+        let held = match &per_address {
+            None => None,
+            Some((bound, held)) => match bound.key(peer.ip()) {
+                None => None,
+                Some(key) => match held.try_hold(key) {
+                    Some(hold) => Some(hold),
+                    None => {
+                        refuse(&http, stream, permit, &graceful);
+                        continue;
+                    }
+                },
+            },
+        };
         let app = app.clone();
         let service = tower::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -87,13 +132,48 @@ pub async fn serve(
                 // A client that went away, or timed out on its headers: routine.
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
-            drop(permit);
+            drop((held, permit));
         });
     }
     drop(listener);
     tracing::info!("shutdown requested: finishing requests in flight");
     graceful.shutdown().await;
 }
+
+/// Answers one request on a connection past its client's bound with `503
+/// SERVICE_UNAVAILABLE` (the contract's error body) and `Retry-After: 1`, then closes it.
+fn refuse(
+    http: &hyper::server::conn::http1::Builder,
+    stream: tokio::net::TcpStream,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    graceful: &GracefulShutdown,
+) {
+    metrics::counter!("connections_refused_total", "reason" => "per_address").increment(1);
+    let service = hyper::service::service_fn(|_request: Request<Incoming>| async {
+        let mut response = Response::new(axum::body::Body::from(TOO_MANY_CONNECTIONS));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let headers = response.headers_mut();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let mut http = http.clone();
+    http.keep_alive(false);
+    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "a refused connection ended with an error");
+        }
+        drop(permit);
+    });
+}
+
+/// The body of [`refuse`]'s answer.
+const TOO_MANY_CONNECTIONS: &str = "{\"detail\":{\"code\":\"SERVICE_UNAVAILABLE\",\"message\":\"Too many connections from this address; try again shortly.\"}}";
 
 /// Whether the connection was closed for good (EOF, reset) or the process is out of
 /// something: in the latter case, wait a moment instead of spinning.

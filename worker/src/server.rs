@@ -16,6 +16,7 @@ use std::time::Duration;
 /// not the public, but a stuck or slow client must still not hold a socket for good.
 pub const CONNECTION_LIMITS: shared::serve::ConnectionLimits = shared::serve::ConnectionLimits {
     max_connections: 256,
+    per_address: None,
     header_read_timeout: Some(Duration::from_secs(10)),
 };
 

@@ -1,6 +1,6 @@
 //! `POST /auth/register`, `POST /auth/login` and `POST /auth/refresh`.
 
-use crate::auth;
+use crate::auth::{self, HashingSlot};
 use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::{ClientAddr, CurrentUser, Json};
 use crate::state::AppState;
@@ -71,15 +71,17 @@ pub async fn register(
     let password = validate::password(&req.password)?.to_owned();
     let full_name = validate::optional_text("full_name", req.full_name.as_deref())?;
     let guards = &state.guards;
+    // A hashing slot before the throttle: refused as busy, the request leaves no trace.
+    let slot = guards.hashing.slot()?;
     let address = client.key();
     guards
         .registrations_by_address
         .take(&address)
         .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
-    let hash = match guards.hashing.hash(password).await {
+    let hash = match slot.hash(password).await {
         Ok(hash) => hash,
         Err(err) => {
-            // Refused as busy (or failed): it did no work, so it does not count.
+            // Failed: it stored nothing, so it does not count.
             guards.registrations_by_address.give_back(&address);
             return Err(err);
         }
@@ -117,8 +119,11 @@ pub async fn login(
     }
     // Throttled before any work: a guesser past the limit costs no hash and no query.
     // Each attempt takes its place first, so a burst cannot pass the check together;
-    // a login that succeeds gives its places back.
+    // a login that succeeds gives its places back. The hashing slot comes first of all:
+    // a login refused as busy leaves no key in the throttles (which is what bounds how
+    // fast keys can arrive: one per hash).
     let guards = &state.guards;
+    let slot = guards.hashing.slot()?;
     let address = client.key();
     guards
         .failed_logins_by_address
@@ -132,7 +137,7 @@ pub async fn login(
         guards.failed_logins_by_account.give_back(&email);
         guards.failed_logins_by_address.give_back(&address);
     };
-    let verified = verify(&state, &email, req.password).await;
+    let verified = verify(&state, slot, &email, req.password).await;
     match verified {
         Ok(Some(user)) => {
             give_back();
@@ -140,7 +145,7 @@ pub async fn login(
         }
         Ok(None) => Err(ApiError::InvalidCredentials),
         Err(err) => {
-            // Busy or broken: not a guess that failed.
+            // Broken (the database, the blocking pool): not a guess that failed.
             give_back();
             Err(err)
         }
@@ -150,6 +155,7 @@ pub async fn login(
 /// The user whose password this is, `None` for a wrong password or unknown email.
 async fn verify(
     state: &AppState,
+    slot: HashingSlot,
     email: &str,
     password: String,
 ) -> Result<Option<UserId>, ApiError> {
@@ -165,7 +171,7 @@ async fn verify(
         Some(c) => (Some(c.id), c.password_hash),
         None => (None, auth::dummy_hash().to_owned()),
     };
-    let matches = state.guards.hashing.verify(password, stored).await?;
+    let matches = slot.verify(password, stored).await?;
     Ok(user.filter(|_| matches))
 }
 

@@ -8,9 +8,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use shared::db::messages::{self, Message};
-use shared::db::sessions;
+use shared::db::{rate_limits, sessions};
 use shared::domain::{SessionId, SessionStatus};
 use utoipa::{IntoParams, ToSchema};
+
+/// The rate limit's bucket in `rate_limit_counters` (`ANSWERS_PER_MINUTE`).
+const ANSWERS_BUCKET: &str = "answer";
 
 /// The last page number accepted (it keeps `page × limit` far from overflow).
 const MAX_PAGE: i64 = 10_000_000;
@@ -55,6 +58,7 @@ pub struct MessagePage {
 /// The user's answer to the last question.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AnswerRequest {
+    /// Not blank; at most `ANSWER_MAX_CHARS` characters (default 5,000).
     #[schema(pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: String,
 }
@@ -104,7 +108,9 @@ pub async fn list(
         (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
-        (status = 422, description = "VALIDATION_ERROR: empty content", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: empty content, or longer than ANSWER_MAX_CHARS (default 5,000 characters)", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: more than ANSWERS_PER_MINUTE answers by this user this minute", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the limit resets"))),
     ))]
 pub async fn answer(
     State(state): State<AppState>,
@@ -113,6 +119,13 @@ pub async fn answer(
     Json(req): Json<AnswerRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
     let content = validate::text("content", &req.content)?;
+    let max = state.limits.answer_max_chars;
+    if content.chars().count() > max {
+        return Err(ApiError::field(
+            "content",
+            format!("must be at most {max} characters"),
+        ));
+    }
     let mut tx = state.begin().await?;
     // Locked so a concurrent PATCH cannot complete the session between check and insert.
     let session = sessions::lock_owned(&mut tx, session_id, user)
@@ -121,6 +134,19 @@ pub async fn answer(
         .ok_or(ApiError::SessionNotFound)?;
     if session.status != SessionStatus::Active {
         return Err(ApiError::SessionNotActive(session.status));
+    }
+    // Counted in the answer's transaction: a refused or failed answer rolls its hit
+    // back, so only stored answers count.
+    let per_minute = state.limits.answers_per_minute;
+    if per_minute > 0 {
+        let window = rate_limits::hit(&mut tx, user, ANSWERS_BUCKET)
+            .await
+            .context("counting the answer against the rate limit")?;
+        if window.hits > per_minute as i32 {
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: window.seconds_left.ceil().max(1.0) as u64,
+            });
+        }
     }
     let message = messages::insert_answer(&mut tx, session_id, content)
         .await

@@ -13,7 +13,9 @@ use serde::Deserialize;
 use shared::db::operations::{self, Operation};
 use shared::db::{queue, sessions};
 use shared::domain::{OperationId, UserId};
+use shared::per_key::Held;
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use utoipa::IntoParams;
 
@@ -49,26 +51,37 @@ pub async fn get(
     if wait > MAX_WAIT_SECS {
         return Err(ApiError::field("wait", "must be between 0 and 30 seconds"));
     }
-    // Past MAX_LONG_POLLS waiting at once, a poll answers at once, as `wait=0` would:
-    // the client polls again after Retry-After, and nothing waits unbounded.
+    // Past MAX_LONG_POLLS waiting at once, or the user's own MAX_LONG_POLLS_PER_USER,
+    // a poll answers at once, as `wait=0` would: the client polls again after
+    // Retry-After, and nothing waits unbounded.
     let permit = match wait {
         0 => None,
-        _ => state
-            .guards
-            .long_polls
-            .clone()
-            .try_acquire_owned()
-            .ok()
-            .or_else(|| {
-                counter!("long_polls_shed_total").increment(1);
-                None
-            }),
+        _ => long_poll_permit(&state, user),
     };
     let operation = match permit {
         None => read(&state, id, user).await?,
         Some(_permit) => wait_for(&state, id, user, Duration::from_secs(wait)).await?,
     };
     Ok(respond(operation))
+}
+
+/// A place to wait among the user's and everyone's long polls, `None` (counted as shed,
+/// by the bound that refused) when either is full. The user's place is taken first, so
+/// a user at their own bound never takes a global permit.
+fn long_poll_permit(
+    state: &AppState,
+    user: UserId,
+) -> Option<(Held<UserId>, OwnedSemaphorePermit)> {
+    let guards = &state.guards;
+    let Some(held) = guards.long_polls_by_user.try_hold(user) else {
+        counter!("long_polls_shed_total", "bound" => "per_user").increment(1);
+        return None;
+    };
+    let Ok(permit) = guards.long_polls.clone().try_acquire_owned() else {
+        counter!("long_polls_shed_total", "bound" => "global").increment(1);
+        return None;
+    };
+    Some((held, permit))
 }
 
 async fn read(state: &AppState, id: OperationId, user: UserId) -> Result<Operation, ApiError> {

@@ -288,17 +288,18 @@ async fn when_the_job_push_fails_no_operation_is_left_and_the_client_gets_a_5xx(
 /// earlier ones left, whichever minute it lands in (the window is the database clock's
 /// minute, `shared/src/db/rate_limits.rs`). Without it a minute turning over mid-test
 /// would start a fresh count.
-async fn hold_the_window(pool: &PgPool, user: &str) {
+pub async fn hold_the_window(pool: &PgPool, user: &str, bucket: &str) {
     let user: uuid::Uuid = user.parse().expect("user id");
     sqlx::query(
         "INSERT INTO rate_limit_counters (user_id, bucket, window_start, hits)
-         SELECT $1, 'generate_question', date_trunc('minute', now()) + m * interval '1 minute',
+         SELECT $1, $2, date_trunc('minute', now()) + m * interval '1 minute',
                 coalesce((SELECT max(hits) FROM rate_limit_counters
-                          WHERE user_id = $1 AND bucket = 'generate_question'), 0)
+                          WHERE user_id = $1 AND bucket = $2), 0)
          FROM generate_series(0, 60) AS m
          ON CONFLICT ON CONSTRAINT rate_limit_counters_pkey DO UPDATE SET hits = EXCLUDED.hits",
     )
     .bind(user)
+    .bind(bucket)
     .execute(pool)
     .await
     .expect("hold the window");
@@ -313,7 +314,7 @@ async fn the_rate_limit_answers_429_with_retry_after_and_holds_across_replicas(p
     let session = one.create_session(&user).await;
     let mut statuses = Vec::new();
     for app in [&one, &two, &one, &two, &one] {
-        hold_the_window(&one.pool, &user.user_id).await;
+        hold_the_window(&one.pool, &user.user_id, "generate_question").await;
         let response = app.generate(&user, &session).await;
         statuses.push(response.status());
         if response.status() == StatusCode::TOO_MANY_REQUESTS {

@@ -6,6 +6,7 @@ mod auth;
 mod errors;
 mod generate;
 mod hostile;
+mod hostile_users;
 mod openapi;
 mod operations;
 mod ownership;

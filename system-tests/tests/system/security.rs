@@ -4,6 +4,7 @@
 use sqlx::PgPool;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use testkit::client::SignedIn;
 use testkit::fixtures::migrated;
 use testkit::postgres::database_url;
 use testkit::process::{binary_dir, free_addr};
@@ -95,4 +96,61 @@ async fn credentials_in_the_models_url_reach_neither_the_log_nor_the_queue(pool:
             .await
             .expect("jobs");
     assert!(results.iter().all(|r| !r.contains(secret)), "{results:?}");
+}
+
+/// The api's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib / 1024.0
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_full_page_of_the_longest_answers_keeps_the_api_small(pool: PgPool) {
+    migrated(&pool).await;
+    let api = testkit::process::Process::start(
+        "api",
+        "page-memory",
+        &[
+            ("DATABASE_URL", database_url(&pool)),
+            ("MIGRATE", "false".into()),
+            ("JWT_SECRET", "page-memory-test-signing-key-32-bytes".into()),
+            ("ANSWERS_PER_MINUTE", "0".into()),
+        ],
+    )
+    .await;
+    let user = SignedIn::register(&api.addr, "ada@example.com")
+        .await
+        .expect("sign up");
+    let posting = user.job_posting().await.expect("posting");
+    let session = user.session(&posting).await.expect("session");
+    // The largest answers the defaults take: 5,000 four-byte characters (the most
+    // bytes stored) and 5,000 control characters (the most bytes of JSON, six each).
+    let widest = "\u{1F600}".repeat(5_000);
+    let most_escaped = format!("x{}", "\u{1}".repeat(4_999));
+    for n in 0..200 {
+        let content = if n % 2 == 0 { &widest } else { &most_escaped };
+        user.send(
+            reqwest::Method::POST,
+            &format!("/sessions/{session}/answers"),
+            serde_json::json!({ "content": content }),
+        )
+        .await
+        .expect("an answer at the limit is taken");
+    }
+    let url = format!("{}/sessions/{session}/messages?limit=200", user.base);
+    for _round in 0..3 {
+        let reads = (0..4).map(|_| testkit::client::get_json(&user.http, &url, &user.token));
+        for page in futures::future::join_all(reads).await {
+            assert_eq!(page["total"], 200, "a full page");
+            assert_eq!(page["items"].as_array().map(Vec::len), Some(200));
+        }
+    }
+    let peak = peak_rss_mib(api.pid());
+    println!("api peak RSS after 3 × 4 page reads of 200 of the longest answers: {peak:.0} MiB");
+    assert!(peak <= 160.0, "the api peaked at {peak:.0} MiB");
 }
