@@ -96,7 +96,7 @@ fuzz_once() {
     db_created=1
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     addr="127.0.0.1:$port"
-    DATABASE_URL="${DATABASE_URL%/*}/$db" API_ADDR=$addr JWT_SECRET=fuzz-test-signing-key-of-32-bytes RATE_LIMIT_GENERATE_PER_MINUTE=0 \
+    DATABASE_URL="${DATABASE_URL%/*}/$db" API_ADDR=$addr JWT_SECRET=fuzz-test-signing-key-of-32-bytes RATE_LIMIT_GENERATE_PER_MINUTE=0 ANSWERS_PER_MINUTE=0 \
         RUST_LOG=warn ./target/debug/api >"$dir/api.log" 2>&1 &
     pids+=($!)
     api=$!

@@ -269,6 +269,8 @@ const PLACEHOLDER_WORDS: &[&str] = &[
     "example",
     "your-secret",
     "insecure",
+    "not-for-production",
+    "local-development",
 ];
 
 /// Checks `JWT_SECRET`: at least 32 bytes and not a placeholder from an example file.
@@ -381,6 +383,7 @@ mod tests {
             "change-me-change-me-change-me-change-me",
             "REPLACE_WITH_32_RANDOM_BYTES_FROM_OPENSSL",
             "this-is-an-example-secret-of-40-bytes!!!",
+            "local-development-secret-not-for-production",
             &"a".repeat(64),
         ] {
             let config = ApiConfig::try_parse_from(["api", "--jwt-secret", weak]).expect("parses");
