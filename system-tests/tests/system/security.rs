@@ -154,3 +154,175 @@ async fn a_full_page_of_the_longest_answers_keeps_the_api_small(pool: PgPool) {
     println!("api peak RSS after 3 × 4 page reads of 200 of the longest answers: {peak:.0} MiB");
     assert!(peak <= 160.0, "the api peaked at {peak:.0} MiB");
 }
+
+#[sqlx::test(migrations = false)]
+async fn no_secret_of_a_full_run_reaches_a_log_or_a_stored_error(pool: PgPool) {
+    use reqwest::StatusCode;
+    use serde_json::json;
+    migrated(&pool).await;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let secret = |what: &str| format!("{what}-{tag}");
+    let (jwt, db_password, api_key, ops_token) = (
+        secret("jwt-signing-key"),
+        secret("db-pass"),
+        secret("sk-live"),
+        secret("ops-token"),
+    );
+    let (password, wrong_password, forged) = (
+        secret("user-pass"),
+        secret("wrong-pass"),
+        secret("forged.token"),
+    );
+    let plain_url = database_url(&pool);
+    let with_userinfo =
+        plain_url.replacen("://postgres@", &format!("://postgres:{db_password}@"), 1);
+    assert_ne!(with_userinfo, plain_url, "the password is in the URL");
+    let with_query = format!("{plain_url}?password={db_password}");
+    // The model fails once (its error quoted back), then answers.
+    let model = wiremock::MockServer::start().await;
+    testkit::llm::mount(&model, 1, Some(1), testkit::llm::error(500)).await;
+    testkit::llm::mount(
+        &model,
+        2,
+        None,
+        testkit::llm::question("Why Rust?", "technical"),
+    )
+    .await;
+    // Every log line there is: debug, for both binaries.
+    let api = testkit::process::Process::start(
+        "api",
+        "secrets",
+        &[
+            ("DATABASE_URL", with_userinfo),
+            ("MIGRATE", "false".into()),
+            ("JWT_SECRET", jwt.clone()),
+            ("RUST_LOG", "debug".into()),
+        ],
+    )
+    .await;
+    let mut env = crate::support::worker_env(
+        &pool,
+        &model,
+        &[
+            ("RUST_LOG", "debug"),
+            ("OPENAI_API_KEY", &api_key),
+            ("OPS_TOKEN", &ops_token),
+        ],
+    );
+    env.push(("DATABASE_URL", with_query));
+    let worker = testkit::process::Process::start("worker", "secrets", &env).await;
+
+    // A candidate's whole visit, a wrong password and a forged token included.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/api/v1", api.addr);
+    let post = |path: &str, body: serde_json::Value| http.post(format!("{base}{path}")).json(&body);
+    let credentials = json!({"email": "ada@example.com", "password": password});
+    assert!(
+        post("/auth/register", credentials.clone())
+            .send()
+            .await
+            .expect("register")
+            .status()
+            .is_success()
+    );
+    let wrong = post(
+        "/auth/login",
+        json!({"email": "ada@example.com", "password": wrong_password}),
+    )
+    .send()
+    .await
+    .expect("login");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let login: serde_json::Value = post("/auth/login", credentials)
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    let user = SignedIn {
+        base: base.clone(),
+        user_id: String::new(),
+        token: token.clone(),
+        http: http.clone(),
+    };
+    let posting = user.job_posting().await.expect("posting");
+    let session = user.session(&posting).await.expect("session");
+    let op = user
+        .send(
+            reqwest::Method::POST,
+            &format!("/sessions/{session}/generate-question"),
+            json!({}),
+        )
+        .await
+        .expect("generate");
+    let op_id = op["id"].as_str().expect("operation id").to_owned();
+    let done = testkit::eventually("the question", Duration::from_secs(60), || async {
+        let read =
+            testkit::client::get_json(&http, &format!("{base}/operations/{op_id}?wait=10"), &token)
+                .await;
+        (read["status"] == "completed").then_some(read)
+    })
+    .await;
+    assert_eq!(done["result"]["question_text"], "Why Rust?");
+    user.send(
+        reqwest::Method::POST,
+        &format!("/sessions/{session}/answers"),
+        json!({"content": "Because."}),
+    )
+    .await
+    .expect("answer");
+    let refreshed: serde_json::Value = user
+        .send(reqwest::Method::POST, "/auth/refresh", json!({}))
+        .await
+        .expect("refresh");
+    let refreshed = refreshed["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let forged_read = http
+        .get(format!("{base}/sessions/{session}/messages"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .expect("forged");
+    assert_eq!(forged_read.status(), StatusCode::UNAUTHORIZED);
+    let board = http
+        .get(format!("http://{}/board", worker.addr))
+        .bearer_auth(&ops_token)
+        .send()
+        .await
+        .expect("board");
+    assert_eq!(board.status(), StatusCode::OK);
+
+    let logs = format!("{}\n{}", api.logs(), worker.logs());
+    assert!(
+        logs.contains("DEBUG") || logs.contains("\"debug\""),
+        "debug logs were on"
+    );
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT coalesce(last_result::text, '') FROM apalis.jobs
+         UNION ALL SELECT coalesce(error_message, '') FROM operations",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("stored errors");
+    for (what, value) in [
+        ("JWT_SECRET", &jwt),
+        ("the database password", &db_password),
+        ("OPENAI_API_KEY", &api_key),
+        ("OPS_TOKEN", &ops_token),
+        ("the user's password", &password),
+        ("a wrong password", &wrong_password),
+        ("an access token", &token),
+        ("a refreshed token", &refreshed),
+        ("a forged token", &forged),
+    ] {
+        assert!(!logs.contains(value.as_str()), "{what} is in a log");
+        assert!(
+            stored.iter().all(|s| !s.contains(value.as_str())),
+            "{what} is stored"
+        );
+    }
+}
