@@ -40,6 +40,10 @@ pub enum ApiError {
         from: shared::domain::SessionStatus,
         to: shared::domain::SessionStatus,
     },
+    #[error("This question has already been answered.")]
+    AlreadyAnswered,
+    #[error("The interview has asked all the questions it was set to ask.")]
+    InterviewComplete,
     #[error("This Idempotency-Key was already used for another session.")]
     IdempotencyKeyReused,
     #[error("Too many requests: try again in {retry_after_secs} seconds.")]
@@ -91,6 +95,8 @@ impl ApiError {
             InvalidStatusTransition { .. } => {
                 (StatusCode::BAD_REQUEST, "INVALID_STATUS_TRANSITION")
             }
+            AlreadyAnswered => (StatusCode::CONFLICT, "ALREADY_ANSWERED"),
+            InterviewComplete => (StatusCode::CONFLICT, "INTERVIEW_COMPLETE"),
             IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
             TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
             NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),

@@ -29,7 +29,7 @@ async fn fixture(conn: &mut PgConnection) -> Fixture {
     )
     .await
     .expect("posting");
-    let session = sessions::insert_for_posting(conn, user.id, posting.id)
+    let session = sessions::insert_for_posting(conn, user.id, posting.id, None)
         .await
         .expect("insert session")
         .expect("posting is the user's");
@@ -138,7 +138,7 @@ async fn a_session_belongs_to_its_user_and_job_posting(pool: PgPool) {
 async fn a_session_cannot_start_on_a_missing_job_posting(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    let none = sessions::insert_for_posting(&mut conn, f.user.id, JobPostingId::new())
+    let none = sessions::insert_for_posting(&mut conn, f.user.id, JobPostingId::new(), None)
         .await
         .expect("query");
     assert!(none.is_none());
@@ -172,7 +172,7 @@ fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<&'static str> {
 async fn every_check_constraint_takes_the_contracts_values_and_refuses_others(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    let answer = messages::insert_answer(&mut conn, f.session.id, "An answer")
+    let answer = messages::insert_answer(&mut conn, f.session.id, "An answer", None)
         .await
         .expect("answer");
     let op = add_operation(&mut conn, &f).await;
@@ -339,7 +339,7 @@ async fn deleting_a_job_posting_keeps_its_sessions_with_a_null_posting(pool: PgP
 async fn deleting_a_session_deletes_its_messages_and_keeps_its_operations(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    messages::insert_answer(&mut conn, f.session.id, "An answer")
+    messages::insert_answer(&mut conn, f.session.id, "An answer", None)
         .await
         .expect("answer");
     let operation = add_operation(&mut conn, &f).await;
@@ -401,7 +401,7 @@ async fn a_100_kb_message_round_trips(pool: PgPool) {
         .cycle()
         .take(100 * 1024)
         .collect();
-    let stored = messages::insert_answer(&mut conn, f.session.id, &content)
+    let stored = messages::insert_answer(&mut conn, f.session.id, &content, None)
         .await
         .expect("insert");
     let read = messages::page(&mut conn, f.session.id, 1, 0)
@@ -415,7 +415,7 @@ async fn a_100_kb_message_round_trips(pool: PgPool) {
 async fn question_type_is_null_for_answers_and_set_for_questions(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
     let f = fixture(&mut conn).await;
-    let answer = messages::insert_answer(&mut conn, f.session.id, "An answer")
+    let answer = messages::insert_answer(&mut conn, f.session.id, "An answer", None)
         .await
         .expect("answer");
     assert_eq!(answer.question_type, None);

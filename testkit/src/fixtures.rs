@@ -42,7 +42,7 @@ pub async fn session(pool: &PgPool, n: usize) -> (UserId, SessionId) {
     )
     .await
     .expect("posting");
-    let session = sessions::insert_for_posting(&mut conn, user.id, posting.id)
+    let session = sessions::insert_for_posting(&mut conn, user.id, posting.id, None)
         .await
         .expect("session")
         .expect("owned");

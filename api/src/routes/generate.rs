@@ -47,6 +47,7 @@ const PENDING_CAP_RETRY_AFTER_SECS: u64 = 5;
         (status = 400, description = "SESSION_NOT_ACTIVE", body = ErrorBody),
         (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "INTERVIEW_COMPLETE: the session's question_limit is reached (generated and unfinished questions)", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR (bad id or key) or IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
         (status = 429, description = "TOO_MANY_REQUESTS: the per-user rate limit, or MAX_PENDING_PER_SESSION unfinished operations on this session", body = ErrorBody,
@@ -75,6 +76,16 @@ pub async fn generate_question(
     }
     if session.status != SessionStatus::Active {
         return Err(ApiError::SessionNotActive(session.status));
+    }
+    // Read afresh under the session's lock, so two requests cannot both take the last
+    // place (the locked row's own figure may predate the lock).
+    if session.question_limit.is_some() {
+        let remaining = sessions::questions_remaining(&mut tx, session_id)
+            .await
+            .context("counting the questions left")?;
+        if remaining == Some(0) {
+            return Err(ApiError::InterviewComplete);
+        }
     }
     if state.limits.generate_per_minute > 0 {
         let window = rate_limits::hit(&mut tx, user, "generate_question")

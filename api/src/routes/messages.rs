@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use shared::db::messages::{self, Message};
 use shared::db::{rate_limits, sessions};
-use shared::domain::{SessionId, SessionStatus};
+use shared::domain::{MessageId, SessionId, SessionStatus};
 use utoipa::{IntoParams, ToSchema};
 
 /// The rate limit's bucket in `rate_limit_counters` (`ANSWERS_PER_MINUTE`).
@@ -61,6 +61,9 @@ pub struct AnswerRequest {
     /// Not blank; at most `ANSWER_MAX_CHARS` characters (default 5,000).
     #[schema(pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: String,
+    /// The question this answers: a question message of this session, answered at most
+    /// once. Optional: without it the answer is stored unattached.
+    pub question_id: Option<MessageId>,
 }
 
 /// Lists a session's messages, oldest first.
@@ -107,8 +110,9 @@ pub async fn list(
         (status = 400, description = "SESSION_NOT_ACTIVE", body = ErrorBody),
         (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "ALREADY_ANSWERED: question_id has an answer already", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
-        (status = 422, description = "VALIDATION_ERROR: empty content, or longer than ANSWER_MAX_CHARS (default 5,000 characters)", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: question_id not a question of this session; empty content, or longer than ANSWER_MAX_CHARS (default 5,000 characters)", body = ErrorBody),
         (status = 429, description = "TOO_MANY_REQUESTS: more than ANSWERS_PER_MINUTE answers by this user this minute", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the limit resets"))),
     ))]
@@ -135,6 +139,17 @@ pub async fn answer(
     if session.status != SessionStatus::Active {
         return Err(ApiError::SessionNotActive(session.status));
     }
+    if let Some(question) = req.question_id {
+        let asked = messages::is_question_of(&mut tx, question, session_id)
+            .await
+            .context("finding the question")?;
+        if !asked {
+            return Err(ApiError::field(
+                "question_id",
+                "must be the id of a question of this session",
+            ));
+        }
+    }
     // Counted in the answer's transaction: a refused or failed answer rolls its hit
     // back, so only stored answers count.
     let per_minute = state.limits.answers_per_minute;
@@ -148,9 +163,14 @@ pub async fn answer(
             });
         }
     }
-    let message = messages::insert_answer(&mut tx, session_id, content)
-        .await
-        .context("inserting the answer")?;
+    let message = match messages::insert_answer(&mut tx, session_id, content, req.question_id).await
+    {
+        Ok(message) => message,
+        Err(err) if shared::db::violates(&err, messages::QUESTION_ID_KEY) => {
+            return Err(ApiError::AlreadyAnswered);
+        }
+        Err(err) => return Err(ApiError::database("inserting the answer", err)),
+    };
     tx.commit().await.context("committing the answer")?;
     Ok((StatusCode::CREATED, Json(message)))
 }

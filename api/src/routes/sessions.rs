@@ -10,11 +10,18 @@ use shared::db::sessions::{self, Session};
 use shared::domain::{JobPostingId, SessionId, SessionStatus};
 use utoipa::{IntoParams, ToSchema};
 
-/// The job posting to interview for.
+/// The job posting to interview for, and optionally how many questions to ask.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateSessionRequest {
     pub job_posting_id: JobPostingId,
+    /// 1 to 50; absent or `null`: no limit. Past it, generate-question is
+    /// `409 INTERVIEW_COMPLETE`; reaching it does not complete the session.
+    #[schema(minimum = 1, maximum = 50)]
+    pub question_limit: Option<i32>,
 }
+
+/// The most questions a session may be set to ask.
+pub const MAX_QUESTION_LIMIT: i32 = 50;
 
 /// The status to move a session to.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -47,22 +54,32 @@ pub struct SessionPage {
 #[utoipa::path(post, path = "/api/v1/sessions", operation_id = "create_session", tag = "sessions", request_body = CreateSessionRequest,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Started: status active, current_question_number 0", body = Session),
+        (status = 201, description = "Started: status active, current_question_number 0, questions_remaining = question_limit", body = Session),
         (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
         (status = 404, description = "JOB_POSTING_NOT_FOUND", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE: body over 256 KiB", body = ErrorBody),
-        (status = 422, description = "VALIDATION_ERROR", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: bad job_posting_id, question_limit outside 1–50", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Json(req): Json<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
+    if req
+        .question_limit
+        .is_some_and(|limit| !(1..=MAX_QUESTION_LIMIT).contains(&limit))
+    {
+        return Err(ApiError::field(
+            "question_limit",
+            "must be between 1 and 50, or absent for no limit",
+        ));
+    }
     let mut conn = state.conn().await?;
-    let session = sessions::insert_for_posting(&mut conn, user, req.job_posting_id)
-        .await
-        .context("inserting the session")?
-        .ok_or(ApiError::JobPostingNotFound)?;
+    let session =
+        sessions::insert_for_posting(&mut conn, user, req.job_posting_id, req.question_limit)
+            .await
+            .context("inserting the session")?
+            .ok_or(ApiError::JobPostingNotFound)?;
     Ok((StatusCode::CREATED, Json(session)))
 }
 

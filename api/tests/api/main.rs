@@ -7,6 +7,7 @@ mod errors;
 mod generate;
 mod hostile;
 mod hostile_users;
+mod interview;
 mod openapi;
 mod operations;
 mod ownership;

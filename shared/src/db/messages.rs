@@ -19,6 +19,8 @@ pub struct Message {
     pub content: String,
     /// Set for questions, `null` for answers.
     pub question_type: Option<QuestionType>,
+    /// For an answer, the question it answers, when the client said; `null` otherwise.
+    pub question_id: Option<MessageId>,
     /// For questions: `operation_id`, `question_number`, `model`, `prompt_version`,
     /// `attempts`, `latency_ms`, and token usage when the provider reports it.
     #[schema(value_type = Object)]
@@ -26,20 +28,43 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
 }
 
-/// Stores a user's answer.
+/// The index that lets a question be answered once.
+pub const QUESTION_ID_KEY: &str = "session_messages_question_id_key";
+
+/// Stores a user's answer, to `question_id` if given (the caller has checked that it is
+/// a question of this session: [`is_question_of`]); a second answer to one question
+/// violates [`QUESTION_ID_KEY`].
 pub async fn insert_answer(
     conn: &mut PgConnection,
     session_id: SessionId,
     content: &str,
+    question_id: Option<MessageId>,
 ) -> Result<Message, sqlx::Error> {
     sqlx::query_as(
-        "INSERT INTO session_messages (id, session_id, message_type, content)
-         VALUES ($1, $2, 'answer', $3)
-         RETURNING id, session_id, message_type, content, question_type, metadata, created_at",
+        "INSERT INTO session_messages (id, session_id, message_type, content, question_id)
+         VALUES ($1, $2, 'answer', $3, $4)
+         RETURNING id, session_id, message_type, content, question_type, question_id, metadata, created_at",
     )
     .bind(MessageId::new())
     .bind(session_id)
     .bind(content)
+    .bind(question_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Whether `id` is a question message of `session_id`.
+pub async fn is_question_of(
+    conn: &mut PgConnection,
+    id: MessageId,
+    session_id: SessionId,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM session_messages
+                        WHERE id = $1 AND session_id = $2 AND message_type = 'question')",
+    )
+    .bind(id)
+    .bind(session_id)
     .fetch_one(conn)
     .await
 }
@@ -53,7 +78,7 @@ pub async fn page(
     offset: i64,
 ) -> Result<Vec<Message>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, session_id, message_type, content, question_type, metadata, created_at
+        "SELECT id, session_id, message_type, content, question_type, question_id, metadata, created_at
          FROM session_messages WHERE session_id = $1
          ORDER BY created_at, id
          LIMIT $2 OFFSET $3",
@@ -79,7 +104,7 @@ pub async fn find_by_operation(
     operation_id: OperationId,
 ) -> Result<Option<Message>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, session_id, message_type, content, question_type, metadata, created_at
+        "SELECT id, session_id, message_type, content, question_type, question_id, metadata, created_at
          FROM session_messages WHERE operation_id = $1",
     )
     .bind(operation_id)

@@ -18,8 +18,27 @@ pub struct Session {
     pub status: SessionStatus,
     /// Questions generated so far.
     pub current_question_number: i32,
+    /// Questions the interview asks at most (1–50); `null`: no limit.
+    pub question_limit: Option<i32>,
+    /// Questions that can still be asked: the limit less the questions generated and
+    /// those being generated; `null` without a limit.
+    pub questions_remaining: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// `questions_remaining` of a row of `interview_sessions`: the limit less the questions
+/// generated and the question operations unfinished (a few rows of a partial index).
+macro_rules! questions_remaining {
+    () => {
+        "CASE WHEN question_limit IS NULL THEN NULL ELSE greatest(0,
+             question_limit - current_question_number
+             - (SELECT count(*) FROM operations o
+                WHERE o.session_id = interview_sessions.id
+                  AND o.operation_type = 'question_generation'
+                  AND o.status IN ('pending', 'processing')))::int4
+         END"
+    };
 }
 
 /// The columns of [`Session`], in its fields' order: one list for every statement that
@@ -27,7 +46,11 @@ pub struct Session {
 /// that the statements stay `&'static str` (sqlx refuses SQL built at run time).
 macro_rules! session_columns {
     () => {
-        "id, user_id, job_posting_id, status, current_question_number, created_at, updated_at"
+        concat!(
+            "id, user_id, job_posting_id, status, current_question_number, question_limit, ",
+            questions_remaining!(),
+            " AS questions_remaining, created_at, updated_at"
+        )
     };
 }
 
@@ -37,16 +60,18 @@ pub async fn insert_for_posting(
     conn: &mut PgConnection,
     user_id: UserId,
     job_posting_id: JobPostingId,
+    question_limit: Option<i32>,
 ) -> Result<Option<Session>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "INSERT INTO interview_sessions (id, user_id, job_posting_id)
-         SELECT $1, jp.user_id, jp.id FROM job_postings jp WHERE jp.id = $2 AND jp.user_id = $3
+        "INSERT INTO interview_sessions (id, user_id, job_posting_id, question_limit)
+         SELECT $1, jp.user_id, jp.id, $4 FROM job_postings jp WHERE jp.id = $2 AND jp.user_id = $3
          RETURNING ",
         session_columns!()
     ))
     .bind(SessionId::new())
     .bind(job_posting_id)
     .bind(user_id)
+    .bind(question_limit)
     .fetch_optional(conn)
     .await
 }
@@ -128,6 +153,24 @@ pub async fn find(conn: &mut PgConnection, id: SessionId) -> Result<Option<Sessi
     ))
     .bind(id)
     .fetch_optional(conn)
+    .await
+}
+
+/// The session's `questions_remaining`, read afresh: call it after [`lock_owned`] when
+/// deciding on it. The row that a locking read returns is re-read once the lock is
+/// granted, but a subquery in it still sees the statement's first snapshot, so the
+/// figure in that row can miss an operation committed while it waited for the lock.
+pub async fn questions_remaining(
+    conn: &mut PgConnection,
+    id: SessionId,
+) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar(concat!(
+        "SELECT ",
+        questions_remaining!(),
+        " FROM interview_sessions WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_one(conn)
     .await
 }
 
