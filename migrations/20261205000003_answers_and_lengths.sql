@@ -1,5 +1,6 @@
 -- The whole interview, part one (docs/DESIGN.md, "Data"): a session may have a set
--- length, and an answer may say which question it answers.
+-- length, an answer may say which question it answers, and a user's job postings are
+-- listed newest first.
 --
 -- Both columns are new and NULL for every existing row, so neither rewrites a table, and
 -- the previous release, which names its columns, reads and writes as before beside it.
@@ -17,3 +18,8 @@ ALTER TABLE session_messages ADD CONSTRAINT session_messages_question_id_answers
 -- A question is answered at most once: the api maps this index to 409 ALREADY_ANSWERED.
 CREATE UNIQUE INDEX session_messages_question_id_key ON session_messages (question_id);
 COMMENT ON COLUMN session_messages.question_id IS 'For answers: the question (a message of the same session) this answers; NULL when the client did not say, and for every other message.';
+
+-- GET /job-postings pages a user's postings newest first; this index serves that order
+-- and every lookup by user the old one served.
+CREATE INDEX job_postings_user_id_created_at_idx ON job_postings (user_id, created_at);
+DROP INDEX job_postings_user_id_idx;

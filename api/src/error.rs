@@ -25,6 +25,8 @@ pub enum ApiError {
     EmailTaken,
     #[error("No job posting with this id.")]
     JobPostingNotFound,
+    #[error("No resume stored yet.")]
+    ResumeNotFound,
     #[error("No interview session with this id.")]
     SessionNotFound,
     #[error("No operation with this id.")]
@@ -89,6 +91,7 @@ impl ApiError {
             EmailTaken => (StatusCode::CONFLICT, "EMAIL_TAKEN"),
             JobPostingNotFound => (StatusCode::NOT_FOUND, "JOB_POSTING_NOT_FOUND"),
             SessionNotFound => (StatusCode::NOT_FOUND, "SESSION_NOT_FOUND"),
+            ResumeNotFound => (StatusCode::NOT_FOUND, "RESUME_NOT_FOUND"),
             OperationNotFound => (StatusCode::NOT_FOUND, "OPERATION_NOT_FOUND"),
             OperationFinished => (StatusCode::CONFLICT, "OPERATION_FINISHED"),
             SessionNotActive(_) => (StatusCode::BAD_REQUEST, "SESSION_NOT_ACTIVE"),

@@ -251,7 +251,7 @@ async fn try_attempt(
     *is_last |= attempts >= budget;
 
     let Some(inputs) = started.inputs else {
-        return fail(&mut conn, job.operation_id, SESSION_GONE).await;
+        return fail(&mut conn, job.operation_id, operations::SESSION_GONE).await;
     };
     if inputs.status != SessionStatus::Active {
         return fail(&mut conn, job.operation_id, SESSION_NOT_ACTIVE).await;
@@ -305,8 +305,6 @@ struct Cost {
 }
 
 const ATTEMPTS_SPENT: &str = "The question could not be generated: every attempt failed.";
-const SESSION_GONE: &str =
-    "The question could not be generated: the interview session no longer exists.";
 const SESSION_NOT_ACTIVE: &str =
     "The question could not be generated: the interview session is no longer active.";
 
@@ -402,7 +400,7 @@ async fn commit(
                 .context("reading the session that refused the question")?;
             let sentence = match session {
                 Some(_) => SESSION_NOT_ACTIVE,
-                None => SESSION_GONE,
+                None => operations::SESSION_GONE,
             };
             let ending = fail(&mut tx, job.operation_id, sentence).await?;
             tx.commit()

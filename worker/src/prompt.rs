@@ -124,6 +124,7 @@ mod tests {
                 company: Some("Acme".into()),
                 description: "Build queues in Rust".into(),
                 created_at: Utc::now(),
+                updated_at: Utc::now(),
             }),
             resume: Some("Ten years of PostgreSQL".into()),
             earlier_questions: vec!["What is MVCC?".into()],

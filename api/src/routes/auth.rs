@@ -117,6 +117,22 @@ pub async fn login(
         // a 200 KiB "email" must not become a 200 KiB throttle key.
         return Err(ApiError::InvalidCredentials);
     }
+    match check_password(&state, &client, &email, req.password).await? {
+        Some(user) => Ok(Json(token_for(&state, user)?)),
+        None => Err(ApiError::InvalidCredentials),
+    }
+}
+
+/// The user whose (lower-cased) `email` and `password` these are, or `None`, behind the
+/// same guards for every caller (login, and the account's deletion, where a stolen
+/// token must not become a way around them): the hashing bound, then the failed-login
+/// throttles for the account and for the address.
+pub(crate) async fn check_password(
+    state: &AppState,
+    client: &ClientAddr,
+    email: &str,
+    password: String,
+) -> Result<Option<UserId>, ApiError> {
     // Throttled before any work: a guesser past the limit costs no hash and no query.
     // Each attempt takes its place first, so a burst cannot pass the check together;
     // a login that succeeds gives its places back. The hashing slot comes first of all:
@@ -129,21 +145,20 @@ pub async fn login(
         .failed_logins_by_address
         .take(&address)
         .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
-    if let Err(retry_after_secs) = guards.failed_logins_by_account.take(&email) {
+    if let Err(retry_after_secs) = guards.failed_logins_by_account.take(email) {
         guards.failed_logins_by_address.give_back(&address);
         return Err(ApiError::TooManyRequests { retry_after_secs });
     }
     let give_back = || {
-        guards.failed_logins_by_account.give_back(&email);
+        guards.failed_logins_by_account.give_back(email);
         guards.failed_logins_by_address.give_back(&address);
     };
-    let verified = verify(&state, slot, &email, req.password).await;
-    match verified {
+    match verify(state, slot, email, password).await {
         Ok(Some(user)) => {
             give_back();
-            Ok(Json(token_for(&state, user)?))
+            Ok(Some(user))
         }
-        Ok(None) => Err(ApiError::InvalidCredentials),
+        Ok(None) => Ok(None),
         Err(err) => {
             // Broken (the database, the blocking pool): not a guess that failed.
             give_back();

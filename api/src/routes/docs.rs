@@ -3,7 +3,7 @@
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::routes::{
     auth, generate, health, job_postings, messages, operations, resume, session_operations,
-    sessions,
+    sessions, users,
 };
 use axum::response::Html;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -15,9 +15,10 @@ use utoipa::{Modify, OpenApi};
     info(title = "Interview service API", description = "Durable, asynchronous question generation for AI mock interviews.", license(name = "MIT", identifier = "MIT")),
     paths(
         auth::register, auth::login, auth::refresh,
-        resume::put_resume,
-        job_postings::create, job_postings::get, job_postings::delete,
-        sessions::create, sessions::list, sessions::get, sessions::update,
+        users::me, users::delete_me,
+        resume::put_resume, resume::get_resume,
+        job_postings::create, job_postings::list, job_postings::get, job_postings::update, job_postings::delete,
+        sessions::create, sessions::list, sessions::get, sessions::update, sessions::delete,
         generate::generate_question,
         operations::get, operations::cancel, session_operations::list,
         messages::list, messages::answer,

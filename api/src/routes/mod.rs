@@ -12,6 +12,7 @@ pub mod operations;
 pub mod resume;
 pub mod session_operations;
 pub mod sessions;
+pub mod users;
 
 use crate::error::{self, ApiError};
 use crate::series;
@@ -54,14 +55,25 @@ pub fn router(state: AppState, routing: &Routing) -> Router {
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
-        .route("/resume", put(resume::put_resume))
-        .route("/job-postings", post(job_postings::create))
+        .route("/users/me", get(users::me).delete(users::delete_me))
+        .route("/resume", put(resume::put_resume).get(resume::get_resume))
+        .route(
+            "/job-postings",
+            post(job_postings::create).get(job_postings::list),
+        )
         .route(
             "/job-postings/{id}",
-            get(job_postings::get).delete(job_postings::delete),
+            get(job_postings::get)
+                .patch(job_postings::update)
+                .delete(job_postings::delete),
         )
         .route("/sessions", post(sessions::create).get(sessions::list))
-        .route("/sessions/{id}", get(sessions::get).patch(sessions::update))
+        .route(
+            "/sessions/{id}",
+            get(sessions::get)
+                .patch(sessions::update)
+                .delete(sessions::delete),
+        )
         .route(
             "/sessions/{id}/generate-question",
             post(generate::generate_question),

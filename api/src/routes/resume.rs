@@ -1,4 +1,5 @@
-//! `PUT /resume`: one resume per user, replaced on every write.
+//! `/resume`: one resume per user, replaced on every write, read back by the client to
+//! rebuild its screens.
 
 use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::{CurrentUser, Json};
@@ -14,6 +15,26 @@ use utoipa::ToSchema;
 pub struct ResumeRequest {
     #[schema(pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: String,
+}
+
+/// Reads the user's resume.
+#[utoipa::path(get, path = "/api/v1/resume", operation_id = "get_resume", tag = "resume",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The resume", body = Resume),
+        (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 404, description = "RESUME_NOT_FOUND: none stored yet", body = ErrorBody),
+    ))]
+pub async fn get_resume(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<Resume>, ApiError> {
+    let mut conn = state.conn().await?;
+    resumes::find(&mut conn, user)
+        .await
+        .context("reading the resume")?
+        .map(Json)
+        .ok_or(ApiError::ResumeNotFound)
 }
 
 /// Creates or replaces the user's resume.

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use shared::db::sessions::{self, Session};
+use shared::db::{operations, queue};
 use shared::domain::{JobPostingId, SessionId, SessionStatus};
 use utoipa::{IntoParams, ToSchema};
 
@@ -29,7 +30,7 @@ pub struct UpdateSessionRequest {
     pub status: SessionStatus,
 }
 
-/// Paging of the session list.
+/// Paging of the session and job-posting lists.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
@@ -39,6 +40,21 @@ pub struct ListParams {
     /// 0 or more; default 0.
     #[param(minimum = 0)]
     pub offset: Option<i64>,
+}
+
+impl ListParams {
+    /// The limit and the offset; a 422 naming the field when one is out of range.
+    pub fn resolve(&self) -> Result<(i64, i64), ApiError> {
+        let limit = self.limit.unwrap_or(20);
+        let offset = self.offset.unwrap_or(0);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::field("limit", "must be between 1 and 100"));
+        }
+        if offset < 0 {
+            return Err(ApiError::field("offset", "must not be negative"));
+        }
+        Ok((limit, offset))
+    }
 }
 
 /// One page of sessions, newest first.
@@ -96,14 +112,7 @@ pub async fn list(
     CurrentUser(user): CurrentUser,
     Query(params): Query<ListParams>,
 ) -> Result<Json<SessionPage>, ApiError> {
-    let limit = params.limit.unwrap_or(20);
-    let offset = params.offset.unwrap_or(0);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 100"));
-    }
-    if offset < 0 {
-        return Err(ApiError::field("offset", "must not be negative"));
-    }
+    let (limit, offset) = params.resolve()?;
     let mut conn = state.conn().await?;
     let items = sessions::list(&mut conn, user, limit, offset)
         .await
@@ -180,4 +189,40 @@ pub async fn update(
         .context("changing the session's status")?;
     tx.commit().await.context("committing the status change")?;
     Ok(Json(updated))
+}
+
+/// Deletes one of the user's sessions with its messages. Its unfinished operations end
+/// first, failed with the sentence a worker would give (their jobs are ended, and one
+/// running now finds its operation failed at its commit); they stay readable.
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", operation_id = "delete_session", tag = "sessions",
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "NOT_AUTHENTICATED", body = ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: id is not a UUID", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<SessionId>,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = state.begin().await?;
+    // The session's row first, then its operations: the order of every writer.
+    sessions::lock_owned(&mut tx, id, user)
+        .await
+        .context("locking the session")?
+        .ok_or(ApiError::SessionNotFound)?;
+    let ended = operations::fail_unfinished_of_session(&mut tx, id)
+        .await
+        .context("ending the session's operations")?;
+    queue::kill_unstarted_all(&mut tx, &ended, "Its interview session was deleted.")
+        .await
+        .context("ending the session's jobs")?;
+    sessions::delete(&mut tx, id)
+        .await
+        .context("deleting the session")?;
+    tx.commit().await.context("committing the deletion")?;
+    Ok(StatusCode::NO_CONTENT)
 }

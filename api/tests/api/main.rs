@@ -12,4 +12,5 @@ mod openapi;
 mod operations;
 mod ownership;
 mod resources;
+mod screens;
 mod session_operations;

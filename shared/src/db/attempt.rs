@@ -54,6 +54,7 @@ struct StartRow {
     company: Option<String>,
     description: Option<String>,
     job_posting_created_at: Option<DateTime<Utc>>,
+    job_posting_updated_at: Option<DateTime<Utc>>,
     resume: Option<String>,
     earlier_questions: Option<Vec<String>>,
 }
@@ -88,6 +89,7 @@ pub async fn start(
          SELECT started.attempts, started.model_calls, started.waited_ms, s.status, s.current_question_number,
                 p.id AS job_posting_id, p.user_id AS job_posting_user_id,
                 p.title, p.company, p.description, p.created_at AS job_posting_created_at,
+                p.updated_at AS job_posting_updated_at,
                 r.content AS resume,
                 CASE WHEN s.id IS NOT NULL THEN ARRAY(
                     SELECT latest.content FROM
@@ -117,17 +119,24 @@ pub async fn start(
                     row.title,
                     row.description,
                     row.job_posting_created_at,
+                    row.job_posting_updated_at,
                 ) {
-                    (Some(id), Some(user_id), Some(title), Some(description), Some(created_at)) => {
-                        Some(JobPosting {
-                            id,
-                            user_id,
-                            title,
-                            company: row.company,
-                            description,
-                            created_at,
-                        })
-                    }
+                    (
+                        Some(id),
+                        Some(user_id),
+                        Some(title),
+                        Some(description),
+                        Some(created_at),
+                        Some(updated_at),
+                    ) => Some(JobPosting {
+                        id,
+                        user_id,
+                        title,
+                        company: row.company,
+                        description,
+                        created_at,
+                        updated_at,
+                    }),
                     _ => None,
                 },
                 resume: row.resume,

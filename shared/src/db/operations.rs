@@ -165,6 +165,43 @@ pub async fn cancel(
     .await
 }
 
+/// The sentence an operation fails with when its interview session is deleted before
+/// it ends (by the api's delete, or found gone by the worker).
+pub const SESSION_GONE: &str =
+    "The question could not be generated: the interview session no longer exists.";
+
+/// Fails every unfinished operation of the session with [`SESSION_GONE`]; their ids.
+/// The caller holds the session's row lock (the order every writer keeps: the session,
+/// then its operations) and ends their jobs ([`super::queue::kill_unstarted_all`]).
+pub async fn fail_unfinished_of_session(
+    conn: &mut PgConnection,
+    session_id: SessionId,
+) -> Result<Vec<OperationId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE operations
+         SET status = 'failed', error_message = $2, updated_at = now()
+         WHERE session_id = $1 AND status IN ('pending', 'processing')
+         RETURNING id",
+    )
+    .bind(session_id)
+    .bind(SESSION_GONE)
+    .fetch_all(conn)
+    .await
+}
+
+/// The user's unfinished operations.
+pub async fn unfinished_of_user(
+    conn: &mut PgConnection,
+    user_id: UserId,
+) -> Result<Vec<OperationId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM operations WHERE user_id = $1 AND status IN ('pending', 'processing')",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
 /// The operation, whoever owns it.
 pub async fn find(
     conn: &mut PgConnection,

@@ -89,6 +89,28 @@ pub async fn put_back(
     Ok(done.rows_affected() == 1)
 }
 
+/// [`kill_unstarted`] for many operations at once (those of a deleted session or user),
+/// with `why` as each job's `last_result`.
+pub async fn kill_unstarted_all(
+    conn: &mut PgConnection,
+    operation_ids: &[OperationId],
+    why: &str,
+) -> Result<u64, sqlx::Error> {
+    let keys: Vec<String> = operation_ids.iter().map(|id| id.to_string()).collect();
+    let done = sqlx::query(
+        "UPDATE apalis.jobs
+         SET status = 'Killed', done_at = now(), last_result = json_build_object('Err', $3::text)
+         WHERE job_type = $1 AND idempotency_key = ANY($2)
+           AND status IN ('Pending', 'Queued', 'Failed')",
+    )
+    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(keys)
+    .bind(why)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Ends the job of a cancelled operation unless a worker is running it now: `Killed`,
 /// so apalis never fetches it again and the board shows why. A running one finishes
 /// its attempt and finds the operation failed at its commit, which then adds nothing.

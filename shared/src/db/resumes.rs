@@ -15,6 +15,14 @@ pub struct Resume {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The user's resume, if they stored one.
+pub async fn find(conn: &mut PgConnection, user_id: UserId) -> Result<Option<Resume>, sqlx::Error> {
+    sqlx::query_as("SELECT id, user_id, content, updated_at FROM resumes WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await
+}
+
 /// Creates or replaces the user's resume, keeping its id across replacements.
 pub async fn upsert(
     conn: &mut PgConnection,

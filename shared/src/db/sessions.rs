@@ -191,3 +191,25 @@ pub async fn set_status(
     .fetch_one(conn)
     .await
 }
+
+/// Deletes the session (the caller holds its lock, from [`lock_owned`], and has ended
+/// its unfinished operations); its messages go with it, its operations stay with
+/// `session_id` NULL.
+pub async fn delete(conn: &mut PgConnection, id: SessionId) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM interview_sessions WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Locks every session of the user, in one order, before the user's deletion cascades
+/// to them: a worker's commit takes a session's row before its operation's, and so
+/// does this, so the two never wait on each other in a circle.
+pub async fn lock_all_of_user(conn: &mut PgConnection, user_id: UserId) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1 FROM interview_sessions WHERE user_id = $1 ORDER BY id FOR UPDATE")
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -56,6 +56,14 @@ pub async fn find_credentials(
         .await
 }
 
+/// The user, if they exist.
+pub async fn find(conn: &mut PgConnection, id: UserId) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as("SELECT id, email, full_name, created_at FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
 /// Deletes a user and, by cascade, everything they own.
 pub async fn delete(conn: &mut PgConnection, id: UserId) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM users WHERE id = $1")

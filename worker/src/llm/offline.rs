@@ -191,6 +191,7 @@ mod tests {
                 company: Some("Acme".into()),
                 description: "Operate PostgreSQL clusters and Kubernetes workloads".into(),
                 created_at: Utc::now(),
+                updated_at: Utc::now(),
             }),
             resume: Some("Built observability pipelines".into()),
             questions_asked: earlier.len() as i32,
