@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Walks through one interview question with curl, as a client would:
-# register, log in, add a resume and a job posting, start a session, ask for a question
-# (202 at once), then long-poll the operation until the worker has committed it.
+# register, log in, add a resume and a job posting, start a session of three questions,
+# ask for a question (202 at once), long-poll the operation until the worker has
+# committed it, then answer that question.
 set -euo pipefail
 API_URL=${API_URL:-http://127.0.0.1:8080}
 
@@ -25,8 +26,9 @@ posting=$(curl -fsS -X POST "$API_URL/api/v1/job-postings" "${auth[@]}" \
     -d '{"title": "Senior backend engineer", "company": "Acme", "description": "Design durable job queues and APIs on PostgreSQL and Kubernetes."}' | field id)
 echo "job posting $posting"
 
-say "3. Start a session"
-session=$(curl -fsS -X POST "$API_URL/api/v1/sessions" "${auth[@]}" -d "{\"job_posting_id\": \"$posting\"}" | field id)
+say "3. Start a session of three questions"
+session=$(curl -fsS -X POST "$API_URL/api/v1/sessions" "${auth[@]}" \
+    -d "{\"job_posting_id\": \"$posting\", \"question_limit\": 3}" | field id)
 echo "session $session"
 
 say "4. Ask for the next question: 202 at once, with the operation to poll"
@@ -43,6 +45,15 @@ done
 echo "$body"
 [[ "$status" == completed ]] || { echo "the operation did not complete" >&2; exit 1; }
 
-say "6. The session's messages"
+question=$(echo "$body" | field message_id)
+
+say "6. Answer that question"
+curl -fsS -X POST "$API_URL/api/v1/sessions/$session/answers" "${auth[@]}" \
+    -d "{\"content\": \"I would make the enqueue part of the same transaction as the write it follows.\", \"question_id\": \"$question\"}"
+echo
+
+say "7. The session (questions_remaining) and its messages"
+curl -fsS "$API_URL/api/v1/sessions/$session" "${auth[@]}"
+echo
 curl -fsS "$API_URL/api/v1/sessions/$session/messages" "${auth[@]}"
 echo
