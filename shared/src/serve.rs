@@ -13,7 +13,11 @@
 //!   one more is answered `503 SERVICE_UNAVAILABLE` with `Retry-After: 1` and closed,
 //!   so that one client cannot hold every connection and lock the others out. Peers in
 //!   `per_address.exempt` (the trusted proxies: behind an ingress every connection
-//!   comes from it) are not counted;
+//!   comes from it) are not counted. A refused connection gives its place among
+//!   `max_connections` back at once and has [`REFUSAL_HEADER_TIMEOUT`] to send its
+//!   request; at most [`REFUSALS_AT_ONCE`] are answered at a time, and one more is
+//!   closed unanswered. Otherwise the refusals themselves, held open by a client that
+//!   sends nothing, would fill the bound they were refused to protect;
 //! - each request carries its peer's address (`ConnectInfo`), for throttling;
 //! - on shutdown, the listener closes, idle connections are closed, and requests in
 //!   flight finish (hyper-util's graceful shutdown).
@@ -74,6 +78,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     let per_address = limits
         .per_address
         .as_ref()
@@ -113,7 +118,8 @@ pub async fn serve(
                 Some(key) => match held.try_hold(key) {
                     Some(hold) => Some(hold),
                     None => {
-                        refuse(&http, stream, permit, &graceful);
+                        drop(permit);
+                        refuse(&http, stream, &refusals, &graceful);
                         continue;
                     }
                 },
@@ -140,15 +146,26 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
+/// Refused connections answered at once (each holding a socket for at most
+/// [`REFUSAL_HEADER_TIMEOUT`]); past it, a refused connection is closed unanswered.
+pub const REFUSALS_AT_ONCE: usize = 64;
+
+/// How long a refused connection has to send its request before it is closed.
+pub const REFUSAL_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Answers one request on a connection past its client's bound with `503
-/// SERVICE_UNAVAILABLE` (the contract's error body) and `Retry-After: 1`, then closes it.
+/// SERVICE_UNAVAILABLE` (the contract's error body) and `Retry-After: 1`, then closes it;
+/// closes it unanswered when [`REFUSALS_AT_ONCE`] are being answered already.
 fn refuse(
     http: &hyper::server::conn::http1::Builder,
     stream: tokio::net::TcpStream,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    refusals: &Arc<Semaphore>,
     graceful: &GracefulShutdown,
 ) {
     metrics::counter!("connections_refused_total", "reason" => "per_address").increment(1);
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return; // dropping the stream closes it
+    };
     let service = hyper::service::service_fn(|_request: Request<Incoming>| async {
         let mut response = Response::new(axum::body::Body::from(TOO_MANY_CONNECTIONS));
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -162,7 +179,8 @@ fn refuse(
         Ok::<_, std::convert::Infallible>(response)
     });
     let mut http = http.clone();
-    http.keep_alive(false);
+    http.keep_alive(false)
+        .header_read_timeout(Some(REFUSAL_HEADER_TIMEOUT));
     let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
     tokio::spawn(async move {
         if let Err(err) = connection.await {

@@ -198,6 +198,23 @@ async fn one_address_cannot_hold_every_connection(pool: PgPool) {
         .await
         .expect("served");
     assert_eq!(other.status(), StatusCode::OK);
+    // Refused connections that never send a byte do not fill the global bound
+    // either: 20 of them, and another address is still served at once (with the
+    // 60 s header timeout, it would otherwise wait for them).
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind");
+        silent.push(socket.connect(app.addr).await.expect("connect"));
+    }
+    let still = client_from([127, 0, 0, 3])
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("served");
+    assert_eq!(still.status(), StatusCode::OK);
     // A trusted proxy carries many clients: its connections are not counted.
     let mut proxied = Vec::new();
     for _ in 0..4 {
