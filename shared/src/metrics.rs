@@ -23,6 +23,13 @@ const LATENCY_BUCKETS: &[f64] = &[
     20.0, 30.0, 60.0,
 ];
 
+/// Histogram buckets for tokens per question: a prompt of a few hundred tokens at the
+/// start of an interview, up to the prompt's budget (112,400 characters, about 30,000
+/// tokens) at its longest.
+const TOKEN_BUCKETS: &[f64] = &[
+    250.0, 500.0, 1_000.0, 2_000.0, 4_000.0, 8_000.0, 16_000.0, 32_000.0, 64_000.0,
+];
+
 /// Installs the process-wide recorder (once; later calls return a handle to a fresh,
 /// uninstalled recorder so tests that start several servers in one process still work).
 pub fn install_recorder() -> PrometheusHandle {
@@ -31,6 +38,12 @@ pub fn install_recorder() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("llm_tokens_per_question".to_owned()),
+                        TOKEN_BUCKETS,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
                 Ok(handle) => {

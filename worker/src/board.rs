@@ -29,6 +29,8 @@ const LISTED_JOBS: i64 = 50;
 
 /// Workers listed on `/board`.
 const LISTED_WORKERS: i64 = 50;
+/// Users listed under "Top users by tokens".
+const LISTED_SPENDERS: i64 = 10;
 
 /// What the handlers share. No `Debug`: it holds the token.
 #[derive(Clone)]
@@ -121,10 +123,14 @@ async fn overview(
     let workers = views::workers(&board.pool, LISTED_WORKERS)
         .await
         .map_err(failed("list the workers"))?;
+    let spenders = views::top_spenders(&board.pool, LISTED_SPENDERS)
+        .await
+        .map_err(failed("sum the last day's tokens per user"))?;
     let page = pages::Overview {
         counts: &counts,
         jobs: &jobs,
         workers: &workers,
+        spenders: &spenders,
         filter: state,
         heartbeat_window: board.heartbeat_window,
     }

@@ -66,6 +66,15 @@ pub struct WorkerConfig {
     #[arg(long, env = "LLM_TIMEOUT_SECS", default_value_t = 10.0, value_parser = llm_timeout_secs)]
     pub llm_timeout_secs: f64,
 
+    /// Price of a million prompt tokens of LLM_MODEL, in any currency (0 to 1,000,000);
+    /// with a completion price, it makes `llm_cost_total`. Unset: no cost is counted.
+    #[arg(long, env = "LLM_PRICE_PER_MILLION_PROMPT_TOKENS", value_parser = price)]
+    pub llm_price_per_million_prompt_tokens: Option<f64>,
+
+    /// Price of a million completion tokens of LLM_MODEL (0 to 1,000,000).
+    #[arg(long, env = "LLM_PRICE_PER_MILLION_COMPLETION_TOKENS", value_parser = price)]
+    pub llm_price_per_million_completion_tokens: Option<f64>,
+
     /// How the reply is requested: json_schema, json_object, or text.
     #[arg(long, env = "LLM_RESPONSE_FORMAT", value_enum, default_value_t = ReplyFormat::JsonSchema)]
     pub llm_response_format: ReplyFormat,
@@ -148,6 +157,18 @@ fn llm_timeout_secs(value: &str) -> Result<f64, String> {
     }
 }
 
+/// A price per million tokens: a finite number from 0 to 1,000,000.
+fn price(value: &str) -> Result<f64, String> {
+    let price: f64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a price"))?;
+    if (0.0..=1_000_000.0).contains(&price) {
+        Ok(price)
+    } else {
+        Err(format!("{value} is not in 0..=1000000"))
+    }
+}
+
 /// Heartbeats a worker may miss before its jobs are taken over.
 pub const MISSED_HEARTBEATS: u32 = 4;
 
@@ -183,6 +204,14 @@ impl WorkerConfig {
         self.ops_token
             .as_ref()
             .filter(|token| !token.expose().is_empty())
+    }
+
+    /// The model's prices, for `llm_cost_total`.
+    pub fn llm_prices(&self) -> crate::llm::spend::Prices {
+        crate::llm::spend::Prices {
+            prompt_per_million: self.llm_price_per_million_prompt_tokens,
+            completion_per_million: self.llm_price_per_million_completion_tokens,
+        }
     }
 
     /// The provider in use: explicit, else `openai` when a key or base URL is set. An
@@ -283,6 +312,8 @@ impl WorkerConfig {
             openai_api_key: None,
             openai_base_url: None,
             llm_model: "test-model".into(),
+            llm_price_per_million_prompt_tokens: None,
+            llm_price_per_million_completion_tokens: None,
             llm_timeout_secs: 2.0,
             llm_response_format: ReplyFormat::JsonSchema,
             llm_backoff_base_ms: 10,
@@ -338,6 +369,14 @@ mod tests {
             ["worker", "--llm-max-in-flight", "100001"],
             ["worker", "--llm-retry-after-max-secs", "0"],
             ["worker", "--llm-max-wait-secs", "86401"],
+            ["worker", "--llm-price-per-million-prompt-tokens", "1000001"],
+            ["worker", "--llm-price-per-million-prompt-tokens", "NaN"],
+            ["worker", "--llm-price-per-million-completion-tokens", "inf"],
+            [
+                "worker",
+                "--llm-price-per-million-completion-tokens",
+                "cheap",
+            ],
         ] {
             let err = WorkerConfig::try_parse_from(args).expect_err("out of range");
             assert!(err.to_string().contains(&args[1][2..]), "{err}");

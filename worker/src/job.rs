@@ -371,6 +371,9 @@ async fn commit(
     if let Some(usage) = generated.usage {
         metadata["usage"] = json!(usage);
     }
+    // Every call the question took is billed, but only the one that wrote it reports
+    // usage here: the figure is that call's tokens (`llm_tokens_total` counts them all).
+    let tokens = generated.usage.map(|usage| usage.total_tokens);
     let question = attempt::NewQuestion {
         session_id: job.session_id,
         operation_id: job.operation_id,
@@ -390,6 +393,9 @@ async fn commit(
             message_id,
         } => {
             tx.commit().await.context("committing the question")?;
+            if let Some(tokens) = tokens {
+                histogram!("llm_tokens_per_question").record(f64::from(tokens));
+            }
             tracing::info!(question_number, message_id = %message_id, "question committed");
             Ok(Ending::Done)
         }

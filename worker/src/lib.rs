@@ -177,7 +177,9 @@ pub fn llm(config: &WorkerConfig) -> anyhow::Result<Llm> {
             tracing::warn!(
                 "LLM_PROVIDER=offline: questions come from the built-in generator, not a language model"
             );
-            Llm::Offline(llm::offline::OfflineWriter)
+            Llm::Offline(llm::offline::OfflineWriter {
+                prices: config.llm_prices(),
+            })
         }
         Provider::Openai => Llm::OpenAi(Box::new(OpenAiWriter::new(OpenAiSettings {
             base_url: config.openai_base_url().map(str::to_owned),
@@ -185,6 +187,7 @@ pub fn llm(config: &WorkerConfig) -> anyhow::Result<Llm> {
             model: config.llm_model.clone(),
             timeout: config.llm_timeout(),
             format: config.llm_response_format,
+            prices: config.llm_prices(),
         })?)),
     })
 }

@@ -24,6 +24,18 @@ pub fn register() {
         "Duration of one LLM request."
     );
     describe_counter!("llm_requests_total", "LLM requests by outcome.");
+    describe_counter!(
+        "llm_tokens_total",
+        "Tokens the provider reported, by model (LLM_MODEL) and kind (prompt or completion), for every reply that reported usage."
+    );
+    describe_gauge!(
+        "llm_cost_total",
+        "What llm_tokens_total cost at LLM_PRICE_PER_MILLION_*_TOKENS, by model; only grows (read it with increase()); absent without prices."
+    );
+    describe_histogram!(
+        "llm_tokens_per_question",
+        "Tokens (prompt and completion) of the call that wrote each committed question."
+    );
     describe_gauge!(
         "llm_in_flight",
         "Model calls this worker process has in flight now."

@@ -177,6 +177,44 @@ pub async fn job(pool: &PgPool, id: &str) -> Result<Option<BoardJobDetail>, sqlx
     }))
 }
 
+/// A user's model use over the last day, as the board lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BoardSpender {
+    pub user_id: uuid::Uuid,
+    /// Questions written for them in the window.
+    pub questions: i64,
+    /// Tokens those questions' calls reported (0 when the provider reported none).
+    pub tokens: i64,
+}
+
+/// The most questions [`top_spenders`] reads: the newest of the last day, so that the
+/// board's cost stays bounded however busy the day was.
+pub const SPENDERS_SCAN: i64 = 100_000;
+
+/// The `limit` users whose questions took the most tokens in the last 24 hours, from
+/// the questions' metadata (`usage.total_tokens`), reading at most [`SPENDERS_SCAN`] of
+/// the day's newest questions (on `session_messages_questions_created_at_idx`).
+pub async fn top_spenders(pool: &PgPool, limit: i64) -> Result<Vec<BoardSpender>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.user_id, count(*) AS questions,
+                coalesce(sum(CASE WHEN jsonb_typeof(m.metadata->'usage'->'total_tokens') = 'number'
+                                  THEN (m.metadata->'usage'->>'total_tokens')::numeric END), 0)::int8
+                    AS tokens
+         FROM (SELECT session_id, metadata FROM session_messages
+               WHERE message_type = 'question' AND created_at > now() - interval '24 hours'
+               ORDER BY created_at DESC
+               LIMIT $1) m
+         JOIN interview_sessions s ON s.id = m.session_id
+         GROUP BY s.user_id
+         ORDER BY tokens DESC, questions DESC
+         LIMIT $2",
+    )
+    .bind(SPENDERS_SCAN)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// A worker of the queue as the board lists it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BoardWorker {

@@ -208,8 +208,10 @@ async fn both_binaries_export_the_contract_metrics_and_all_that_dashboards_and_a
             ("DATABASE_URL", db),
             ("LLM_PROVIDER", "offline".into()),
             // With a cap, so that its share is reported (llm_cap_share is absent
-            // without one).
+            // without one), and prices, so that its cost is (llm_cost_total likewise).
             ("LLM_MAX_IN_FLIGHT", "8".into()),
+            ("LLM_PRICE_PER_MILLION_PROMPT_TOKENS", "0.15".into()),
+            ("LLM_PRICE_PER_MILLION_COMPLETION_TOKENS", "0.60".into()),
         ],
     )
     .await;
@@ -256,6 +258,9 @@ async fn both_binaries_export_the_contract_metrics_and_all_that_dashboards_and_a
         "llm_cap_share",
         "llm_wait_seconds_bucket",
         "llm_breaker_open",
+        "llm_tokens_total",
+        "llm_cost_total",
+        "llm_tokens_per_question_bucket",
     ] {
         assert!(
             exports(&worker_after, name),

@@ -1,7 +1,7 @@
 //! The board's two views, as HTML strings: the queue at a glance, and one job.
 
 use super::html::{age, escape, optional_time, page, path_segment, run_at, short, time};
-use shared::db::board::{BOARD_STATES, BoardJob, BoardJobDetail, BoardWorker};
+use shared::db::board::{BOARD_STATES, BoardJob, BoardJobDetail, BoardSpender, BoardWorker};
 use std::time::Duration;
 
 /// How much of a last error the list shows; the job's page shows all of it.
@@ -30,6 +30,8 @@ pub struct Overview<'a> {
     pub counts: &'a [(String, i64)],
     pub jobs: &'a [BoardJob],
     pub workers: &'a [BoardWorker],
+    /// The users whose questions took the most tokens in the last 24 hours.
+    pub spenders: &'a [BoardSpender],
     pub filter: Option<&'a str>,
     /// Workers silent longer than this have their jobs taken over.
     pub heartbeat_window: Duration,
@@ -67,6 +69,20 @@ impl Overview<'_> {
             );
             for worker in self.workers {
                 body.push_str(&self.worker_row(worker));
+            }
+            body.push_str("</table>\n");
+        }
+
+        body.push_str("<h2>Top users by tokens, last 24 hours</h2>\n");
+        if self.spenders.is_empty() {
+            body.push_str("<p class=\"empty\">No question in the last 24 hours.</p>\n");
+        } else {
+            body.push_str("<table>\n<tr><th>User</th><th>Questions</th><th>Tokens</th></tr>\n");
+            for spender in self.spenders {
+                body.push_str(&format!(
+                    "<tr><td class=\"mono\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>\n",
+                    spender.user_id, spender.questions, spender.tokens
+                ));
             }
             body.push_str("</table>\n");
         }

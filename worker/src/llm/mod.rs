@@ -6,6 +6,7 @@
 pub mod hints;
 pub mod offline;
 pub mod openai;
+pub mod spend;
 
 use crate::output::Question;
 use crate::prompt::QuestionContext;

@@ -2,8 +2,13 @@
 //! posting and resume, so the system runs end to end on a laptop with no key.
 //!
 //! Same context, same question; a question already asked in the session is skipped.
+//!
+//! It reports the tokens a model would have been billed for, estimated at four
+//! characters a token of the real prompt and of a JSON reply, so that a local run's
+//! token and cost panels show the shape of real use (under `model="offline"`).
 
-use super::{Generated, LlmError, QuestionWriter};
+use super::spend::{self, Prices};
+use super::{Generated, LlmError, QuestionWriter, Usage};
 use crate::output::Question;
 use crate::prompt::QuestionContext;
 use shared::domain::QuestionType;
@@ -13,7 +18,13 @@ pub const MODEL: &str = "offline";
 
 /// The built-in generator.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct OfflineWriter;
+pub struct OfflineWriter {
+    /// Prices for `llm_cost_total`, as a model's would be.
+    pub prices: Prices,
+}
+
+/// Characters per token, the usual estimate for English text.
+const CHARS_PER_TOKEN: usize = 4;
 
 const TECHNICAL: &[&str] = &[
     "In the role of {role}, how would you design a system around {topic}, and which trade-offs would you weigh first?",
@@ -71,13 +82,25 @@ impl QuestionWriter for OfflineWriter {
                     words.role
                 )
             });
+        let prompt = crate::prompt::build(context);
+        let estimate =
+            |chars: usize| u32::try_from(chars.div_ceil(CHARS_PER_TOKEN)).unwrap_or(u32::MAX);
+        let prompt_tokens = estimate(prompt.system.chars().count() + prompt.user.chars().count());
+        // The reply a model would send: the JSON object around the question.
+        let completion_tokens = estimate(question.chars().count() + 48);
+        let usage = Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+        };
+        spend::record(MODEL, &self.prices, prompt_tokens, completion_tokens);
         Ok(Generated {
             question: Question {
                 text: question,
                 question_type: context.requested_type,
             },
             model: MODEL.to_owned(),
-            usage: None,
+            usage: Some(usage),
         })
     }
 
@@ -202,15 +225,25 @@ mod tests {
 
     #[tokio::test]
     async fn offline_questions_are_deterministic_typed_and_drawn_from_the_context() {
-        let a = OfflineWriter
+        let a = OfflineWriter::default()
             .write(&context(QuestionType::Technical, vec![]))
             .await
             .expect("question");
-        let b = OfflineWriter
+        let b = OfflineWriter::default()
             .write(&context(QuestionType::Technical, vec![]))
             .await
             .expect("question");
         assert_eq!(a.question, b.question);
+        // Its usage is an estimate of the real prompt and reply, never nothing.
+        let usage = a.usage.expect("an estimate");
+        assert!(
+            usage.prompt_tokens > 50 && usage.completion_tokens > 10,
+            "{usage:?}"
+        );
+        assert_eq!(
+            usage.total_tokens,
+            usage.prompt_tokens + usage.completion_tokens
+        );
         assert_eq!(a.question.question_type, QuestionType::Technical);
         let text = &a.question.text;
         assert!(
@@ -242,7 +275,7 @@ mod tests {
         let mut earlier = Vec::new();
         for n in 0..30 {
             let kind = QuestionType::for_position(n);
-            let q = OfflineWriter
+            let q = OfflineWriter::default()
                 .write(&context(kind, earlier.clone()))
                 .await
                 .expect("question");

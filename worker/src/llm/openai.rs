@@ -6,7 +6,7 @@
 //! [`HintedService`] around that to read a refusal's `Retry-After`.
 
 use super::hints::{self, HintedService};
-use super::{Generated, LlmError, Outcome, QuestionWriter, Usage};
+use super::{Generated, LlmError, Outcome, QuestionWriter, Usage, spend};
 use crate::output;
 use crate::prompt::{self, QuestionContext};
 use async_openai::Client;
@@ -44,6 +44,8 @@ pub struct OpenAiSettings {
     pub model: String,
     pub timeout: Duration,
     pub format: ReplyFormat,
+    /// Prices per million tokens, for `llm_cost_total`.
+    pub prices: spend::Prices,
 }
 
 /// Writes questions with an OpenAI-compatible chat-completions API.
@@ -134,6 +136,15 @@ impl QuestionWriter for OpenAiWriter {
                 )
             })?
             .map_err(|err| classify(err).with_retry_after(hint))?;
+        // Billed whatever the content turns out to be.
+        if let Some(usage) = &response.usage {
+            spend::record(
+                &self.settings.model,
+                &self.settings.prices,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+            );
+        }
 
         let content = response
             .choices

@@ -382,3 +382,53 @@ async fn unknown_and_garbage_job_ids_are_not_found_never_an_error(pool: PgPool) 
         .expect("the table is still there");
     assert_eq!(table, 0);
 }
+
+#[sqlx::test(migrations = false)]
+async fn the_board_lists_the_last_days_top_users_by_tokens(pool: PgPool) {
+    migrated(&pool).await;
+    let fixtures = sessions(&pool, 3).await;
+    // Ada: 2 questions of 300 and 200 tokens; Grace: 1 of 1,000, and one of 5,000 two
+    // days ago (outside the window); Lin: 1 without usage (an unpriced provider).
+    let questions: [(usize, Option<i64>, i32); 5] = [
+        (0, Some(300), 0),
+        (0, Some(200), 0),
+        (1, Some(1_000), 0),
+        (1, Some(5_000), 48),
+        (2, None, 0),
+    ];
+    for (who, tokens, hours_ago) in questions {
+        let metadata = match tokens {
+            Some(total) => serde_json::json!({"usage": {"total_tokens": total}}),
+            None => serde_json::json!({}),
+        };
+        sqlx::query(
+            "INSERT INTO session_messages (id, session_id, message_type, content, question_type, metadata, created_at)
+             VALUES (gen_random_uuid(), $1, 'question', 'Why?', 'technical', $2,
+                     now() - make_interval(hours => $3))",
+        )
+        .bind(fixtures[who].1)
+        .bind(metadata)
+        .bind(hours_ago)
+        .execute(&pool)
+        .await
+        .expect("a question");
+    }
+    let addr = serve_board(&pool).await;
+    let board = page(addr, "/board").await;
+    let section = &board[board.find("Top users by tokens").expect("the section")..];
+    let rows: Vec<&str> = section.split("<tr>").skip(2).take(3).collect();
+    let expect = [
+        (fixtures[1].0, 1, 1_000),
+        (fixtures[0].0, 2, 500),
+        (fixtures[2].0, 1, 0),
+    ];
+    for (row, (user, questions, tokens)) in rows.iter().zip(expect) {
+        assert!(row.contains(&user.0.to_string()), "{row}");
+        assert!(
+            row.contains(&format!(
+                "<td class=\"num\">{questions}</td><td class=\"num\">{tokens}</td>"
+            )),
+            "{row}"
+        );
+    }
+}

@@ -254,3 +254,66 @@ async fn metrics_addr_moves_the_workers_metrics_off_its_ops_listener(pool: PgPoo
     assert_eq!(moved.status(), reqwest::StatusCode::NOT_FOUND);
     assert_eq!(healthy.status(), reqwest::StatusCode::OK);
 }
+
+#[sqlx::test(migrations = false)]
+async fn tokens_and_their_cost_are_counted_per_model_unusable_replies_included(pool: PgPool) {
+    migrated(&pool).await;
+    let server = MockServer::start().await;
+    // First a reply with usage but no usable question (billed all the same), then a good one;
+    // each reports 120 prompt and 30 completion tokens.
+    mount(
+        &server,
+        1,
+        Some(1),
+        testkit::llm::completion("not a question"),
+    )
+    .await;
+    mount(&server, 2, None, question("Why shard?", "technical")).await;
+    let (user, session) = session(&pool, 1).await;
+    // A model name of its own: the recorder is shared by the tests of this binary.
+    let model = "tokens-test-model";
+    let worker = RunningWorker::start(
+        &pool,
+        openai_config(&server, |c| {
+            c.llm_model = model.into();
+            c.llm_price_per_million_prompt_tokens = Some(0.5);
+            c.llm_price_per_million_completion_tokens = Some(2.0);
+        }),
+    )
+    .await;
+    let op = enqueue(&pool, user, session, 5).await;
+    let done = finished(&pool, op).await;
+    assert_eq!(
+        done.status.as_str(),
+        "completed",
+        "{:?}",
+        done.error_message
+    );
+    let scraped = worker.scrape().await;
+    worker.stop().await;
+    let series = |labels: &str| {
+        scraped
+            .lines()
+            .find_map(|line| line.strip_prefix(labels)?.trim().parse::<f64>().ok())
+    };
+    assert_eq!(
+        series(&format!(
+            r#"llm_tokens_total{{model="{model}",kind="prompt"}}"#
+        )),
+        Some(240.0),
+        "{scraped}"
+    );
+    assert_eq!(
+        series(&format!(
+            r#"llm_tokens_total{{model="{model}",kind="completion"}}"#
+        )),
+        Some(60.0)
+    );
+    // 240 × 0.5 / 1e6 + 60 × 2.0 / 1e6
+    let cost = series(&format!(r#"llm_cost_total{{model="{model}"}}"#)).expect("a cost");
+    assert!((cost - 0.00024).abs() < 1e-12, "{cost}");
+    assert!(
+        scraped.contains("llm_tokens_per_question_bucket"),
+        "{scraped}"
+    );
+}
