@@ -87,16 +87,13 @@ pub async fn generate_question(
             return Err(ApiError::InterviewComplete);
         }
     }
-    if state.limits.generate_per_minute > 0 {
-        let window = rate_limits::hit(&mut tx, user, "generate_question")
-            .await
-            .context("counting the hit against the rate limit")?;
-        if window.hits > state.limits.generate_per_minute as i32 {
-            return Err(ApiError::TooManyRequests {
-                retry_after_secs: window.seconds_left.ceil().max(1.0) as u64,
-            });
-        }
-    }
+    per_user_limit(
+        &mut tx,
+        user,
+        GENERATE_BUCKET,
+        state.limits.generate_per_minute,
+    )
+    .await?;
 
     let unfinished = operations::count_unfinished(&mut tx, session_id)
         .await
@@ -161,6 +158,32 @@ async fn replay(
 }
 
 /// The `Idempotency-Key` header, if sent: 1 to 255 printable ASCII characters.
+/// The rate limit's bucket in `rate_limit_counters` (`RATE_LIMIT_GENERATE_PER_MINUTE`).
+const GENERATE_BUCKET: &str = "generate_question";
+
+/// Counts one hit against the user's `bucket` in the caller's transaction, and refuses
+/// past `per_minute` (0: no limit) with `429` and the seconds left in the minute. The
+/// hit is in the transaction, so a request refused later (or here) leaves no count.
+pub(crate) async fn per_user_limit(
+    tx: &mut PgConnection,
+    user: UserId,
+    bucket: &str,
+    per_minute: u32,
+) -> Result<(), ApiError> {
+    if per_minute == 0 {
+        return Ok(());
+    }
+    let window = rate_limits::hit(tx, user, bucket)
+        .await
+        .context("counting the hit against the rate limit")?;
+    if window.hits > per_minute as i32 {
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: window.seconds_left.ceil().max(1.0) as u64,
+        });
+    }
+    Ok(())
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);

@@ -2,13 +2,14 @@
 
 use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::{CurrentUser, Json, Path, Query};
+use crate::routes::generate::per_user_limit;
 use crate::state::AppState;
 use crate::validate;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use shared::db::messages::{self, Message};
-use shared::db::{rate_limits, sessions};
+use shared::db::sessions;
 use shared::domain::{MessageId, SessionId, SessionStatus};
 use utoipa::{IntoParams, ToSchema};
 
@@ -152,17 +153,13 @@ pub async fn answer(
     }
     // Counted in the answer's transaction: a refused or failed answer rolls its hit
     // back, so only stored answers count.
-    let per_minute = state.limits.answers_per_minute;
-    if per_minute > 0 {
-        let window = rate_limits::hit(&mut tx, user, ANSWERS_BUCKET)
-            .await
-            .context("counting the answer against the rate limit")?;
-        if window.hits > per_minute as i32 {
-            return Err(ApiError::TooManyRequests {
-                retry_after_secs: window.seconds_left.ceil().max(1.0) as u64,
-            });
-        }
-    }
+    per_user_limit(
+        &mut tx,
+        user,
+        ANSWERS_BUCKET,
+        state.limits.answers_per_minute,
+    )
+    .await?;
     let message = match messages::insert_answer(&mut tx, session_id, content, req.question_id).await
     {
         Ok(message) => message,
