@@ -131,19 +131,62 @@ impl Waiters {
 /// Listens for finished operations and deleted users until the process ends,
 /// reconnecting by itself.
 pub async fn listen(pool: PgPool, waiters: Arc<Waiters>, users: Arc<KnownUsers>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut reconnect = Reconnect::default();
     loop {
+        let began = tokio::time::Instant::now();
         let listened = listen_once(&pool, &waiters, &users).await;
         waiters.set_listening(false);
+        let retry_in = reconnect.after(began.elapsed());
+        let retry_in_ms = retry_in.as_millis() as u64;
         match listened {
-            Ok(()) => backoff = Duration::from_millis(100),
+            // Accepted, then dropped: a restart, or a pooler that cannot LISTEN and
+            // drops us at once; `listen_once` has woken everyone already.
+            Ok(()) => {
+                tracing::warn!(retry_in_ms, "long-poll listener's connection dropped")
+            }
             Err(err) => {
-                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "long-poll listener lost the database");
+                tracing::warn!(error = %err, retry_in_ms, "long-poll listener lost the database");
                 missed_everything(&waiters, &users);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+        tokio::time::sleep(retry_in).await;
+    }
+}
+
+/// When the listener connects again: after every connection, however it ended, a wait
+/// that doubles from [`Reconnect::FIRST`] to [`Reconnect::MOST`], and starts again
+/// from the first only after a connection that stayed up [`Reconnect::STEADY`]. So a
+/// database that accepts and drops at once costs one connection per 5 s, never a
+/// tight loop, and one restart after hours of calm is retried within 100 ms.
+#[derive(Debug)]
+struct Reconnect {
+    /// The wait before the next connection, unless the last one was steady.
+    next: Duration,
+}
+
+impl Reconnect {
+    /// The first wait: a restarted database is usually back within it.
+    const FIRST: Duration = Duration::from_millis(100);
+    /// The longest wait: long polls still end meanwhile, at their deadline, only later.
+    const MOST: Duration = Duration::from_secs(5);
+    /// How long a connection must last to count as working again: longer than any
+    /// accept-then-drop, short next to the hours a healthy one lasts.
+    const STEADY: Duration = Duration::from_secs(30);
+
+    /// How long to wait after a connection (or an attempt at one) that lasted `lasted`.
+    fn after(&mut self, lasted: Duration) -> Duration {
+        if lasted >= Self::STEADY {
+            self.next = Self::FIRST;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MOST);
+        wait
+    }
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
     }
 }
 
@@ -179,5 +222,38 @@ async fn listen_once(
             (USER_DELETED, Ok(id)) => users.forget(UserId(id)),
             (channel, _) => tracing::warn!(channel, payload, "unexpected notification"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reconnect;
+    use std::time::Duration;
+
+    const AT_ONCE: Duration = Duration::ZERO;
+
+    #[test]
+    fn a_connection_dropped_at_once_is_retried_ever_later_up_to_five_seconds() {
+        let mut reconnect = Reconnect::default();
+        let waits: Vec<u64> = (0..9)
+            .map(|_| reconnect.after(AT_ONCE).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            waits,
+            [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000],
+            "never 0: every reconnection waits"
+        );
+    }
+
+    #[test]
+    fn only_a_connection_that_stayed_up_resets_the_wait() {
+        let mut reconnect = Reconnect::default();
+        for _ in 0..8 {
+            reconnect.after(AT_ONCE);
+        }
+        let short = Reconnect::STEADY - Duration::from_millis(1);
+        assert_eq!(reconnect.after(short), Reconnect::MOST);
+        assert_eq!(reconnect.after(Reconnect::STEADY), Reconnect::FIRST);
+        assert_eq!(reconnect.after(AT_ONCE), 2 * Reconnect::FIRST);
     }
 }

@@ -8,6 +8,7 @@ mod generate;
 mod hostile;
 mod hostile_users;
 mod interview;
+mod listener;
 mod openapi;
 mod operations;
 mod ownership;
