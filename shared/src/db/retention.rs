@@ -12,11 +12,26 @@ use sqlx::{PgConnection, PgPool};
 /// many row locks or a long transaction, large enough that a backlog goes in minutes.
 pub const PURGE_BATCH: i64 = 1_000;
 
+/// The operation id a job's `idempotency_key` names, as a `uuid`, or NULL when the key
+/// is not the lowercase, hyphenated text our enqueue writes (`OperationId`'s Display).
+/// A cast alone would throw on one such key and fail the whole purge, every run; a CASE
+/// is the one form whose order PostgreSQL promises (a filter beside the cast might be
+/// evaluated after it), and its result is still a value that `operations`' primary
+/// key is searched with. A key of another form is never released either: the trigger
+/// matches keys by `operations.id::text`.
+macro_rules! operation_of_key {
+    () => {
+        "CASE WHEN j.idempotency_key ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+              THEN j.idempotency_key::uuid END"
+    };
+}
+
 /// Deletes up to [`PURGE_BATCH`] ended jobs of the queue that ended more than
-/// `older_than_days` ago, and held jobs whose operation went with its user (nothing
-/// will release them, and their run_at, the end of time, never ages). The operations
-/// and messages they produced are kept: only the queue's rows go. `None` when another
-/// replica is purging now.
+/// `older_than_days` ago, and held jobs with no operation to release them: theirs went
+/// with its user, or their key names none (`operation_of_key!`). Nothing will release
+/// them, and their run_at, the end of time, never ages. The operations and messages
+/// they produced are kept: only the queue's rows go. `None` when another replica is
+/// purging now.
 pub async fn purge_ended_jobs(
     pool: &PgPool,
     older_than_days: u32,
@@ -32,7 +47,9 @@ pub async fn purge_ended_jobs(
             " AND coalesce(j.done_at, j.lock_at, j.run_at) < now() - make_interval(days => $2))
                         OR (j.run_at >= question_job_held_until()
                             AND NOT EXISTS (SELECT 1 FROM operations o
-                                            WHERE o.id = j.idempotency_key::uuid)))
+                                            WHERE o.id = ",
+            operation_of_key!(),
+            ")))
                  LIMIT $3)"
         ),
         older_than_days,

@@ -1,5 +1,6 @@
 //! Retention of operations: finished ones older than OPERATION_RETENTION_DAYS go, in
-//! batches and one replica at a time; their question messages stay.
+//! batches and one replica at a time; their question messages stay. And of the queue's
+//! held jobs that no operation will ever release.
 
 use crate::helpers::*;
 use shared::domain::OperationId;
@@ -86,4 +87,47 @@ async fn a_backlog_goes_in_batches_and_one_replica_purges_at_a_time(pool: PgPool
         2_500
     );
     assert_eq!(purge_operations_once(&pool, 30).await.expect("purge"), 0);
+}
+
+/// The keys of the queue's jobs, sorted.
+async fn job_keys(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT idempotency_key FROM apalis.jobs ORDER BY idempotency_key")
+        .fetch_all(pool)
+        .await
+        .expect("keys")
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_held_job_whose_key_names_no_operation_is_purged_and_stops_nothing(pool: PgPool) {
+    migrated(&pool).await;
+    let (user, session) = session(&pool, 1).await;
+    // The first can run (no worker takes it here); the three behind it are held.
+    let ops = enqueue_on(&pool, &[(user, session)], 4).await;
+    // A held job whose key is not an operation's id at all.
+    sqlx::query(
+        "UPDATE apalis.jobs SET idempotency_key = 'not-a-uuid' WHERE idempotency_key = $1::text",
+    )
+    .bind(ops[2])
+    .execute(&pool)
+    .await
+    .expect("a key that is no uuid");
+    // A held job whose operation is gone (as it goes with its user).
+    sqlx::query("DELETE FROM operations WHERE id = $1")
+        .bind(ops[3])
+        .execute(&pool)
+        .await
+        .expect("an orphan");
+
+    assert_eq!(
+        worker::upkeep::purge_once(&pool, 7).await.expect("purge"),
+        (2, 0)
+    );
+    let mut kept = vec![ops[0].to_string(), ops[1].to_string()];
+    kept.sort();
+    assert_eq!(
+        job_keys(&pool).await,
+        kept,
+        "the running job and the held one with its operation are kept"
+    );
+    assert_eq!(operations_in(&pool, "pending").await, 3);
 }
