@@ -9,7 +9,7 @@ use crate::domain::{OperationId, OperationStatus, OperationType, SessionId, User
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use utoipa::ToSchema;
 
 /// An operation as the client sees it.
@@ -218,11 +218,27 @@ pub async fn find(
 }
 
 /// Fails the operation with a sentence for a person, unless it already ended.
+///
+/// Takes the operation's session row first, then the operation's: the order of every
+/// writer of a session (the api's generate and cancel, the worker's commit), which the
+/// `operations_release_next_question` trigger would otherwise reverse (it locks the
+/// session after this update has locked the operation), so a cancel racing this write
+/// could deadlock. Both happen in a transaction of their own, or in a savepoint of the
+/// caller's, so the lock lasts until the update's end whatever `conn` is.
 pub async fn fail(
     conn: &mut PgConnection,
     id: OperationId,
     message: &str,
 ) -> Result<bool, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    sqlx::query(
+        "SELECT 1 FROM interview_sessions
+         WHERE id = (SELECT session_id FROM operations WHERE id = $1)
+         FOR UPDATE",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     let done = sqlx::query(
         "UPDATE operations
          SET status = 'failed', error_message = $2, updated_at = now()
@@ -230,8 +246,9 @@ pub async fn fail(
     )
     .bind(id)
     .bind(message)
-    .execute(conn)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -12,12 +12,13 @@
 //!   start, not from creation, because waiting in a backlog is legitimate.
 //!
 //! It is safe to run from every worker at once: rows are taken `FOR UPDATE SKIP
-//! LOCKED`, and every update is guarded by the status it expects.
+//! LOCKED`, sessions' before operations' as every writer takes them, and every update
+//! is guarded by the status it expects.
 
-use crate::domain::OperationId;
+use crate::domain::{OperationId, SessionId};
 use crate::ended_job;
 use crate::jobs::QUESTION_GENERATION_QUEUE;
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 use std::time::Duration;
 
 /// Shown when the job ended without the operation ending.
@@ -59,34 +60,83 @@ pub struct Reconciled {
     pub reason: String,
 }
 
-/// Fails the stuck operations (up to a batch), and ends the queue row of each overdue
-/// one so that no worker starts it again.
-pub async fn fail_stuck(
-    conn: &mut PgConnection,
-    worst_case: WorstCase,
-) -> Result<Vec<Reconciled>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "WITH stuck AS (
-             SELECT o.id,
+/// The stuck operations, with why, as a `SELECT` over `operations o` and their jobs
+/// `j`: `$1` the queue, `$2` one attempt's worst case and `$3` what is added once (both
+/// in seconds). Both statements of [`fail_stuck`] are built on it, so the one that
+/// fails an operation checks again, under the locks, what the one that chose it saw.
+macro_rules! stuck {
+    () => {
+        concat!(
+            "SELECT o.id, o.session_id,
                     CASE WHEN j.id IS NULL OR ",
-        ended_job!(),
-        " THEN 'job_ended' ELSE 'overdue' END AS reason
+            ended_job!(),
+            " THEN 'job_ended' ELSE 'overdue' END AS reason
              FROM operations o
              LEFT JOIN apalis.jobs j ON j.job_type = $1 AND j.idempotency_key = o.id::text
              WHERE o.status IN ('pending', 'processing')
                AND (j.id IS NULL OR ",
-        ended_job!(),
-        " OR coalesce(o.started_at,
+            ended_job!(),
+            " OR coalesce(o.started_at,
                                 CASE WHEN j.status IN ('Queued', 'Running') THEN j.lock_at END)
-                       < now() - make_interval(secs => $2 * j.max_attempts + $6))
-             ORDER BY o.created_at
-             LIMIT $3
+                       < now() - make_interval(secs => $2 * j.max_attempts + $3))"
+        )
+    };
+}
+
+/// Fails the stuck operations (up to a batch), and ends the queue row of each overdue
+/// one so that no worker starts it again.
+///
+/// Locks in the order of every writer of a session: the sessions' rows first, then the
+/// operations' (failing one fires the `operations_release_next_question` trigger, which
+/// locks its session; taken the other way round, it could deadlock against a cancel or
+/// a worker's commit). So, in a transaction of its own (or a savepoint of the caller's):
+/// choose the candidates without locking them, lock their sessions, and fail the ones
+/// still stuck. It waits for no session and no operation: one locked by anyone else is
+/// skipped, for the next tick.
+pub async fn fail_stuck(
+    conn: &mut PgConnection,
+    worst_case: WorstCase,
+) -> Result<Vec<Reconciled>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let candidates: Vec<(OperationId, Option<SessionId>)> =
+        sqlx::query_as(concat!(stuck!(), " ORDER BY o.created_at LIMIT $4"))
+            .bind(QUESTION_GENERATION_QUEUE)
+            .bind(worst_case.per_attempt.as_secs_f64())
+            .bind(worst_case.once().as_secs_f64())
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sessions: Vec<SessionId> = candidates.iter().filter_map(|(_, s)| *s).collect();
+    // In id order, as any writer that takes several sessions must.
+    let locked: Vec<SessionId> = sqlx::query_scalar(
+        "SELECT id FROM interview_sessions WHERE id = ANY($1)
+         ORDER BY id FOR UPDATE SKIP LOCKED",
+    )
+    .bind(&sessions)
+    .fetch_all(&mut *tx)
+    .await?;
+    // A candidate without a session (deleted) has no session row to take first.
+    let ready: Vec<OperationId> = candidates
+        .iter()
+        .filter(|(_, session)| session.is_none_or(|s| locked.contains(&s)))
+        .map(|(id, _)| *id)
+        .collect();
+    if ready.is_empty() {
+        return Ok(Vec::new());
+    }
+    let failed = sqlx::query_as(concat!(
+        "WITH stuck AS (",
+        stuck!(),
+        "      AND o.id = ANY($4)
              FOR UPDATE OF o SKIP LOCKED
          ),
          failed AS (
              UPDATE operations o
              SET status = 'failed',
-                 error_message = CASE stuck.reason WHEN 'overdue' THEN $5 ELSE $4 END,
+                 error_message = CASE stuck.reason WHEN 'overdue' THEN $6 ELSE $5 END,
                  updated_at = now()
              FROM stuck
              WHERE o.id = stuck.id AND o.status IN ('pending', 'processing')
@@ -105,12 +155,14 @@ pub async fn fail_stuck(
     ))
     .bind(QUESTION_GENERATION_QUEUE)
     .bind(worst_case.per_attempt.as_secs_f64())
-    .bind(BATCH)
+    .bind(worst_case.once().as_secs_f64())
+    .bind(&ready)
     .bind(JOB_ENDED)
     .bind(OVERDUE)
-    .bind(worst_case.once().as_secs_f64())
-    .fetch_all(conn)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(failed)
 }
 
 /// Unfinished operations first started longer ago than their job's worst case: the

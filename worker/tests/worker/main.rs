@@ -9,6 +9,7 @@ mod exactly_once;
 mod failures;
 mod generation;
 mod lifecycle;
+mod locks;
 mod ordering;
 mod provider_limits;
 mod retention;
