@@ -90,9 +90,33 @@ impl FromRequestParts<Board> for Operator {
     }
 }
 
+/// `/board`'s query: every field optional, an empty one (as a form sends it) absent.
 #[derive(Debug, Deserialize)]
 struct Filter {
     state: Option<String>,
+    /// An operation, session or user id.
+    q: Option<String>,
+    /// A job type.
+    r#type: Option<String>,
+    /// The cursor: jobs older than this job id.
+    before: Option<String>,
+}
+
+/// A query field, `None` when absent or empty.
+fn given(field: &Option<String>) -> Option<&str> {
+    field
+        .as_deref()
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+}
+
+/// Whether `id` could be a job id (a ULID); anything far from one is refused before
+/// the database sees it (which would refuse a NUL in text with an error).
+fn plausible_job_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 async fn overview(
@@ -100,24 +124,61 @@ async fn overview(
     State(board): State<Board>,
     Query(filter): Query<Filter>,
 ) -> Result<Response, BoardError> {
-    // `?state=` (empty) is no filter, as a form would send it.
-    let state = filter.state.as_deref().filter(|state| !state.is_empty());
+    let state = given(&filter.state);
+    let refused =
+        |title: &str, why: String| Ok(html(StatusCode::BAD_REQUEST, pages::notice(title, &why)));
     if let Some(state) = state
         && !BOARD_STATES.contains(&state)
     {
-        let why = format!(
-            "No state {state:?}: the states are {}.",
-            BOARD_STATES.join(", ")
+        return refused(
+            "No such state",
+            format!(
+                "No state {state:?}: the states are {}.",
+                BOARD_STATES.join(", ")
+            ),
         );
-        return Ok(html(
-            StatusCode::BAD_REQUEST,
-            pages::notice("No such state", &why),
-        ));
     }
+    let job_type = given(&filter.r#type);
+    if let Some(job_type) = job_type
+        && !views::JOB_TYPES.contains(&job_type)
+    {
+        return refused(
+            "No such job type",
+            format!(
+                "No job type {job_type:?}: the types are {}.",
+                views::JOB_TYPES.join(", ")
+            ),
+        );
+    }
+    let find = match given(&filter.q) {
+        None => None,
+        Some(q) => match q.parse::<uuid::Uuid>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                return refused(
+                    "Not an id",
+                    format!("{q:?} is not an operation, session or user id (a UUID)."),
+                );
+            }
+        },
+    };
+    let before = given(&filter.before);
+    if before.is_some_and(|id| !plausible_job_id(id)) {
+        return refused(
+            "Not a job id",
+            "The page cursor is not a job id.".to_owned(),
+        );
+    }
+    let query = views::JobFilter {
+        state,
+        job_type,
+        find,
+        before,
+    };
     let counts = views::counts(&board.pool)
         .await
         .map_err(failed("count the jobs by state"))?;
-    let jobs = views::jobs(&board.pool, state, LISTED_JOBS)
+    let jobs = views::jobs(&board.pool, query, LISTED_JOBS)
         .await
         .map_err(failed("list the newest jobs"))?;
     let workers = views::workers(&board.pool, LISTED_WORKERS)
@@ -131,7 +192,8 @@ async fn overview(
         jobs: &jobs,
         workers: &workers,
         spenders: &spenders,
-        filter: state,
+        filter: query,
+        page_size: LISTED_JOBS,
         heartbeat_window: board.heartbeat_window,
     }
     .render();
@@ -143,13 +205,7 @@ async fn job(
     State(board): State<Board>,
     Path(id): Path<String>,
 ) -> Result<Response, BoardError> {
-    // Job ids are ULIDs; anything far from one is no job, without asking the database
-    // (which would refuse a NUL in text with an error, not with "no row").
-    let plausible = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !plausible {
+    if !plausible_job_id(&id) {
         return Ok(no_job());
     }
     match views::job(&board.pool, &id)

@@ -74,11 +74,30 @@ pub struct BoardJob {
     pub last_error: Option<String>,
 }
 
-/// The newest `limit` jobs of the queue (job ids are ULIDs: they sort by creation),
-/// only those in `state` when one is given.
+/// The job types the board lists (`apalis.jobs.job_type`), for its type filter.
+pub const JOB_TYPES: &[&str] = &[QUESTION_GENERATION_QUEUE];
+
+/// Which jobs the board lists; every field narrows, none set lists them all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobFilter<'a> {
+    /// A board state (see [`board_state!`]).
+    pub state: Option<&'a str>,
+    /// One of [`JOB_TYPES`]; `None`: all of them.
+    pub job_type: Option<&'a str>,
+    /// The jobs of the operation with this id, or of every operation of the session or
+    /// the user with this id.
+    pub find: Option<uuid::Uuid>,
+    /// Only jobs older than this job id: the cursor of the next page.
+    pub before: Option<&'a str>,
+}
+
+/// The newest `limit` jobs that `filter` lets through (job ids are ULIDs: they sort by
+/// creation, so `before` pages back in time). Finding by id reads operations on their
+/// primary key, `session_id` and `user_id` indexes; a job whose operation retention
+/// removed is still found by the operation id, its idempotency key.
 pub async fn jobs(
     pool: &PgPool,
-    state: Option<&str>,
+    filter: JobFilter<'_>,
     limit: i64,
 ) -> Result<Vec<BoardJob>, sqlx::Error> {
     sqlx::query_as(concat!(
@@ -89,14 +108,25 @@ pub async fn jobs(
                     j.run_at, j.lock_by, j.lock_at, j.done_at,
                     j.last_result ->> 'Err' AS last_error
              FROM apalis.jobs j
-             WHERE j.job_type = $1) AS jobs
+             WHERE j.job_type = ANY($1)
+               AND ($4::text IS NULL OR j.id < $4)
+               AND ($5::uuid IS NULL
+                    OR j.idempotency_key = $5::text
+                    OR j.idempotency_key IN (
+                        SELECT o.id::text FROM operations o
+                        WHERE o.session_id = $5 OR o.user_id = $5))) AS jobs
          WHERE $2::text IS NULL OR jobs.state = $2
          ORDER BY jobs.id DESC
          LIMIT $3"
     ))
-    .bind(QUESTION_GENERATION_QUEUE)
-    .bind(state)
+    .bind(match filter.job_type {
+        Some(job_type) => vec![job_type],
+        None => JOB_TYPES.to_vec(),
+    })
+    .bind(filter.state)
     .bind(limit)
+    .bind(filter.before)
+    .bind(filter.find)
     .fetch_all(pool)
     .await
 }

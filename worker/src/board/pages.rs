@@ -1,7 +1,9 @@
 //! The board's two views, as HTML strings: the queue at a glance, and one job.
 
 use super::html::{age, escape, optional_time, page, path_segment, run_at, short, time};
-use shared::db::board::{BOARD_STATES, BoardJob, BoardJobDetail, BoardSpender, BoardWorker};
+use shared::db::board::{
+    BOARD_STATES, BoardJob, BoardJobDetail, BoardSpender, BoardWorker, JOB_TYPES, JobFilter,
+};
 use std::time::Duration;
 
 /// How much of a last error the list shows; the job's page shows all of it.
@@ -32,7 +34,10 @@ pub struct Overview<'a> {
     pub workers: &'a [BoardWorker],
     /// The users whose questions took the most tokens in the last 24 hours.
     pub spenders: &'a [BoardSpender],
-    pub filter: Option<&'a str>,
+    /// What the list is narrowed to (the state's tile is highlighted).
+    pub filter: JobFilter<'a>,
+    /// Jobs per page: a full page may have older ones after it.
+    pub page_size: i64,
     /// Workers silent longer than this have their jobs taken over.
     pub heartbeat_window: Duration,
 }
@@ -44,7 +49,7 @@ impl Overview<'_> {
         let total: i64 = self.counts.iter().map(|(_, n)| n).sum();
         body.push_str(&format!(
             "<a class=\"count{}\" id=\"count-all\" href=\"/board\"><b>{total}</b>all<br><small>in the queue</small></a>\n",
-            if self.filter.is_none() { " on" } else { "" },
+            if self.filter.state.is_none() { " on" } else { "" },
         ));
         for state in BOARD_STATES {
             let count = self
@@ -54,7 +59,7 @@ impl Overview<'_> {
                 .map_or(0, |(_, n)| *n);
             body.push_str(&format!(
                 "<a class=\"count{on}\" id=\"count-{state}\" href=\"/board?state={state}\"><b>{count}</b><span class=\"state {state}\">{state}</span><br><small>{meaning}</small></a>\n",
-                on = if self.filter == Some(state) { " on" } else { "" },
+                on = if self.filter.state == Some(state) { " on" } else { "" },
                 meaning = meaning(state),
             ));
         }
@@ -87,10 +92,17 @@ impl Overview<'_> {
             body.push_str("</table>\n");
         }
 
+        body.push_str(&self.search_form());
         body.push_str(&format!(
-            "<h2>Newest {} jobs{}</h2>\n",
+            "<h2>{} {} jobs{}</h2>\n",
+            if self.filter.before.is_some() {
+                "Older"
+            } else {
+                "Newest"
+            },
             self.jobs.len(),
             self.filter
+                .state
                 .map(|state| format!(": {}", escape(state)))
                 .unwrap_or_default(),
         ));
@@ -104,8 +116,60 @@ impl Overview<'_> {
                 body.push_str(&job_row(job));
             }
             body.push_str("</table>\n");
+            body.push_str(&self.older_link());
         }
         page("Queue board", &body)
+    }
+
+    /// Find by id, and narrow by type (a form: the query string carries it, and the
+    /// state filter goes along).
+    fn search_form(&self) -> String {
+        let mut types = String::from("<option value=\"\">all types</option>");
+        for job_type in JOB_TYPES {
+            types.push_str(&format!(
+                "<option value=\"{t}\"{selected}>{t}</option>",
+                t = escape(job_type),
+                selected = if self.filter.job_type == Some(job_type) {
+                    " selected"
+                } else {
+                    ""
+                },
+            ));
+        }
+        format!(
+            "<form method=\"get\" action=\"/board\" class=\"search\"><input type=\"hidden\" name=\"state\" value=\"{state}\"><input name=\"q\" size=\"40\" placeholder=\"operation, session or user id\" value=\"{q}\"> <select name=\"type\">{types}</select> <button>Find</button></form>\n",
+            state = escape(self.filter.state.unwrap_or("")),
+            q = self
+                .filter
+                .find
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The link to the page after this one, when this one is full (older jobs may
+    /// follow), keeping the filters.
+    fn older_link(&self) -> String {
+        let Some(last) = self.jobs.last() else {
+            return String::new();
+        };
+        if (self.jobs.len() as i64) < self.page_size {
+            return String::new();
+        }
+        let mut query = format!("before={}", path_segment(&last.id));
+        if let Some(state) = self.filter.state {
+            query.push_str(&format!("&state={}", path_segment(state)));
+        }
+        if let Some(job_type) = self.filter.job_type {
+            query.push_str(&format!("&type={}", path_segment(job_type)));
+        }
+        if let Some(find) = self.filter.find {
+            query.push_str(&format!("&q={find}"));
+        }
+        format!(
+            "<p><a id=\"older\" href=\"/board?{}\">Older jobs →</a></p>\n",
+            escape(&query)
+        )
     }
 
     fn worker_row(&self, worker: &BoardWorker) -> String {

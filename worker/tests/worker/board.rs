@@ -432,3 +432,69 @@ async fn the_board_lists_the_last_days_top_users_by_tokens(pool: PgPool) {
         );
     }
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_job_is_found_by_its_operation_session_or_user(pool: PgPool) {
+    migrated(&pool).await;
+    let fixtures = sessions(&pool, 3).await;
+    // Two operations on the first session (the second held behind the first), one on
+    // each of the others.
+    let ops = enqueue_on(&pool, &fixtures, 1).await;
+    let second = enqueue(&pool, fixtures[0].0, fixtures[0].1, 5).await;
+    let addr = serve_board(&pool).await;
+    let shows = |page: &str, op: &OperationId| page.contains(&job_id(*op));
+
+    let by_session = page(addr, &format!("/board?q={}", fixtures[0].1)).await;
+    assert_eq!(listed(&by_session), 2, "{by_session}");
+    assert!(shows(&by_session, &ops[0]) && shows(&by_session, &second));
+    let by_user = page(
+        addr,
+        &format!("/board?q={}&type=question_generation", fixtures[1].0),
+    )
+    .await;
+    assert_eq!(listed(&by_user), 1);
+    assert!(shows(&by_user, &ops[1]));
+    let by_operation = page(addr, &format!("/board?q={}", ops[2])).await;
+    assert_eq!(listed(&by_operation), 1);
+    assert!(shows(&by_operation, &ops[2]));
+    // With the state filter too: the first session's second job is held.
+    let held = page(addr, &format!("/board?q={}&state=held", fixtures[0].1)).await;
+    assert_eq!(listed(&held), 1);
+    assert!(shows(&held, &second));
+    let nobody = page(addr, &format!("/board?q={}", uuid::Uuid::new_v4())).await;
+    assert_eq!(listed(&nobody), 0);
+
+    for bad in [
+        "/board?q=not-an-id",
+        "/board?type=payroll",
+        "/board?before=%00x",
+    ] {
+        let response = get(addr, bad, Auth::Bearer(TOKEN)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_full_page_links_to_the_older_jobs_and_the_last_page_does_not(pool: PgPool) {
+    migrated(&pool).await;
+    let ops = one_each(&pool, 55).await;
+    let addr = serve_board(&pool).await;
+    let first = page(addr, "/board").await;
+    assert_eq!(listed(&first), 50);
+    let link = first
+        .split("id=\"older\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a link to the older jobs")
+        .replace("&amp;", "&");
+    let older = page(addr, &link).await;
+    assert_eq!(listed(&older), 5, "{older}");
+    assert!(
+        !older.contains("id=\"older\""),
+        "the last page links nowhere"
+    );
+    // The oldest five are the first five enqueued, and no job is on both pages.
+    for op in &ops[..5] {
+        assert!(older.contains(&job_id(*op)) && !first.contains(&job_id(*op)));
+    }
+}
