@@ -153,8 +153,10 @@ pub async fn cancel(
         .await
         .context("finding the operation")?
         .ok_or(ApiError::OperationNotFound)?;
-    // The session's row first, as a worker's commit and the generate call take it:
-    // one order of locks, so a cancel never deadlocks against them.
+    // The session's row first, then the operation's: the order every writer that ends
+    // an operation keeps (generate, the worker's commit and failure write, the
+    // reconciler) and the one the release trigger needs, so a cancel never deadlocks
+    // against them (worker/tests/worker/locks.rs races them).
     if let Some(session) = session {
         sessions::lock_owned(&mut tx, session, user)
             .await
