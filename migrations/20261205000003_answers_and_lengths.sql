@@ -1,7 +1,6 @@
 -- The whole interview, part one (docs/DESIGN.md, "Data"): a session may have a set
 -- length, an answer may say which question it answers, and a user's job postings are
--- listed newest first. And the queue board's "top users by tokens" reads the last day's
--- questions on an index.
+-- listed newest first.
 --
 -- Both columns are new and NULL for every existing row, so neither rewrites a table, and
 -- the previous release, which names its columns, reads and writes as before beside it.
@@ -24,8 +23,3 @@ COMMENT ON COLUMN session_messages.question_id IS 'For answers: the question (a 
 -- and every lookup by user the old one served.
 CREATE INDEX job_postings_user_id_created_at_idx ON job_postings (user_id, created_at);
 DROP INDEX job_postings_user_id_idx;
-
--- The board sums the last 24 hours of questions' token usage per user: this index finds
--- that day's questions without reading the rest of the table.
-CREATE INDEX session_messages_questions_created_at_idx ON session_messages (created_at)
-    WHERE message_type = 'question';
