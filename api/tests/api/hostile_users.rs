@@ -227,6 +227,24 @@ async fn one_address_cannot_hold_every_connection(pool: PgPool) {
         .expect("served");
     assert_eq!(through_proxy.status(), StatusCode::OK);
     drop(held);
+    // Each refusal is counted for the operator (at least these: the recorder is the
+    // process's, shared with the other tests).
+    let refused = metric(&app, r#"connections_refused_total{reason="per_address"}"#).await;
+    assert!(refused >= 21.0, "{refused}");
+}
+
+/// The value of one series of the api's `/metrics`.
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let scraped = app
+        .get("/metrics", None)
+        .await
+        .text()
+        .await
+        .expect("metrics");
+    scraped
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{scraped}"))
 }
 
 #[sqlx::test(migrations = false)]
@@ -269,6 +287,8 @@ async fn one_user_cannot_hold_every_long_poll(pool: PgPool) {
         (permits.available_permits() == 5).then_some(())
     })
     .await;
+    let shed = metric(&app, r#"long_polls_shed_total{bound="per_user"}"#).await;
+    assert!(shed >= 1.0, "{shed}");
     for poll in held {
         poll.abort();
     }
