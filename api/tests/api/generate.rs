@@ -1,6 +1,6 @@
 //! `POST /sessions/{id}/generate-question`: the transactional enqueue.
 
-use crate::helpers::{TestApp, assert_error, assert_invalid};
+use crate::helpers::{TestApp, assert_error, assert_invalid, assert_limited_for_the_minute};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -318,16 +318,7 @@ async fn the_rate_limit_answers_429_with_retry_after_and_holds_across_replicas(p
         let response = app.generate(&user, &session).await;
         statuses.push(response.status());
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            assert!(
-                retry_after.is_some_and(|s| (1..=60).contains(&s)),
-                "{retry_after:?}"
-            );
-            assert_error(response, StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS").await;
+            assert_limited_for_the_minute(response).await;
         }
     }
     use StatusCode as S;

@@ -167,3 +167,18 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
     );
     body
 }
+
+/// Asserts a per-user rate limit's refusal: `429 TOO_MANY_REQUESTS` with a
+/// `Retry-After` within the minute.
+pub async fn assert_limited_for_the_minute(response: Response) {
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        retry_after.is_some_and(|s| (1..=60).contains(&s)),
+        "{retry_after:?}"
+    );
+    assert_error(response, StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS").await;
+}

@@ -3,7 +3,7 @@
 //! connection or every long poll held by one client (issue 23; SECURITY.md's table).
 
 use crate::generate::hold_the_window;
-use crate::helpers::{TestApp, assert_error, assert_invalid};
+use crate::helpers::{TestApp, assert_invalid, assert_limited_for_the_minute};
 use crate::operations::pending_operation;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
@@ -69,16 +69,7 @@ async fn answers_are_limited_per_user_across_replicas(pool: PgPool) {
         let response = answer(app, &user, &session, "An answer.").await;
         statuses.push(response.status());
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            assert!(
-                retry_after.is_some_and(|s| (1..=60).contains(&s)),
-                "{retry_after:?}"
-            );
-            assert_error(response, StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS").await;
+            assert_limited_for_the_minute(response).await;
         }
     }
     use StatusCode as S;
