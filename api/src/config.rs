@@ -25,8 +25,8 @@ pub struct ApiConfig {
     #[arg(long, env = "JWT_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
     pub jwt_ttl_secs: u64,
 
-    /// generate-question calls allowed per user and minute, across all replicas (0: off;
-    /// at most 100,000).
+    /// Requests for model work (generate-question and feedback, counted together)
+    /// allowed per user and minute, across all replicas (0: off; at most 100,000).
     #[arg(long, env = "RATE_LIMIT_GENERATE_PER_MINUTE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub rate_limit_generate_per_minute: u32,
 
@@ -41,9 +41,10 @@ pub struct ApiConfig {
     #[arg(long, env = "ANSWER_MAX_CHARS", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub answer_max_chars: u32,
 
-    /// Unfinished operations one session may hold (0: off; at most 10,000). A session's
-    /// questions are generated one at a time, so this bounds how long the last one
-    /// waits: MAX_PENDING_PER_SESSION × a job's worst case.
+    /// Unfinished operations one session may hold, questions and feedback together (0:
+    /// off; at most 10,000). A session's questions are generated one at a time, so
+    /// this bounds how long the last one waits: MAX_PENDING_PER_SESSION × a job's
+    /// worst case.
     #[arg(long, env = "MAX_PENDING_PER_SESSION", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub max_pending_per_session: u32,
 

@@ -31,6 +31,8 @@ pub enum ApiError {
     SessionNotFound,
     #[error("No operation with this id.")]
     OperationNotFound,
+    #[error("No answer with this id in this interview session.")]
+    AnswerNotFound,
     #[error(
         "The operation has already finished; only a pending or processing one can be cancelled."
     )]
@@ -46,7 +48,10 @@ pub enum ApiError {
     AlreadyAnswered,
     #[error("The interview has asked all the questions it was set to ask.")]
     InterviewComplete,
-    #[error("This Idempotency-Key was already used for another session.")]
+    /// The answer has feedback already, finished or under way: this operation.
+    #[error("This answer has feedback already (or it is being generated).")]
+    FeedbackExists(shared::domain::OperationId),
+    #[error("This Idempotency-Key was already used for another request.")]
     IdempotencyKeyReused,
     #[error("Too many requests: try again in {retry_after_secs} seconds.")]
     TooManyRequests { retry_after_secs: u64 },
@@ -93,6 +98,7 @@ impl ApiError {
             SessionNotFound => (StatusCode::NOT_FOUND, "SESSION_NOT_FOUND"),
             ResumeNotFound => (StatusCode::NOT_FOUND, "RESUME_NOT_FOUND"),
             OperationNotFound => (StatusCode::NOT_FOUND, "OPERATION_NOT_FOUND"),
+            AnswerNotFound => (StatusCode::NOT_FOUND, "ANSWER_NOT_FOUND"),
             OperationFinished => (StatusCode::CONFLICT, "OPERATION_FINISHED"),
             SessionNotActive(_) => (StatusCode::BAD_REQUEST, "SESSION_NOT_ACTIVE"),
             InvalidStatusTransition { .. } => {
@@ -100,6 +106,7 @@ impl ApiError {
             }
             AlreadyAnswered => (StatusCode::CONFLICT, "ALREADY_ANSWERED"),
             InterviewComplete => (StatusCode::CONFLICT, "INTERVIEW_COMPLETE"),
+            FeedbackExists(_) => (StatusCode::CONFLICT, "FEEDBACK_EXISTS"),
             IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
             TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
             NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
@@ -174,6 +181,10 @@ pub struct ErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub fields: Option<BTreeMap<String, String>>,
+    /// For `FEEDBACK_EXISTS`: the operation of the answer's existing feedback, to poll
+    /// instead of asking again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<shared::domain::OperationId>,
 }
 
 impl IntoResponse for ApiError {
@@ -189,11 +200,16 @@ impl IntoResponse for ApiError {
             ApiError::Validation { fields, .. } if !fields.is_empty() => Some(fields.clone()),
             _ => None,
         };
+        let operation_id = match &self {
+            ApiError::FeedbackExists(id) => Some(*id),
+            _ => None,
+        };
         let body = ErrorBody {
             detail: ErrorDetail {
                 code,
                 message: self.to_string(),
                 fields,
+                operation_id,
             },
         };
         let mut response = (status, axum::Json(body)).into_response();

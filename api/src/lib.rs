@@ -1,5 +1,6 @@
 //! The interview service's HTTP api: authentication, ownership, validation, the
-//! transactional enqueue of question generations, and reads (with long-poll).
+//! transactional enqueue of question generations and feedback, and reads (with
+//! long-poll).
 //!
 //! Layout:
 //! - [`config`]: every setting, from the environment;

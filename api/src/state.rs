@@ -88,7 +88,8 @@ impl Guards {
 /// Per-request policy taken from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// generate-question calls per user and minute; 0 turns the limit off.
+    /// Requests for model work (generate-question and feedback together) per user and
+    /// minute; 0 turns the limit off.
     pub generate_per_minute: u32,
     /// Answers per user and minute; 0 turns the limit off.
     pub answers_per_minute: u32,

@@ -58,7 +58,7 @@ id_type!(
     SessionId
 );
 id_type!(
-    /// A question or answer in a session.
+    /// A question, an answer or a feedback in a session.
     MessageId
 );
 id_type!(
@@ -85,7 +85,7 @@ macro_rules! text_enum {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
             /// The spelling shared by JSON, SQL and the contract.
-            pub fn as_str(self) -> &'static str {
+            pub const fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text),+
                 }
@@ -157,14 +157,32 @@ text_enum!(
     /// What an operation does; the name of its job queue too.
     OperationType {
         QuestionGeneration => "question_generation",
+        FeedbackAnalysis => "feedback_analysis",
     }
 );
+
+impl OperationType {
+    /// How every failure sentence of this type begins ("The question could not be
+    /// generated: …"), so that a person knows what failed.
+    pub fn failure_prefix(self) -> &'static str {
+        match self {
+            OperationType::QuestionGeneration => "The question could not be generated",
+            OperationType::FeedbackAnalysis => "The feedback could not be generated",
+        }
+    }
+
+    /// The failure sentence of this type for `reason` (lower case, with its full stop).
+    pub fn failure(self, reason: &str) -> String {
+        format!("{}: {reason}", self.failure_prefix())
+    }
+}
 
 text_enum!(
     /// Who wrote a session message.
     MessageType {
         Question => "question",
         Answer => "answer",
+        Feedback => "feedback",
     }
 );
 

@@ -1,4 +1,6 @@
-//! The `question_generation` job: its payload, its queue, and its enqueue inside the
+//! The jobs, one per operation type (`question_generation`, `feedback_analysis`): their
+//! payloads, their queues (a queue is named for its operation type, so SQL can join a
+//! job to its operation by `job_type = operation_type`), and the enqueue inside the
 //! caller's transaction.
 //!
 //! The api inserts the operation and pushes the job in ONE transaction (a crash between
@@ -7,9 +9,10 @@
 //! executor-generic `push_tasks` with the caller's connection instead. The rest of
 //! the SQL on apalis' tables is in [`crate::db::queue`], `retention` and `board`.
 
-use crate::domain::{OperationId, SessionId};
+use crate::domain::{MessageId, OperationId, OperationType, SessionId};
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
@@ -18,7 +21,29 @@ use sqlx::PgConnection;
 pub use apalis_postgres::Error as EnqueueError;
 
 /// The apalis queue (`apalis.jobs.job_type`) that question generations go through.
-pub const QUESTION_GENERATION_QUEUE: &str = "question_generation";
+pub const QUESTION_GENERATION_QUEUE: &str = OperationType::QuestionGeneration.as_str();
+/// The apalis queue of feedback analyses.
+pub const FEEDBACK_ANALYSIS_QUEUE: &str = OperationType::FeedbackAnalysis.as_str();
+/// Every queue of ours: what the gauges, the board, retention and the takeover cover.
+pub const QUEUES: [&str; 2] = [QUESTION_GENERATION_QUEUE, FEEDBACK_ANALYSIS_QUEUE];
+
+/// A job payload: which operation it runs, and the queue it goes through.
+pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
+    /// The operation type the job runs, whose name is its queue's.
+    const TYPE: OperationType;
+
+    /// The operation it runs.
+    fn operation_id(&self) -> OperationId;
+
+    /// The payload's version ([`PAYLOAD_VERSION`] when written by this release).
+    fn version(&self) -> u32;
+
+    /// The job's id in apalis: the operation id read as a ULID (a v7 UUID is a valid
+    /// one), so a job can be traced to its operation and back.
+    fn task_id(&self) -> TaskId {
+        TaskId::from_ulid(ulid::Ulid(self.operation_id().0.as_u128()))
+    }
+}
 
 /// The payload version this release writes, and the newest it can run. A release
 /// that changes what a payload means raises it; a worker that meets a newer one puts
@@ -54,11 +79,53 @@ impl QuestionGenerationJob {
             session_id,
         }
     }
+}
 
-    /// The job's id in apalis: the operation id read as a ULID (a v7 UUID is a valid
-    /// one), so a job can be traced to its operation and back.
-    pub fn task_id(&self) -> TaskId {
-        TaskId::from_ulid(ulid::Ulid(self.operation_id.0.as_u128()))
+impl Job for QuestionGenerationJob {
+    const TYPE: OperationType = OperationType::QuestionGeneration;
+
+    fn operation_id(&self) -> OperationId {
+        self.operation_id
+    }
+
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+/// What a worker needs to analyse one answer; like [`QuestionGenerationJob`], the rest
+/// is read fresh, and fields are only ever added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackAnalysisJob {
+    #[serde(default = "first_version")]
+    pub version: u32,
+    pub operation_id: OperationId,
+    pub session_id: SessionId,
+    /// The answer analysed.
+    pub answer_id: MessageId,
+}
+
+impl FeedbackAnalysisJob {
+    /// The payload of this release for `operation_id`, on `answer_id` of `session_id`.
+    pub fn new(operation_id: OperationId, session_id: SessionId, answer_id: MessageId) -> Self {
+        Self {
+            version: PAYLOAD_VERSION,
+            operation_id,
+            session_id,
+            answer_id,
+        }
+    }
+}
+
+impl Job for FeedbackAnalysisJob {
+    const TYPE: OperationType = OperationType::FeedbackAnalysis;
+
+    fn operation_id(&self) -> OperationId {
+        self.operation_id
+    }
+
+    fn version(&self) -> u32 {
+        self.version
     }
 }
 
@@ -71,29 +138,30 @@ pub const HELD_UNTIL: u64 = 253_402_300_799;
 /// worker's retry layer allows this many, so the job's own `max_attempts` is what binds.
 pub const MAX_ATTEMPTS_CEILING: u32 = 100;
 
-/// Pushes the job on `conn` (the caller's open transaction); `held` when an earlier
-/// operation of the session is unfinished, so that the job waits until that one ends
-/// (the trigger `operations_release_next_question` lets it run then).
+/// Pushes the job on `conn` (the caller's open transaction), on its type's queue;
+/// `held` when an earlier question of the session is unfinished, so that the job waits
+/// until that one ends (the trigger `operations_release_next_question` lets it run
+/// then). Only question jobs are ever held.
 ///
 /// `max_attempts` is the job's whole budget of model calls that no wait explains: the
 /// worker reads it from the job (it has no setting of its own), and apalis' storage
 /// stops re-fetching a failed row there (docs/APALIS.md, "Retries"). The operation id
 /// doubles as the job's idempotency key, so a second job for one
 /// operation is refused by apalis' unique index.
-pub async fn enqueue(
+pub async fn enqueue<J: Job>(
     conn: &mut PgConnection,
-    job: &QuestionGenerationJob,
+    job: &J,
     max_attempts: u32,
     held: bool,
 ) -> Result<(), EnqueueError> {
     let bytes = serde_json::to_vec(job).map_err(EnqueueError::JsonError)?;
     let mut task = TaskBuilder::new(bytes)
         .task_id(job.task_id())
-        .idempotency_key(job.operation_id.to_string())
+        .idempotency_key(job.operation_id().to_string())
         .max_attempts(max_attempts as usize);
     if held {
         task = task.run_at_timestamp(HELD_UNTIL);
     }
     let task = task.build();
-    apalis_postgres::queries::push_tasks(conn, QUESTION_GENERATION_QUEUE, vec![task]).await
+    apalis_postgres::queries::push_tasks(conn, J::TYPE.as_str(), vec![task]).await
 }

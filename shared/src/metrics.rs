@@ -10,6 +10,7 @@
 use crate::db::operations;
 use crate::db::queue;
 use crate::domain::OperationStatus;
+use crate::jobs::{QUESTION_GENERATION_QUEUE, QUEUES};
 use futures::future::BoxFuture;
 use metrics::gauge;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -79,6 +80,15 @@ fn describe() {
         Unit::Seconds,
         "Age of the oldest job waiting to be picked up."
     );
+    describe_gauge!(
+        "jobs",
+        "Jobs in the queue, by job type (question_generation, feedback_analysis) and state."
+    );
+    describe_gauge!(
+        "jobs_oldest_pending_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest job waiting to be picked up, by job type."
+    );
     describe_gauge!("operations", "Operations by status.");
     describe_gauge!(
         "question_worker_heartbeat_age_seconds",
@@ -129,25 +139,39 @@ pub async fn refresh_gauges_every(pool: PgPool, period: Duration, own: Option<Ow
 /// Reads queue depth and operation counts from the database into the gauges; states
 /// with no rows are set to 0 so a drained queue reads 0, not stale.
 pub async fn refresh_queue_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let mut depth = [
-        ("pending", 0i64),
-        ("held", 0),
-        ("running", 0),
-        ("done", 0),
-        ("failed", 0),
-    ];
-    for (status, count) in queue::count_by_status(pool).await? {
-        if let Some(state) = queue_state(&status)
-            && let Some(slot) = depth.iter_mut().find(|(name, _)| *name == state)
-        {
-            slot.1 += count;
+    let counts = queue::count_by_status(pool).await?;
+    let ages = queue::oldest_pending_age_secs(pool).await?;
+    for job_type in QUEUES {
+        let mut depth = [
+            ("pending", 0i64),
+            ("held", 0),
+            ("running", 0),
+            ("done", 0),
+            ("failed", 0),
+        ];
+        for count in counts.iter().filter(|c| c.job_type == job_type) {
+            if let Some(state) = queue_state(&count.status)
+                && let Some(slot) = depth.iter_mut().find(|(name, _)| *name == state)
+            {
+                slot.1 += count.count;
+            }
+        }
+        let age = ages
+            .iter()
+            .find(|(queue, _)| queue == job_type)
+            .map_or(0.0, |(_, age)| *age);
+        for (state, count) in depth {
+            gauge!("jobs", "job_type" => job_type, "state" => state).set(count as f64);
+            // The first series, kept with its meaning: the question queue's.
+            if job_type == QUESTION_GENERATION_QUEUE {
+                gauge!("question_jobs", "state" => state).set(count as f64);
+            }
+        }
+        gauge!("jobs_oldest_pending_age_seconds", "job_type" => job_type).set(age);
+        if job_type == QUESTION_GENERATION_QUEUE {
+            gauge!("question_jobs_oldest_pending_age_seconds").set(age);
         }
     }
-    for (state, count) in depth {
-        gauge!("question_jobs", "state" => state).set(count as f64);
-    }
-    gauge!("question_jobs_oldest_pending_age_seconds")
-        .set(queue::oldest_pending_age_secs(pool).await?);
     let heartbeat_age = queue::freshest_worker_heartbeat_age_secs(pool).await?;
     gauge!("question_worker_heartbeat_age_seconds").set(heartbeat_age.unwrap_or(f64::INFINITY));
 

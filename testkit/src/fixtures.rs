@@ -1,9 +1,9 @@
 //! Fixtures written with the service's own SQL (as the api writes them), and reads of
 //! what the worker wrote: for tests that run a worker in-process or as a binary.
 
-use shared::db::{job_postings, operations, sessions, users};
-use shared::domain::{OperationId, OperationStatus, SessionId, UserId};
-use shared::jobs::{self, QuestionGenerationJob};
+use shared::db::{job_postings, messages, operations, sessions, users};
+use shared::domain::{MessageId, OperationId, OperationStatus, SessionId, UserId};
+use shared::jobs::{self, FeedbackAnalysisJob, QuestionGenerationJob};
 use sqlx::PgPool;
 use std::time::Duration;
 
@@ -75,12 +75,75 @@ pub async fn enqueue(
         &mut tx,
         &QuestionGenerationJob::new(id, session),
         max_attempts,
-        unfinished > 0,
+        unfinished.questions > 0,
     )
     .await
     .expect("push");
     tx.commit().await.expect("commit");
     id
+}
+
+/// A question message on `session`, numbered and counted as the worker's commit does,
+/// without a model: for tests of what follows a question.
+pub async fn asked(pool: &PgPool, session: SessionId, text: &str) -> MessageId {
+    sqlx::query_scalar(
+        "WITH counted AS (
+             UPDATE interview_sessions SET current_question_number = current_question_number + 1
+             WHERE id = $1 RETURNING current_question_number
+         )
+         INSERT INTO session_messages (id, session_id, message_type, content, question_type, metadata)
+         SELECT $2, $1, 'question', $3, 'technical',
+                jsonb_build_object('question_number', current_question_number)
+         FROM counted
+         RETURNING id",
+    )
+    .bind(session)
+    .bind(MessageId::new())
+    .bind(text)
+    .fetch_one(pool)
+    .await
+    .expect("a question message")
+}
+
+/// Posts an answer to `question` of `session` and enqueues its feedback, as the api
+/// does; returns the answer's id and the operation's.
+pub async fn enqueue_feedback(
+    pool: &PgPool,
+    user: UserId,
+    session: SessionId,
+    question: MessageId,
+    answer: &str,
+    max_attempts: u32,
+) -> (MessageId, OperationId) {
+    let mut tx = pool.begin().await.expect("tx");
+    sessions::lock_owned(&mut tx, session, user)
+        .await
+        .expect("lock")
+        .expect("the user's session");
+    let answer = messages::insert_answer(&mut tx, session, answer, Some(question))
+        .await
+        .expect("answer");
+    let id = OperationId::new();
+    operations::insert(
+        &mut tx,
+        id,
+        user,
+        operations::Target::Feedback(session, answer.id),
+        None,
+    )
+    .await
+    .expect("insert")
+    .expect("inserted");
+    jobs::enqueue(
+        &mut tx,
+        &FeedbackAnalysisJob::new(id, session, answer.id),
+        max_attempts,
+        false,
+    )
+    .await
+    .expect("push");
+    tx.commit().await.expect("commit");
+    (answer.id, id)
 }
 
 /// Polls until the operation is `completed` or `failed`, with a generous deadline.
@@ -157,29 +220,50 @@ pub async fn settled_jobs(pool: &PgPool) -> Vec<String> {
     .await
 }
 
-/// Every completed operation is consistent (its message exists and matches its result),
-/// every failed one left no message, and each session's counter equals its questions,
-/// numbered 1..n with no gap or repeat.
+/// Every completed operation is consistent (its message exists, is of its type, and
+/// matches its result), every failed one left no message, each answer has at most one
+/// feedback, and each session's counter equals its questions, numbered 1..n with no gap
+/// or repeat.
 pub async fn assert_consistent(pool: &PgPool) {
-    let inconsistent: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM operations o
+    let inconsistent: Vec<(OperationId, String, String)> = sqlx::query_as(
+        "SELECT o.id, o.operation_type, o.status FROM operations o
          LEFT JOIN session_messages m ON m.operation_id = o.id
-         WHERE (o.status = 'completed' AND (m.id IS NULL OR o.result->>'message_id' <> m.id::text
-                                            OR o.result->>'question_text' <> m.content))
+         WHERE (o.status = 'completed' AND o.operation_type = 'question_generation'
+                AND (m.id IS NULL OR m.message_type <> 'question'
+                     OR o.result->>'message_id' <> m.id::text
+                     OR o.result->>'question_text' <> m.content))
+            OR (o.status = 'completed' AND o.operation_type = 'feedback_analysis'
+                AND (m.id IS NULL OR m.message_type <> 'feedback'
+                     OR o.result->>'message_id' <> m.id::text
+                     OR o.result->>'summary' <> m.content
+                     OR o.result->>'answer_id' <> m.metadata->>'answer_id'
+                     OR o.result->>'answer_id' <> o.answer_id::text
+                     OR (o.result->>'score')::int NOT BETWEEN 1 AND 5))
             OR (o.status = 'failed' AND m.id IS NOT NULL)
             OR o.status NOT IN ('completed', 'failed')",
     )
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await
     .expect("consistency");
-    assert_eq!(
-        inconsistent, 0,
-        "operations whose state and messages disagree"
+    assert!(
+        inconsistent.is_empty(),
+        "operations whose state and messages disagree: {inconsistent:?}"
     );
+    let twice_reviewed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT metadata->>'answer_id' FROM session_messages
+                               WHERE message_type = 'feedback'
+                               GROUP BY 1 HAVING count(*) > 1) AS twice",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("feedback per answer");
+    assert_eq!(twice_reviewed, 0, "answers with more than one feedback");
     let bad_sessions: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM interview_sessions s
-         WHERE s.current_question_number <> (SELECT count(*) FROM session_messages m WHERE m.session_id = s.id)
-            OR ARRAY(SELECT (metadata->>'question_number')::int FROM session_messages m WHERE m.session_id = s.id ORDER BY 1)
+         WHERE s.current_question_number <> (SELECT count(*) FROM session_messages m
+                                             WHERE m.session_id = s.id AND m.message_type = 'question')
+            OR ARRAY(SELECT (metadata->>'question_number')::int FROM session_messages m
+                     WHERE m.session_id = s.id AND m.message_type = 'question' ORDER BY 1)
                <> ARRAY(SELECT generate_series(1, s.current_question_number))",
     )
     .fetch_one(pool)

@@ -22,6 +22,20 @@ pub fn question(text: &str, kind: &str) -> ResponseTemplate {
     completion(&json!({"question_text": text, "question_type": kind}).to_string())
 }
 
+/// A valid JSON feedback reply with `score` and `summary` (one strength, one
+/// improvement). A score outside 1..=5 makes an invalid reply.
+pub fn feedback(score: u8, summary: &str) -> ResponseTemplate {
+    completion(
+        &json!({
+            "score": score,
+            "strengths": ["Clear structure"],
+            "improvements": ["Quantify the outcome"],
+            "summary": summary,
+        })
+        .to_string(),
+    )
+}
+
 /// An OpenAI-style error reply.
 pub fn error(status: u16) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_json(json!({"error": {"message": "provider says no (secret detail)", "type": "error", "param": null, "code": null}}))

@@ -60,7 +60,7 @@ pub async fn work(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let llm = llm(config)?;
-    tracing::info!(provider = ?config.provider(), model = %llm::QuestionWriter::model(&llm), "LLM provider ready");
+    tracing::info!(provider = ?config.provider(), model = %llm::Writer::model(&llm), "LLM provider ready");
     let metrics = shared::metrics::install_recorder();
     series::register();
     let state = Arc::new(JobState {

@@ -69,6 +69,27 @@ pub fn register() {
         "question_jobs_in_flight",
         "Jobs this worker process is running now."
     );
+    describe_histogram!(
+        "job_duration_seconds",
+        Unit::Seconds,
+        "Wall time of one job attempt, LLM call included, by job type."
+    );
+    describe_counter!(
+        "job_retries_total",
+        "Job attempts that failed and will be tried again, by job type."
+    );
+    describe_counter!(
+        "jobs_finished_total",
+        "Jobs that ended, by job type and outcome (completed or failed)."
+    );
+    describe_counter!(
+        "jobs_put_back_total",
+        "Jobs put back in the queue without counting a run, by job type and reason."
+    );
+    describe_gauge!(
+        "jobs_in_flight",
+        "Jobs this worker process is running now, by job type."
+    );
     describe_gauge!(
         "operations_overdue",
         "Unfinished operations first started longer ago than their job's worst case (must read 0)."
@@ -95,6 +116,17 @@ pub fn register() {
         counter!("question_jobs_finished_total", "outcome" => outcome).increment(0);
     }
     gauge!("question_jobs_in_flight").set(0.0);
+    for job_type in shared::jobs::QUEUES {
+        let _ = histogram!("job_duration_seconds", "job_type" => job_type);
+        counter!("job_retries_total", "job_type" => job_type).increment(0);
+        counter!("jobs_put_back_total", "job_type" => job_type, "reason" => "unknown_payload_version")
+            .increment(0);
+        for outcome in ["completed", "failed"] {
+            counter!("jobs_finished_total", "job_type" => job_type, "outcome" => outcome)
+                .increment(0);
+        }
+        gauge!("jobs_in_flight", "job_type" => job_type).set(0.0);
+    }
     gauge!("operations_overdue").set(0.0);
     for reason in ["job_ended", "overdue"] {
         counter!("operations_reconciled_total", "reason" => reason).increment(0);

@@ -19,7 +19,7 @@ use metrics::counter;
 use shared::db::heartbeat::{self, ProviderState};
 use shared::db::reconcile::WorstCase;
 use shared::db::{reconcile, retention};
-use shared::jobs::QUESTION_GENERATION_QUEUE;
+use shared::domain::OperationType;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,8 +48,7 @@ pub async fn heartbeat(
     every.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let name = crate::queue::current_worker_name();
-        match beat_once(&state, &name, window).await {
+        match beat_once(&state, window).await {
             // Not registered yet (the apalis worker is starting): beat again soon, so
             // that the count that makes it visible to its peers, and the share that
             // follows one interval later, come as early as they can.
@@ -64,8 +63,11 @@ pub async fn heartbeat(
 /// How soon a worker that found its row missing beats again.
 const UNREGISTERED_RETRY: Duration = Duration::from_millis(100);
 
-/// One beat; returns whether this worker's row exists.
-async fn beat_once(state: &JobState, worker: &str, window: Duration) -> anyhow::Result<bool> {
+/// One beat for each of the process's apalis workers (the question worker's carries the
+/// process's state), and the takeover on every queue; returns whether every worker's
+/// row exists.
+async fn beat_once(state: &JobState, window: Duration) -> anyhow::Result<bool> {
+    let worker = crate::queue::current_worker_name(OperationType::QuestionGeneration);
     let limits = &state.limits;
     let (cap_share, in_flight) = limits.cap.now();
     let published = ProviderState {
@@ -74,18 +76,21 @@ async fn beat_once(state: &JobState, worker: &str, window: Duration) -> anyhow::
         breaker_open: limits.breaker.is_open(),
     };
     let mut conn = state.pool.acquire().await?;
-    let beat = heartbeat::beat(&mut conn, worker, window, published).await?;
+    let beat = heartbeat::beat(&mut conn, &worker, window, published).await?;
     limits.cap.counted(beat.registered.then(|| {
         let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
         (count(beat.peers), count(beat.peers_before))
     }));
-    apalis_postgres::queries::reenqueue_orphaned(
-        &mut *conn,
-        QUESTION_GENERATION_QUEUE,
-        window.as_secs(),
-    )
-    .await?;
-    Ok(beat.registered)
+    let mut registered = beat.registered;
+    for kind in OperationType::ALL {
+        if *kind != OperationType::QuestionGeneration {
+            let name = crate::queue::current_worker_name(*kind);
+            registered &= heartbeat::touch(&mut conn, &name, kind.as_str()).await?;
+        }
+        apalis_postgres::queries::reenqueue_orphaned(&mut *conn, kind.as_str(), window.as_secs())
+            .await?;
+    }
+    Ok(registered)
 }
 
 /// Fails stuck operations every [`RECONCILE_EVERY`] (`worst_case`: a job's longest

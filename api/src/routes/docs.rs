@@ -2,8 +2,8 @@
 
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::routes::{
-    auth, generate, health, job_postings, messages, operations, resume, session_operations,
-    sessions, users,
+    auth, feedback, generate, health, job_postings, messages, operations, resume,
+    session_operations, sessions, users,
 };
 use axum::response::Html;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -12,14 +12,14 @@ use utoipa::{Modify, OpenApi};
 /// The api's OpenAPI 3 document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Interview service API", description = "Durable, asynchronous question generation for AI mock interviews.", license(name = "MIT", identifier = "MIT")),
+    info(title = "Interview service API", description = "Durable, asynchronous question generation and answer feedback for AI mock interviews.", license(name = "MIT", identifier = "MIT")),
     paths(
         auth::register, auth::login, auth::refresh,
         users::me, users::delete_me,
         resume::put_resume, resume::get_resume,
         job_postings::create, job_postings::list, job_postings::get, job_postings::update, job_postings::delete,
         sessions::create, sessions::list, sessions::get, sessions::update, sessions::delete,
-        generate::generate_question,
+        generate::generate_question, feedback::request_feedback,
         operations::get, operations::cancel, session_operations::list,
         messages::list, messages::answer,
         health::healthz, health::readyz, health::metrics,

@@ -2,7 +2,7 @@
 
 use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::{CurrentUser, Json, Path, Query};
-use crate::routes::generate::per_user_limit;
+use crate::routes::enqueue::per_user_limit;
 use crate::state::AppState;
 use crate::validate;
 use axum::extract::State;

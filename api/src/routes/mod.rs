@@ -4,6 +4,8 @@
 
 pub mod auth;
 pub mod docs;
+pub mod enqueue;
+pub mod feedback;
 pub mod generate;
 pub mod health;
 pub mod job_postings;
@@ -81,6 +83,10 @@ pub fn router(state: AppState, routing: &Routing) -> Router {
         .route("/sessions/{id}/messages", get(messages::list))
         .route("/sessions/{id}/operations", get(session_operations::list))
         .route("/sessions/{id}/answers", post(messages::answer))
+        .route(
+            "/sessions/{id}/answers/{answer_id}/feedback",
+            post(feedback::request_feedback),
+        )
         .route("/operations/{id}/cancel", post(operations::cancel))
         .route("/openapi.json", get(docs::openapi_json))
         .layer(timeout(request_timeout))

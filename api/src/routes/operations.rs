@@ -3,7 +3,7 @@
 
 use crate::error::{ApiError, Context, ErrorBody};
 use crate::extract::{CurrentUser, Path, Query};
-use crate::routes::generate::RETRY_AFTER_SECS;
+use crate::routes::enqueue::RETRY_AFTER_SECS;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};

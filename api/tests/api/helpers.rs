@@ -139,6 +139,21 @@ impl TestApp {
     }
 }
 
+/// A question message in `session`, as a worker's commit would leave it (no worker runs
+/// in these tests); its id.
+pub async fn question_in(app: &TestApp, session: &str) -> String {
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO session_messages (id, session_id, message_type, content, question_type)
+         VALUES (gen_random_uuid(), $1::uuid, 'question', 'Why Rust?', 'technical')
+         RETURNING id",
+    )
+    .bind(session)
+    .fetch_one(&app.pool)
+    .await
+    .expect("a question");
+    id.to_string()
+}
+
 pub async fn id_of(response: Response) -> String {
     let body: Value = response.json().await.expect("json");
     body["id"].as_str().expect("id").to_owned()

@@ -1,24 +1,9 @@
 //! The interview beyond asking: answers that name their question, and a set length.
 
-use crate::helpers::{TestApp, User, assert_error, assert_invalid, id_of};
+use crate::helpers::{TestApp, User, assert_error, assert_invalid, id_of, question_in};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-
-/// A question message in `session`, as a worker's commit would leave it (no worker runs
-/// in these tests); its id.
-async fn question_in(app: &TestApp, session: &str) -> String {
-    let id: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO session_messages (id, session_id, message_type, content, question_type)
-         VALUES (gen_random_uuid(), $1::uuid, 'question', 'Why Rust?', 'technical')
-         RETURNING id",
-    )
-    .bind(session)
-    .fetch_one(&app.pool)
-    .await
-    .expect("a question");
-    id.to_string()
-}
 
 async fn answer(app: &TestApp, user: &User, session: &str, body: Value) -> reqwest::Response {
     app.post(

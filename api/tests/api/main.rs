@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod errors;
+mod feedback;
 mod generate;
 mod hostile;
 mod hostile_users;

@@ -20,6 +20,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/operations/{id}"),
     ("get", "/api/v1/sessions/{id}/messages"),
     ("post", "/api/v1/sessions/{id}/answers"),
+    ("post", "/api/v1/sessions/{id}/answers/{answer_id}/feedback"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -56,6 +57,11 @@ async fn the_openapi_document_lists_every_contract_path_with_bearer_security(poo
             "schema {schema} missing"
         );
     }
+    // FEEDBACK_EXISTS names the existing operation in the error body.
+    assert!(
+        doc["components"]["schemas"]["ErrorDetail"]["properties"]["operation_id"].is_object(),
+        "ErrorDetail.operation_id missing"
+    );
     let docs = app.get("/docs", None).await;
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(

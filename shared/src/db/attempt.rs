@@ -15,17 +15,18 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-/// An attempt that has begun: the operation is `processing` and counts it.
+/// An attempt that has begun: the operation is `processing` and counts it. `I`: what
+/// the prompt is built from (a question's inputs, or a feedback's).
 #[derive(Debug, Clone)]
-pub struct Started {
+pub struct Started<I = QuestionInputs> {
     /// Attempts started so far, this one included.
     pub attempts: i32,
     /// Model calls made for the operation by earlier attempts, refused ones included.
     pub model_calls: i32,
     /// Milliseconds its earlier attempts waited on the provider.
     pub waited_ms: i64,
-    /// `None` when the session is gone.
-    pub inputs: Option<QuestionInputs>,
+    /// `None` when the session (or what else the prompt needs) is gone.
+    pub inputs: Option<I>,
 }
 
 /// What the prompt is built from.
@@ -48,6 +49,16 @@ struct StartRow {
     waited_ms: i64,
     status: Option<SessionStatus>,
     current_question_number: Option<i32>,
+    #[sqlx(flatten)]
+    posting: PostingColumns,
+    resume: Option<String>,
+    earlier_questions: Option<Vec<String>>,
+}
+
+/// The session's job posting as an attempt's start reads it, through a LEFT JOIN
+/// (every column NULL when there is none): the columns `posting_columns!` names.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PostingColumns {
     job_posting_id: Option<JobPostingId>,
     job_posting_user_id: Option<UserId>,
     title: Option<String>,
@@ -55,9 +66,47 @@ struct StartRow {
     description: Option<String>,
     job_posting_created_at: Option<DateTime<Utc>>,
     job_posting_updated_at: Option<DateTime<Utc>>,
-    resume: Option<String>,
-    earlier_questions: Option<Vec<String>>,
 }
+
+/// The select list of [`PostingColumns`] from a job posting `p`.
+macro_rules! posting_columns {
+    () => {
+        "p.id AS job_posting_id, p.user_id AS job_posting_user_id,
+         p.title, p.company, p.description, p.created_at AS job_posting_created_at,
+         p.updated_at AS job_posting_updated_at"
+    };
+}
+pub(crate) use posting_columns;
+
+impl PostingColumns {
+    /// The posting, when the join found one.
+    pub(crate) fn into_posting(self) -> Option<JobPosting> {
+        Some(JobPosting {
+            id: self.job_posting_id?,
+            user_id: self.job_posting_user_id?,
+            title: self.title?,
+            company: self.company,
+            description: self.description?,
+            created_at: self.job_posting_created_at?,
+            updated_at: self.job_posting_updated_at?,
+        })
+    }
+}
+
+/// The `UPDATE` that starts an attempt of operation `$1`, for a CTE named `started`:
+/// `processing`, one more attempt, the first start kept; it returns the operation's
+/// `attempts`, `model_calls` and `waited_ms`, and relaxes the commit (see [`start`]).
+macro_rules! start_operation {
+    () => {
+        "UPDATE operations
+         SET status = 'processing', attempts = attempts + 1,
+             started_at = coalesce(started_at, now()), updated_at = now()
+         WHERE id = $1 AND status IN ('pending', 'processing')
+         RETURNING attempts, model_calls, waited_ms,
+                   set_config('synchronous_commit', 'off', true) AS relaxed"
+    };
+}
+pub(crate) use start_operation;
 
 /// Moves the operation to `processing`, counts one more attempt (recording when the
 /// first began) and reads the session's inputs with its last `max_earlier` questions.
@@ -78,19 +127,13 @@ pub async fn start(
     session_id: SessionId,
     max_earlier: i64,
 ) -> Result<Option<Started>, sqlx::Error> {
-    let row: Option<StartRow> = sqlx::query_as(
-        "WITH started AS (
-             UPDATE operations
-             SET status = 'processing', attempts = attempts + 1,
-                 started_at = coalesce(started_at, now()), updated_at = now()
-             WHERE id = $1 AND status IN ('pending', 'processing')
-             RETURNING attempts, model_calls, waited_ms, set_config('synchronous_commit', 'off', true) AS relaxed
-         )
-         SELECT started.attempts, started.model_calls, started.waited_ms, s.status, s.current_question_number,
-                p.id AS job_posting_id, p.user_id AS job_posting_user_id,
-                p.title, p.company, p.description, p.created_at AS job_posting_created_at,
-                p.updated_at AS job_posting_updated_at,
-                r.content AS resume,
+    let row: Option<StartRow> = sqlx::query_as(concat!(
+        "WITH started AS (",
+        start_operation!(),
+        ")
+         SELECT started.attempts, started.model_calls, started.waited_ms, s.status, s.current_question_number, ",
+        posting_columns!(),
+        ", r.content AS resume,
                 CASE WHEN s.id IS NOT NULL THEN ARRAY(
                     SELECT latest.content FROM
                         (SELECT m.content, m.created_at, m.id FROM session_messages m
@@ -101,8 +144,8 @@ pub async fn start(
          FROM started
          LEFT JOIN interview_sessions s ON s.id = $2
          LEFT JOIN job_postings p ON p.id = s.job_posting_id
-         LEFT JOIN resumes r ON r.user_id = s.user_id",
-    )
+         LEFT JOIN resumes r ON r.user_id = s.user_id"
+    ))
     .bind(operation_id)
     .bind(session_id)
     .bind(max_earlier)
@@ -113,32 +156,7 @@ pub async fn start(
             (Some(status), Some(current_question_number)) => Some(QuestionInputs {
                 status,
                 current_question_number,
-                job_posting: match (
-                    row.job_posting_id,
-                    row.job_posting_user_id,
-                    row.title,
-                    row.description,
-                    row.job_posting_created_at,
-                    row.job_posting_updated_at,
-                ) {
-                    (
-                        Some(id),
-                        Some(user_id),
-                        Some(title),
-                        Some(description),
-                        Some(created_at),
-                        Some(updated_at),
-                    ) => Some(JobPosting {
-                        id,
-                        user_id,
-                        title,
-                        company: row.company,
-                        description,
-                        created_at,
-                        updated_at,
-                    }),
-                    _ => None,
-                },
+                job_posting: row.posting.into_posting(),
                 resume: row.resume,
                 earlier_questions: row.earlier_questions.unwrap_or_default(),
             }),

@@ -3,7 +3,7 @@
 //! cancel), never by editing a job behind the operation's back. Rendering is the
 //! worker's (`worker/src/board/`).
 
-use crate::jobs::QUESTION_GENERATION_QUEUE;
+use crate::jobs::QUEUES;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
@@ -37,18 +37,19 @@ pub const BOARD_STATES: [&str; 8] = [
     "killed",
 ];
 
-/// Jobs of the queue by board state (see [`board_state!`]); a state without jobs is
-/// absent. One scan of the queue's rows, which retention keeps to a few days.
-pub async fn counts(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+/// Jobs of each queue by board state (see [`board_state!`]): `(job type, state,
+/// count)`; a state without jobs is absent. One scan of the queues' rows, which
+/// retention keeps to a few days.
+pub async fn counts(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "SELECT ",
+        "SELECT j.job_type, ",
         board_state!(),
         " AS state, count(*)
          FROM apalis.jobs j
-         WHERE j.job_type = $1
-         GROUP BY 1"
+         WHERE j.job_type = ANY($1)
+         GROUP BY 1, 2"
     ))
-    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(QUEUES)
     .fetch_all(pool)
     .await
 }
@@ -57,6 +58,8 @@ pub async fn counts(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BoardJob {
     pub id: String,
+    /// Its queue: the operation type it runs.
+    pub job_type: String,
     /// The board's state (see [`board_state!`]).
     pub state: String,
     /// apalis' own status.
@@ -75,7 +78,7 @@ pub struct BoardJob {
 }
 
 /// The job types the board lists (`apalis.jobs.job_type`), for its type filter.
-pub const JOB_TYPES: &[&str] = &[QUESTION_GENERATION_QUEUE];
+pub const JOB_TYPES: &[&str] = &QUEUES;
 
 /// Which jobs the board lists; every field narrows, none set lists them all.
 #[derive(Debug, Clone, Copy, Default)]
@@ -102,7 +105,7 @@ pub async fn jobs(
 ) -> Result<Vec<BoardJob>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT * FROM (
-             SELECT j.id, ",
+             SELECT j.id, j.job_type, ",
         board_state!(),
         " AS state, j.status, j.idempotency_key AS operation_id, j.attempts, j.max_attempts,
                     j.run_at, j.lock_by, j.lock_at, j.done_at,
@@ -165,15 +168,15 @@ pub async fn job(pool: &PgPool, id: &str) -> Result<Option<BoardJobDetail>, sqlx
     }
     let mut conn = pool.acquire().await?;
     let row: Option<Row> = sqlx::query_as(concat!(
-        "SELECT j.id, ",
+        "SELECT j.id, j.job_type, ",
         board_state!(),
         " AS state, j.status, j.idempotency_key AS operation_id, j.attempts, j.max_attempts,
                 j.run_at, j.lock_by, j.lock_at, j.done_at,
                 j.last_result ->> 'Err' AS last_error, j.priority, j.last_result
          FROM apalis.jobs j
-         WHERE j.job_type = $1 AND j.id = $2"
+         WHERE j.job_type = ANY($1) AND j.id = $2"
     ))
-    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(QUEUES)
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
@@ -211,9 +214,9 @@ pub async fn job(pool: &PgPool, id: &str) -> Result<Option<BoardJobDetail>, sqlx
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BoardSpender {
     pub user_id: uuid::Uuid,
-    /// Questions written for them in the window.
+    /// Questions and feedback written for them in the window.
     pub questions: i64,
-    /// Tokens those questions' calls reported (0 when the provider reported none).
+    /// Tokens those messages' calls reported (0 when the provider reported none).
     pub tokens: i64,
 }
 
@@ -238,7 +241,7 @@ pub async fn top_spenders(pool: &PgPool, limit: i64) -> Result<Vec<BoardSpender>
                ORDER BY id DESC
                LIMIT $1) m
          JOIN interview_sessions s ON s.id = m.session_id
-         WHERE m.message_type = 'question' AND m.created_at > now() - interval '24 hours'
+         WHERE m.message_type IN ('question', 'feedback') AND m.created_at > now() - interval '24 hours'
          GROUP BY s.user_id
          ORDER BY tokens DESC, questions DESC
          LIMIT $2",
@@ -253,6 +256,8 @@ pub async fn top_spenders(pool: &PgPool, limit: i64) -> Result<Vec<BoardSpender>
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BoardWorker {
     pub id: String,
+    /// The queue it works (`apalis.workers.worker_type`).
+    pub worker_type: String,
     pub last_seen: DateTime<Utc>,
     /// Seconds since `last_seen`, by the database's clock.
     pub age_secs: f64,
@@ -273,7 +278,7 @@ pub struct BoardWorker {
 /// until retention deletes them).
 pub async fn workers(pool: &PgPool, limit: i64) -> Result<Vec<BoardWorker>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT w.id, w.last_seen,
+        "SELECT w.id, w.worker_type, w.last_seen,
                 extract(epoch FROM now() - w.last_seen)::float8 AS age_secs,
                 (SELECT count(*) FROM apalis.jobs j
                  WHERE j.lock_by = w.id AND j.status = 'Running') AS running,
@@ -281,11 +286,11 @@ pub async fn workers(pool: &PgPool, limit: i64) -> Result<Vec<BoardWorker>, sqlx
                 l.version || ' (commit ' || l.git_commit || ')' AS build
          FROM apalis.workers w
          LEFT JOIN worker_state l ON l.worker_id = w.id
-         WHERE w.worker_type = $1
+         WHERE w.worker_type = ANY($1)
          ORDER BY w.last_seen DESC
          LIMIT $2",
     )
-    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(QUEUES)
     .bind(limit)
     .fetch_all(pool)
     .await

@@ -2,7 +2,9 @@
 //! alive, publishes the process's build and its side of the model provider's limits for
 //! the queue board (`worker_state`), and counts the live peers among which the cap on calls
 //! in flight is shared (docs/DESIGN.md, "The provider's limits"). One statement per
-//! beat, none per job: that is what the share costs.
+//! beat, none per job: that is what the share costs. The process's other apalis workers
+//! (one per further job type) are only marked alive ([`touch`]): the process is
+//! counted, and describes itself, once, under its question worker.
 
 use crate::jobs::QUESTION_GENERATION_QUEUE;
 use sqlx::PgConnection;
@@ -76,4 +78,21 @@ pub async fn beat(
     .bind(crate::build::COMMIT)
     .fetch_one(conn)
     .await
+}
+
+/// Marks the apalis worker `name` of queue `job_type` alive; returns whether its row
+/// exists (apalis registers it when the worker starts).
+pub async fn touch(
+    conn: &mut PgConnection,
+    name: &str,
+    job_type: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE apalis.workers SET last_seen = now() WHERE id = $1 AND worker_type = $2",
+    )
+    .bind(name)
+    .bind(job_type)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -1,4 +1,5 @@
-//! SQL for `session_messages`: questions written by the worker, answers by the user.
+//! SQL for `session_messages`: questions and feedback written by the worker, answers by
+//! the user.
 
 use crate::domain::{MessageId, MessageType, OperationId, QuestionType, SessionId};
 use chrono::{DateTime, Utc};
@@ -10,7 +11,7 @@ use utoipa::ToSchema;
 /// The constraint that allows one question message per operation.
 pub const OPERATION_ID_KEY: &str = "session_messages_operation_id_key";
 
-/// A question or an answer in a session.
+/// A question, an answer or a feedback in a session.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Message {
     pub id: MessageId,
@@ -22,7 +23,9 @@ pub struct Message {
     /// For an answer, the question it answers, when the client said; `null` otherwise.
     pub question_id: Option<MessageId>,
     /// For questions: `operation_id`, `question_number`, `model`, `prompt_version`,
-    /// `attempts`, `latency_ms`, and token usage when the provider reports it.
+    /// `attempts`, `latency_ms`, and token usage when the provider reports it. For
+    /// feedback: `operation_id`, `answer_id`, `score`, `strengths`, `improvements`,
+    /// `model`, `prompt_version`, `attempts`, `latency_ms`, and usage likewise.
     #[schema(value_type = Object)]
     pub metadata: Json<serde_json::Value>,
     pub created_at: DateTime<Utc>,
@@ -66,6 +69,31 @@ pub async fn is_question_of(
     .bind(id)
     .bind(session_id)
     .fetch_one(conn)
+    .await
+}
+
+/// An answer of a session, as feedback needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct AnswerRef {
+    pub id: MessageId,
+    /// The question it answers, when the client said.
+    pub question_id: Option<MessageId>,
+}
+
+/// The answer `id` of `session_id`; `None` when there is no such answer (another
+/// session's, a question, or nothing).
+pub async fn find_answer(
+    conn: &mut PgConnection,
+    id: MessageId,
+    session_id: SessionId,
+) -> Result<Option<AnswerRef>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, question_id FROM session_messages
+         WHERE id = $1 AND session_id = $2 AND message_type = 'answer'",
+    )
+    .bind(id)
+    .bind(session_id)
+    .fetch_optional(conn)
     .await
 }
 

@@ -4,7 +4,8 @@
 //! Layout: one module per table of ours (`users`, `resumes`, `job_postings`,
 //! `sessions`, `messages`, `operations`, `rate_limits`) and one for apalis' tables
 //! (`queue`), none of which imports another; beside them, the modules whose one question
-//! spans tables: `attempt` (a question's start and its one commit), `reconcile` (which
+//! spans tables: `attempt` (a question's start and its one commit), `feedback` (the
+//! same for a feedback), `reconcile` (which
 //! operations can no longer end), `retention` (deleting old rows of every table),
 //! `board` (the queue board's read-only views) and `heartbeat` (a worker's beat, its
 //! provider state and its count of live peers).
@@ -14,6 +15,7 @@
 
 pub mod attempt;
 pub mod board;
+pub mod feedback;
 pub mod heartbeat;
 pub mod job_postings;
 pub mod messages;

@@ -1,11 +1,12 @@
-//! SQL for `operations`: the client-visible record of a question generation.
+//! SQL for `operations`: the client-visible record of a question generation or a
+//! feedback analysis.
 //!
 //! State changes are guarded in SQL (`WHERE status IN …`), so a second delivery of a
 //! job, or a worker racing another, can never move an operation backwards or finish it
 //! twice. Reaching `completed` or `failed` fires the `operation_finished` NOTIFY
 //! (trigger in the migration), which wakes long-polls when the change commits.
 
-use crate::domain::{OperationId, OperationStatus, OperationType, SessionId, UserId};
+use crate::domain::{MessageId, OperationId, OperationStatus, OperationType, SessionId, UserId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
@@ -19,7 +20,9 @@ pub struct Operation {
     pub operation_type: OperationType,
     pub status: OperationStatus,
     /// For a completed `question_generation`:
-    /// `{question_text, question_type, message_id, question_number}`.
+    /// `{question_text, question_type, message_id, question_number}`; for a completed
+    /// `feedback_analysis`: `{message_id, answer_id, score, strengths, improvements,
+    /// summary}`.
     #[schema(value_type = Option<Object>)]
     pub result: Option<Json<serde_json::Value>>,
     /// Set only when `failed`: a sentence for a person.
@@ -37,27 +40,44 @@ macro_rules! operation_columns {
     };
 }
 
-/// An operation found by its idempotency key, with the session it was made for.
+/// An operation found by its idempotency key, with what it was made for.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Keyed {
     #[sqlx(flatten)]
     pub operation: Operation,
     pub session_id: Option<SessionId>,
+    /// The answer a feedback analyses.
+    pub answer_id: Option<MessageId>,
 }
 
-/// Inserts a `pending` question generation. With an idempotency key that the user has
-/// used already, nothing is inserted and `None` comes back: the database decides, so
-/// concurrent requests with one key create one operation.
-pub async fn insert_question_generation(
+/// What a new operation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The session's next question.
+    Question(SessionId),
+    /// Feedback on an answer of the session.
+    Feedback(SessionId, MessageId),
+}
+
+/// Inserts a `pending` operation for `target`. With an idempotency key that the user
+/// has used already, nothing is inserted and `None` comes back: the database decides,
+/// so concurrent requests with one key create one operation.
+pub async fn insert(
     conn: &mut PgConnection,
     id: OperationId,
     user_id: UserId,
-    session_id: SessionId,
+    target: Target,
     idempotency_key: Option<&str>,
 ) -> Result<Option<Operation>, sqlx::Error> {
+    let (kind, session_id, answer_id) = match target {
+        Target::Question(session) => (OperationType::QuestionGeneration, session, None),
+        Target::Feedback(session, answer) => {
+            (OperationType::FeedbackAnalysis, session, Some(answer))
+        }
+    };
     sqlx::query_as(concat!(
-        "INSERT INTO operations (id, user_id, session_id, operation_type, idempotency_key)
-         VALUES ($1, $2, $3, 'question_generation', $4)
+        "INSERT INTO operations (id, user_id, session_id, operation_type, answer_id, idempotency_key)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT ON CONSTRAINT operations_user_idempotency_key DO NOTHING
          RETURNING ",
         operation_columns!()
@@ -65,7 +85,43 @@ pub async fn insert_question_generation(
     .bind(id)
     .bind(user_id)
     .bind(session_id)
+    .bind(kind)
+    .bind(answer_id)
     .bind(idempotency_key)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Inserts a `pending` question generation ([`insert`] of a [`Target::Question`]).
+pub async fn insert_question_generation(
+    conn: &mut PgConnection,
+    id: OperationId,
+    user_id: UserId,
+    session_id: SessionId,
+    idempotency_key: Option<&str>,
+) -> Result<Option<Operation>, sqlx::Error> {
+    insert(
+        conn,
+        id,
+        user_id,
+        Target::Question(session_id),
+        idempotency_key,
+    )
+    .await
+}
+
+/// The feedback on `answer_id` that counts: the one not failed, if any (the index
+/// `operations_feedback_answer_key` allows one).
+pub async fn feedback_of_answer(
+    conn: &mut PgConnection,
+    answer_id: MessageId,
+) -> Result<Option<Operation>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        operation_columns!(),
+        " FROM operations WHERE answer_id = $1 AND status <> 'failed'"
+    ))
+    .bind(answer_id)
     .fetch_optional(conn)
     .await
 }
@@ -79,7 +135,7 @@ pub async fn find_by_idempotency_key(
     sqlx::query_as(concat!(
         "SELECT ",
         operation_columns!(),
-        ", session_id
+        ", session_id, answer_id
          FROM operations WHERE user_id = $1 AND idempotency_key = $2"
     ))
     .bind(user_id)
@@ -165,12 +221,24 @@ pub async fn cancel(
     .await
 }
 
-/// The sentence an operation fails with when its interview session is deleted before
+/// The sentence a question fails with when its interview session is deleted before
 /// it ends (by the api's delete, or found gone by the worker).
 pub const SESSION_GONE: &str =
     "The question could not be generated: the interview session no longer exists.";
+/// [`SESSION_GONE`] of a feedback.
+pub const FEEDBACK_SESSION_GONE: &str =
+    "The feedback could not be generated: the interview session no longer exists.";
 
-/// Fails every unfinished operation of the session with [`SESSION_GONE`]; their ids.
+/// The "no longer exists" sentence of an operation of `kind`.
+pub fn session_gone(kind: OperationType) -> &'static str {
+    match kind {
+        OperationType::QuestionGeneration => SESSION_GONE,
+        OperationType::FeedbackAnalysis => FEEDBACK_SESSION_GONE,
+    }
+}
+
+/// Fails every unfinished operation of the session with its type's "no longer exists"
+/// sentence ([`session_gone`]); their ids.
 /// The caller holds the session's row lock (the order every writer keeps: the session,
 /// then its operations) and ends their jobs ([`super::queue::kill_unstarted_all`]).
 pub async fn fail_unfinished_of_session(
@@ -179,12 +247,14 @@ pub async fn fail_unfinished_of_session(
 ) -> Result<Vec<OperationId>, sqlx::Error> {
     sqlx::query_scalar(
         "UPDATE operations
-         SET status = 'failed', error_message = $2, updated_at = now()
+         SET status = 'failed', updated_at = now(),
+             error_message = CASE operation_type WHEN 'feedback_analysis' THEN $3 ELSE $2 END
          WHERE session_id = $1 AND status IN ('pending', 'processing')
          RETURNING id",
     )
     .bind(session_id)
     .bind(SESSION_GONE)
+    .bind(FEEDBACK_SESSION_GONE)
     .fetch_all(conn)
     .await
 }
@@ -277,14 +347,25 @@ pub async fn add_provider_cost(
     Ok(unfinished == Some(true))
 }
 
+/// A session's unfinished operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Unfinished {
+    /// Of every type: what the api's cap per session counts.
+    pub all: i64,
+    /// Question generations: a new one waits for these (one question at a time).
+    pub questions: i64,
+}
+
 /// How many operations of the session have not finished: the api's cap per session,
-/// and whether a new one must wait for an earlier one.
+/// and whether a new question must wait for an earlier one.
 pub async fn count_unfinished(
     conn: &mut PgConnection,
     session_id: SessionId,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM operations
+) -> Result<Unfinished, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) AS \"all\",
+                count(*) FILTER (WHERE operation_type = 'question_generation') AS questions
+         FROM operations
          WHERE session_id = $1 AND status IN ('pending', 'processing')",
     )
     .bind(session_id)

@@ -2,13 +2,13 @@
 //! does itself: what the gauges read of the queue, a job put back for a newer worker,
 //! and the end of a cancelled job.
 //!
-//! Only rows of our queue (`job_type = 'question_generation'`) are touched. Left to
+//! Only rows of our queues ([`QUEUES`]: one per operation type) are touched. Left to
 //! others: the enqueue to [`crate::jobs`] (it goes through apalis' `push_tasks`),
 //! deleting old rows to [`super::retention`], the board's views to [`super::board`], the
 //! worker's heartbeat to [`super::heartbeat`].
 
 use crate::domain::OperationId;
-use crate::jobs::QUESTION_GENERATION_QUEUE;
+use crate::jobs::QUEUES;
 use sqlx::{PgConnection, PgPool};
 
 /// The SQL condition on a job row `j` that apalis will not run again: `Done`, `Killed`,
@@ -22,43 +22,55 @@ macro_rules! ended_job {
     };
 }
 
-/// Jobs of the queue by apalis status (`Pending`, `Queued`, `Running`, `Done`,
+/// Jobs of one queue in one apalis status.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueueCount {
+    pub job_type: String,
+    /// apalis' status, or `Held` / `Scheduled` (see [`count_by_status`]).
+    pub status: String,
+    pub count: i64,
+}
+
+/// Jobs of each of our queues by apalis status (`Pending`, `Queued`, `Running`, `Done`,
 /// `Failed`, `Killed`), as one cheap GROUP BY; `Pending` and `Queued` count only the
 /// jobs that are due. One not due yet is `Held` (behind its session's earlier question:
 /// `run_at` at the end of time) or `Scheduled` (due later), so that a session's queued
 /// follow-ups do not read as work that more workers could take.
-pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+pub async fn count_by_status(pool: &PgPool) -> Result<Vec<QueueCount>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT CASE WHEN status NOT IN ('Pending', 'Queued') OR run_at <= now() THEN status
+        "SELECT job_type,
+                CASE WHEN status NOT IN ('Pending', 'Queued') OR run_at <= now() THEN status
                      WHEN run_at >= question_job_held_until() THEN 'Held'
-                     ELSE 'Scheduled' END,
-                count(*)
-         FROM apalis.jobs WHERE job_type = $1 GROUP BY 1",
+                     ELSE 'Scheduled' END AS status,
+                count(*) AS count
+         FROM apalis.jobs WHERE job_type = ANY($1) GROUP BY 1, 2",
     )
-    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(QUEUES)
     .fetch_all(pool)
     .await
 }
 
-/// Seconds since the oldest job still waiting to be picked up was due (0 when none is).
-pub async fn oldest_pending_age_secs(pool: &PgPool) -> Result<f64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8
+/// Per queue, seconds since its oldest job still waiting to be picked up was due (a
+/// queue with none waiting is absent).
+pub async fn oldest_pending_age_secs(pool: &PgPool) -> Result<Vec<(String, f64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT job_type, extract(epoch FROM now() - min(run_at))::float8
          FROM apalis.jobs
-         WHERE job_type = $1 AND status IN ('Pending', 'Queued') AND run_at <= now()",
+         WHERE job_type = ANY($1) AND status IN ('Pending', 'Queued') AND run_at <= now()
+         GROUP BY job_type",
     )
-    .bind(QUESTION_GENERATION_QUEUE)
-    .fetch_one(pool)
+    .bind(QUEUES)
+    .fetch_all(pool)
     .await
 }
 
-/// Seconds since the freshest heartbeat of any worker on the queue; `None` when no
+/// Seconds since the freshest heartbeat of any worker on our queues; `None` when no
 /// worker ever registered.
 pub async fn freshest_worker_heartbeat_age_secs(pool: &PgPool) -> Result<Option<f64>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT extract(epoch FROM now() - max(last_seen))::float8 FROM apalis.workers WHERE worker_type = $1",
+        "SELECT extract(epoch FROM now() - max(last_seen))::float8 FROM apalis.workers WHERE worker_type = ANY($1)",
     )
-    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(QUEUES)
     .fetch_one(pool)
     .await
 }
@@ -78,12 +90,12 @@ pub async fn put_back(
         "UPDATE apalis.jobs
          SET status = 'Pending', lock_by = NULL, lock_at = NULL,
              run_at = now() + make_interval(secs => $3)
-         WHERE id = $1 AND job_type = $4 AND lock_by = $2",
+         WHERE id = $1 AND job_type = ANY($4) AND lock_by = $2",
     )
     .bind(job_id)
     .bind(worker)
     .bind(delay.as_secs_f64())
-    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(QUEUES)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -100,10 +112,10 @@ pub async fn kill_unstarted_all(
     let done = sqlx::query(
         "UPDATE apalis.jobs
          SET status = 'Killed', done_at = now(), last_result = json_build_object('Err', $3::text)
-         WHERE job_type = $1 AND idempotency_key = ANY($2)
+         WHERE job_type = ANY($1) AND idempotency_key = ANY($2)
            AND status IN ('Pending', 'Queued', 'Failed')",
     )
-    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(QUEUES)
     .bind(keys)
     .bind(why)
     .execute(conn)
@@ -122,10 +134,10 @@ pub async fn kill_unstarted(
         "UPDATE apalis.jobs
          SET status = 'Killed', done_at = now(),
              last_result = '{\"Err\": \"Cancelled by its owner.\"}'
-         WHERE job_type = $1 AND idempotency_key = $2::text
+         WHERE job_type = ANY($1) AND idempotency_key = $2::text
            AND status IN ('Pending', 'Queued', 'Failed')",
     )
-    .bind(QUESTION_GENERATION_QUEUE)
+    .bind(QUEUES)
     .bind(operation_id)
     .execute(conn)
     .await?;

@@ -15,16 +15,30 @@
 //! LOCKED`, sessions' before operations' as every writer takes them, and every update
 //! is guarded by the status it expects.
 
-use crate::domain::{OperationId, SessionId};
+use crate::domain::{OperationId, OperationType, SessionId};
 use crate::ended_job;
-use crate::jobs::QUESTION_GENERATION_QUEUE;
 use sqlx::{Connection, PgConnection};
 use std::time::Duration;
 
-/// Shown when the job ended without the operation ending.
+/// Shown when a question's job ended without the operation ending.
 pub const JOB_ENDED: &str = "The question could not be generated: every attempt failed.";
-/// Shown when the operation outlived the job's worst case.
+/// Shown when a question's operation outlived the job's worst case.
 pub const OVERDUE: &str = "The question could not be generated in time.";
+/// [`JOB_ENDED`] of a feedback.
+pub const FEEDBACK_JOB_ENDED: &str = "The feedback could not be generated: every attempt failed.";
+/// [`OVERDUE`] of a feedback.
+pub const FEEDBACK_OVERDUE: &str = "The feedback could not be generated in time.";
+
+/// The sentence the reconciler fails an operation of `kind` with, for `reason`
+/// (`job_ended` or `overdue`).
+pub fn sentence(kind: OperationType, reason: &str) -> &'static str {
+    match (kind, reason) {
+        (OperationType::QuestionGeneration, "overdue") => OVERDUE,
+        (OperationType::QuestionGeneration, _) => JOB_ENDED,
+        (OperationType::FeedbackAnalysis, "overdue") => FEEDBACK_OVERDUE,
+        (OperationType::FeedbackAnalysis, _) => FEEDBACK_JOB_ENDED,
+    }
+}
 
 /// Operations failed per statement; the next tick takes the rest.
 const BATCH: i64 = 500;
@@ -61,24 +75,24 @@ pub struct Reconciled {
 }
 
 /// The stuck operations, with why, as a `SELECT` over `operations o` and their jobs
-/// `j`: `$1` the queue, `$2` one attempt's worst case and `$3` what is added once (both
-/// in seconds). Both statements of [`fail_stuck`] are built on it, so the one that
+/// `j` (a job's queue is its operation's type): `$1` one attempt's worst case and `$2`
+/// what is added once (both in seconds). Both statements of [`fail_stuck`] are built on it, so the one that
 /// fails an operation checks again, under the locks, what the one that chose it saw.
 macro_rules! stuck {
     () => {
         concat!(
-            "SELECT o.id, o.session_id,
+            "SELECT o.id, o.session_id, o.operation_type,
                     CASE WHEN j.id IS NULL OR ",
             ended_job!(),
             " THEN 'job_ended' ELSE 'overdue' END AS reason
              FROM operations o
-             LEFT JOIN apalis.jobs j ON j.job_type = $1 AND j.idempotency_key = o.id::text
+             LEFT JOIN apalis.jobs j ON j.job_type = o.operation_type AND j.idempotency_key = o.id::text
              WHERE o.status IN ('pending', 'processing')
                AND (j.id IS NULL OR ",
             ended_job!(),
             " OR coalesce(o.started_at,
                                 CASE WHEN j.status IN ('Queued', 'Running') THEN j.lock_at END)
-                       < now() - make_interval(secs => $2 * j.max_attempts + $3))"
+                       < now() - make_interval(secs => $1 * j.max_attempts + $2))"
         )
     };
 }
@@ -98,14 +112,16 @@ pub async fn fail_stuck(
     worst_case: WorstCase,
 ) -> Result<Vec<Reconciled>, sqlx::Error> {
     let mut tx = conn.begin().await?;
-    let candidates: Vec<(OperationId, Option<SessionId>)> =
-        sqlx::query_as(concat!(stuck!(), " ORDER BY o.created_at LIMIT $4"))
-            .bind(QUESTION_GENERATION_QUEUE)
-            .bind(worst_case.per_attempt.as_secs_f64())
-            .bind(worst_case.once().as_secs_f64())
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
+    let candidates: Vec<(OperationId, Option<SessionId>)> = sqlx::query_as(concat!(
+        "SELECT id, session_id FROM (",
+        stuck!(),
+        " ORDER BY o.created_at LIMIT $3) AS candidates"
+    ))
+    .bind(worst_case.per_attempt.as_secs_f64())
+    .bind(worst_case.once().as_secs_f64())
+    .bind(BATCH)
+    .fetch_all(&mut *tx)
+    .await?;
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
@@ -130,17 +146,21 @@ pub async fn fail_stuck(
     let failed = sqlx::query_as(concat!(
         "WITH stuck AS (",
         stuck!(),
-        "      AND o.id = ANY($4)
+        "      AND o.id = ANY($3)
              FOR UPDATE OF o SKIP LOCKED
          ),
          failed AS (
              UPDATE operations o
              SET status = 'failed',
-                 error_message = CASE stuck.reason WHEN 'overdue' THEN $6 ELSE $5 END,
+                 error_message = CASE
+                     WHEN stuck.operation_type = 'feedback_analysis' THEN
+                         CASE stuck.reason WHEN 'overdue' THEN $7 ELSE $6 END
+                     ELSE CASE stuck.reason WHEN 'overdue' THEN $5 ELSE $4 END
+                 END,
                  updated_at = now()
              FROM stuck
              WHERE o.id = stuck.id AND o.status IN ('pending', 'processing')
-             RETURNING o.id, stuck.reason
+             RETURNING o.id, o.operation_type, stuck.reason
          ),
          ended AS (
              UPDATE apalis.jobs j
@@ -148,17 +168,18 @@ pub async fn fail_stuck(
                  last_result = '{\"Err\": \"Ended by the reconciler: the operation outlived a job''s worst case.\"}'
              FROM failed
              WHERE failed.reason = 'overdue'
-               AND j.job_type = $1 AND j.idempotency_key = failed.id::text
+               AND j.job_type = failed.operation_type AND j.idempotency_key = failed.id::text
                AND j.status NOT IN ('Done', 'Killed')
          )
          SELECT id, reason FROM failed"
     ))
-    .bind(QUESTION_GENERATION_QUEUE)
     .bind(worst_case.per_attempt.as_secs_f64())
     .bind(worst_case.once().as_secs_f64())
     .bind(&ready)
     .bind(JOB_ENDED)
     .bind(OVERDUE)
+    .bind(FEEDBACK_JOB_ENDED)
+    .bind(FEEDBACK_OVERDUE)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -175,12 +196,11 @@ pub async fn count_overdue(
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT count(*) FROM operations o
-         LEFT JOIN apalis.jobs j ON j.job_type = $1 AND j.idempotency_key = o.id::text
+         LEFT JOIN apalis.jobs j ON j.job_type = o.operation_type AND j.idempotency_key = o.id::text
          WHERE o.status IN ('pending', 'processing')
            AND o.started_at
-               < now() - make_interval(secs => $2 * coalesce(j.max_attempts, 1) + $3)",
+               < now() - make_interval(secs => $1 * coalesce(j.max_attempts, 1) + $2)",
     )
-    .bind(QUESTION_GENERATION_QUEUE)
     .bind(worst_case.per_attempt.as_secs_f64())
     .bind(worst_case.once().as_secs_f64())
     .fetch_one(conn)

@@ -5,7 +5,7 @@
 //! here, beside each other, because they share their runner and their lock.
 
 use crate::ended_job;
-use crate::jobs::QUESTION_GENERATION_QUEUE;
+use crate::jobs::QUEUES;
 use sqlx::{PgConnection, PgPool};
 
 /// Rows deleted per statement by the purges: small enough that no statement holds
@@ -26,7 +26,7 @@ macro_rules! operation_of_key {
     };
 }
 
-/// Deletes up to [`PURGE_BATCH`] ended jobs of the queue that ended more than
+/// Deletes up to [`PURGE_BATCH`] ended jobs of our queues that ended more than
 /// `older_than_days` ago, and held jobs with no operation to release them: theirs went
 /// with its user, or their key names none (`operation_of_key!`). Nothing will release
 /// them, and their run_at, the end of time, never ages. The operations and messages
@@ -41,7 +41,7 @@ pub async fn purge_ended_jobs(
         concat!(
             "DELETE FROM apalis.jobs WHERE id IN (
                  SELECT j.id FROM apalis.jobs j
-                 WHERE j.job_type = $1
+                 WHERE j.job_type = ANY($1)
                    AND ((",
             ended_job!(),
             " AND coalesce(j.done_at, j.lock_at, j.run_at) < now() - make_interval(days => $2))
@@ -70,7 +70,7 @@ pub async fn purge_silent_workers(
         pool,
         "WITH chosen AS (
              SELECT w.id FROM apalis.workers w
-             WHERE w.worker_type = $1
+             WHERE w.worker_type = ANY($1)
                AND w.last_seen < now() - make_interval(days => $2)
                AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)
              LIMIT $3
@@ -108,7 +108,7 @@ pub async fn purge_finished_operations(
     .await
 }
 
-/// Runs one purge statement (binding the queue, the days and [`PURGE_BATCH`]) under
+/// Runs one purge statement (binding our queues, the days and [`PURGE_BATCH`]) under
 /// the purge lock; `None` when another replica holds it.
 async fn purge(
     pool: &PgPool,
@@ -118,7 +118,7 @@ async fn purge(
     purge_locked(
         pool,
         sqlx::query(sql)
-            .bind(QUESTION_GENERATION_QUEUE)
+            .bind(QUEUES)
             .bind(older_than_days as i32)
             .bind(PURGE_BATCH),
     )

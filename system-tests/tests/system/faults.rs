@@ -134,3 +134,62 @@ async fn sigterm_with_50_jobs_in_flight_exits_0_in_time_and_loses_nothing(pool: 
     }
     assert_consistent(&pool).await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn kill_9_among_workers_running_questions_and_feedback_loses_and_duplicates_nothing(
+    pool: PgPool,
+) {
+    use wiremock::matchers::{body_string_contains, method, path};
+    migrated(&pool).await;
+    let server = wiremock::MockServer::start().await;
+    let slow = Duration::from_millis(100);
+    // Feedback requests name their schema; everything else is asked for a question.
+    wiremock::Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_string_contains("interview_feedback"))
+        .respond_with(feedback(3, "Fair, could go deeper.").set_delay(slow))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount(
+        &server,
+        2,
+        None,
+        question("Survive this?", "technical").set_delay(slow),
+    )
+    .await;
+    let env = worker_env(&pool, &server, &[]);
+    let fixtures = sessions(&pool, 20).await;
+    let mut ops = Vec::new();
+    for (user, session) in &fixtures {
+        for n in 0..3 {
+            let question = asked(&pool, *session, &format!("Question {n}?")).await;
+            let (_, op) =
+                enqueue_feedback(&pool, *user, *session, question, "My answer, at length.", 5)
+                    .await;
+            ops.push(op);
+        }
+    }
+    ops.extend(enqueue_on(&pool, &fixtures, 3).await);
+    let mut workers = vec![
+        Process::start("worker", "mixed-a", &env).await,
+        Process::start("worker", "mixed-b", &env).await,
+    ];
+    for round in 1..=2i64 {
+        until_operations(&pool, "completed", round * 40).await;
+        let mut victim = workers.remove(0);
+        victim.kill();
+        workers.push(Process::start("worker", &format!("mixed-{round}-restart"), &env).await);
+    }
+    for op in &ops {
+        assert_eq!(finished(&pool, *op).await.status.as_str(), "completed");
+    }
+    let feedback_messages: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM session_messages WHERE message_type = 'feedback'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(feedback_messages, 60);
+    assert_eq!(operations_in(&pool, "completed").await, 120);
+    assert_consistent(&pool).await;
+}

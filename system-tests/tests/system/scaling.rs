@@ -3,7 +3,7 @@
 //! the replica count the HPA formula gives, `ceil(value / target)` between
 //! `minReplicaCount` and `maxReplicaCount` (deploy/README.md, "How scaling behaves").
 
-use shared::jobs::{HELD_UNTIL, QUESTION_GENERATION_QUEUE};
+use shared::jobs::{FEEDBACK_ANALYSIS_QUEUE, HELD_UNTIL, QUESTION_GENERATION_QUEUE};
 use sqlx::PgPool;
 use std::path::PathBuf;
 use testkit::fixtures::*;
@@ -268,14 +268,47 @@ async fn a_mixed_queue_counts_what_could_run_now_and_what_runs(pool: PgPool) {
     let count = |status: &str| {
         by_status
             .iter()
-            .find(|(s, _)| s == status)
-            .map_or(0, |(_, n)| *n)
+            .find(|c| c.job_type == QUESTION_GENERATION_QUEUE && c.status == status)
+            .map_or(0, |c| c.count)
     };
     assert_eq!(count("Pending"), 3 + 88, "{by_status:?}");
     assert_eq!(count("Queued"), 7, "{by_status:?}");
     assert_eq!(count("Held"), 300 + 6, "{by_status:?}");
     assert_eq!(count("Scheduled"), 40, "{by_status:?}");
     assert_eq!(count("Failed"), 2 + 5 + 50, "{by_status:?}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_busier_job_type_decides_for_each_replica_runs_both(pool: PgPool) {
+    migrated(&pool).await;
+    let scaler = Scaler::from_manifest();
+    question_jobs(&pool, 100, "Pending", 0, Due::Now).await;
+    jobs(&pool, FEEDBACK_ANALYSIS_QUEUE, 30, "Pending", 0, Due::Now).await;
+    jobs(&pool, FEEDBACK_ANALYSIS_QUEUE, 10, "Running", 1, Due::Now).await;
+    assert_eq!(
+        scaler.value(&pool).await,
+        100,
+        "the questions' 100, not 140"
+    );
+
+    // Feedback alone can ask for replicas too.
+    jobs(&pool, FEEDBACK_ANALYSIS_QUEUE, 160, "Pending", 0, Due::Now).await;
+    let value = scaler.value(&pool).await;
+    assert_eq!(value, 200);
+    assert_eq!(scaler.replicas(value), 200_u32.div_ceil(scaler.target));
+
+    // The gauges count the types apart.
+    let by_status = shared::db::queue::count_by_status(&pool)
+        .await
+        .expect("count");
+    let pending = |queue: &str| {
+        by_status
+            .iter()
+            .find(|c| c.job_type == queue && c.status == "Pending")
+            .map_or(0, |c| c.count)
+    };
+    assert_eq!(pending(QUESTION_GENERATION_QUEUE), 100);
+    assert_eq!(pending(FEEDBACK_ANALYSIS_QUEUE), 190);
 }
 
 #[sqlx::test(migrations = false)]

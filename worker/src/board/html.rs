@@ -89,8 +89,8 @@ pub fn page(title: &str, body: &str) -> String {
 <style>{STYLE}</style>
 </head>
 <body>
-<header><a class="home" href="/board">Queue board</a> <span class="queue">question_generation</span></header>
-<p class="note">Read-only. A failed operation stays failed (the owner asks for a new question); cancelling is the owner's: <code>POST /api/v1/operations/{{id}}/cancel</code> on the api. Times are UTC.</p>
+<header><a class="home" href="/board">Queue board</a> <span class="queue">question_generation · feedback_analysis</span></header>
+<p class="note">Read-only. A failed operation stays failed (the owner asks again); cancelling is the owner's: <code>POST /api/v1/operations/{{id}}/cancel</code> on the api. Times are UTC.</p>
 {body}
 </body>
 </html>

@@ -29,7 +29,8 @@ fn meaning(state: &str) -> &'static str {
 /// `filter` is set).
 #[derive(Debug)]
 pub struct Overview<'a> {
-    pub counts: &'a [(String, i64)],
+    /// `(job type, state, count)`.
+    pub counts: &'a [(String, String, i64)],
     pub jobs: &'a [BoardJob],
     pub workers: &'a [BoardWorker],
     /// The users whose questions took the most tokens in the last 24 hours.
@@ -46,17 +47,24 @@ impl Overview<'_> {
     pub fn render(&self) -> String {
         let mut body = String::new();
         body.push_str("<h2>Jobs by state</h2>\n<div class=\"counts\">\n");
-        let total: i64 = self.counts.iter().map(|(_, n)| n).sum();
+        // The tiles count the type the list is narrowed to, or every type.
+        let counted = |state: Option<&str>| -> i64 {
+            self.counts
+                .iter()
+                .filter(|(job_type, name, _)| {
+                    self.filter.job_type.is_none_or(|t| t == job_type)
+                        && state.is_none_or(|s| s == name)
+                })
+                .map(|(_, _, n)| n)
+                .sum()
+        };
+        let total = counted(None);
         body.push_str(&format!(
             "<a class=\"count{}\" id=\"count-all\" href=\"/board\"><b>{total}</b>all<br><small>in the queue</small></a>\n",
             if self.filter.state.is_none() { " on" } else { "" },
         ));
         for state in BOARD_STATES {
-            let count = self
-                .counts
-                .iter()
-                .find(|(name, _)| name == state)
-                .map_or(0, |(_, n)| *n);
+            let count = counted(Some(state));
             body.push_str(&format!(
                 "<a class=\"count{on}\" id=\"count-{state}\" href=\"/board?state={state}\"><b>{count}</b><span class=\"state {state}\">{state}</span><br><small>{meaning}</small></a>\n",
                 on = if self.filter.state == Some(state) { " on" } else { "" },
@@ -64,13 +72,14 @@ impl Overview<'_> {
             ));
         }
         body.push_str("</div>\n");
+        body.push_str(&self.types_table());
 
         body.push_str("<h2>Workers</h2>\n");
         if self.workers.is_empty() {
             body.push_str("<p class=\"empty\">No worker has registered.</p>\n");
         } else {
             body.push_str(
-                "<table>\n<tr><th>Worker</th><th>Last seen</th><th>Age</th><th>Running</th><th>Model calls / share</th><th>Breaker</th><th>Build</th></tr>\n",
+                "<table>\n<tr><th>Worker</th><th>Queue</th><th>Last seen</th><th>Age</th><th>Running</th><th>Model calls / share</th><th>Breaker</th><th>Build</th></tr>\n",
             );
             for worker in self.workers {
                 body.push_str(&self.worker_row(worker));
@@ -80,9 +89,13 @@ impl Overview<'_> {
 
         body.push_str("<h2>Top users by tokens, last 24 hours</h2>\n");
         if self.spenders.is_empty() {
-            body.push_str("<p class=\"empty\">No question in the last 24 hours.</p>\n");
+            body.push_str(
+                "<p class=\"empty\">Nothing written by the model in the last 24 hours.</p>\n",
+            );
         } else {
-            body.push_str("<table>\n<tr><th>User</th><th>Questions</th><th>Tokens</th></tr>\n");
+            body.push_str(
+                "<table>\n<tr><th>User</th><th>Questions and feedback</th><th>Tokens</th></tr>\n",
+            );
             for spender in self.spenders {
                 body.push_str(&format!(
                     "<tr><td class=\"mono\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>\n",
@@ -110,7 +123,7 @@ impl Overview<'_> {
             body.push_str("<p class=\"empty\">No job.</p>\n");
         } else {
             body.push_str(
-                "<table>\n<tr><th>Job</th><th>Operation</th><th>State</th><th>Attempts</th><th>Run at</th><th>Worker</th><th>Done at</th><th>Last error</th></tr>\n",
+                "<table>\n<tr><th>Job</th><th>Type</th><th>Operation</th><th>State</th><th>Attempts</th><th>Run at</th><th>Worker</th><th>Done at</th><th>Last error</th></tr>\n",
             );
             for job in self.jobs {
                 body.push_str(&job_row(job));
@@ -119,6 +132,32 @@ impl Overview<'_> {
             body.push_str(&self.older_link());
         }
         page("Queue board", &body)
+    }
+
+    /// Each job type's jobs by state, so that one type's backlog shows apart from the
+    /// other's.
+    fn types_table(&self) -> String {
+        let mut table = String::from("<table id=\"by-type\">\n<tr><th>Type</th>");
+        for state in BOARD_STATES {
+            table.push_str(&format!("<th>{state}</th>"));
+        }
+        table.push_str("</tr>\n");
+        for job_type in JOB_TYPES {
+            table.push_str(&format!(
+                "<tr><td><a href=\"/board?type={job_type}\">{job_type}</a></td>"
+            ));
+            for state in BOARD_STATES {
+                let count = self
+                    .counts
+                    .iter()
+                    .find(|(t, s, _)| t == job_type && s == state)
+                    .map_or(0, |(_, _, n)| *n);
+                table.push_str(&format!("<td class=\"num\">{count}</td>"));
+            }
+            table.push_str("</tr>\n");
+        }
+        table.push_str("</table>\n");
+        table
     }
 
     /// Find by id, and narrow by type (a form: the query string carries it, and the
@@ -175,8 +214,9 @@ impl Overview<'_> {
     fn worker_row(&self, worker: &BoardWorker) -> String {
         let silent = worker.age_secs > self.heartbeat_window.as_secs_f64();
         format!(
-            "<tr><td class=\"mono\">{id}</td><td class=\"when\">{seen}</td><td class=\"num{class}\">{age}{note}</td><td class=\"num\">{running}</td><td class=\"num\">{calls}</td><td>{breaker}</td><td class=\"mono\">{build}</td></tr>\n",
+            "<tr><td class=\"mono\">{id}</td><td>{queue}</td><td class=\"when\">{seen}</td><td class=\"num{class}\">{age}{note}</td><td class=\"num\">{running}</td><td class=\"num\">{calls}</td><td>{breaker}</td><td class=\"mono\">{build}</td></tr>\n",
             id = escape(&worker.id),
+            queue = escape(&worker.worker_type),
             seen = time(worker.last_seen),
             class = if silent { " silent" } else { "" },
             age = age(worker.age_secs),
@@ -199,9 +239,10 @@ impl Overview<'_> {
 
 fn job_row(job: &BoardJob) -> String {
     format!(
-        "<tr><td class=\"mono\"><a href=\"/board/jobs/{href}\">{id}</a></td><td class=\"mono\">{operation}</td><td><span class=\"state {state}\">{state}</span></td><td class=\"num\">{attempts}/{max}</td><td class=\"when\">{run_at}</td><td class=\"mono\">{worker}</td><td class=\"when\">{done_at}</td><td class=\"err\">{error}</td></tr>\n",
+        "<tr><td class=\"mono\"><a href=\"/board/jobs/{href}\">{id}</a></td><td>{job_type}</td><td class=\"mono\">{operation}</td><td><span class=\"state {state}\">{state}</span></td><td class=\"num\">{attempts}/{max}</td><td class=\"when\">{run_at}</td><td class=\"mono\">{worker}</td><td class=\"when\">{done_at}</td><td class=\"err\">{error}</td></tr>\n",
         href = escape(&path_segment(&job.id)),
         id = escape(&job.id),
+        job_type = escape(&job.job_type),
         operation = escape(job.operation_id.as_deref().unwrap_or("—")),
         state = escape(&job.state),
         attempts = job.attempts,
@@ -225,6 +266,7 @@ pub fn job(detail: &BoardJobDetail) -> String {
         id = escape(&job.id)
     );
     let rows = [
+        ("Type", escape(&job.job_type)),
         (
             "State",
             format!("<span class=\"state {0}\">{0}</span>", escape(&job.state)),

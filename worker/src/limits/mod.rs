@@ -16,8 +16,7 @@
 pub mod breaker;
 pub mod cap;
 
-use crate::llm::{Generated, Llm, LlmError, Outcome, QuestionWriter};
-use crate::prompt::QuestionContext;
+use crate::llm::{LlmError, Outcome};
 use breaker::{Breaker, Verdict};
 use cap::Cap;
 use metrics::{counter, histogram};
@@ -72,10 +71,10 @@ pub struct Limits {
     settings: LimitSettings,
 }
 
-/// How an attempt's asking ended.
+/// How an attempt's asking ended; `T`: what a call that succeeded returned.
 #[derive(Debug)]
-pub enum Asked {
-    Written(Generated),
+pub enum Asked<T> {
+    Written(T),
     /// A failure no wait explains: the attempt counts it.
     Failed(LlmError),
     /// The next wait would pass the operation's `LLM_MAX_WAIT_SECS`.
@@ -114,16 +113,15 @@ impl Limits {
         }
     }
 
-    /// Asks `llm` for a question, as many calls as the provider's refusals explain,
+    /// Makes `call` (one request to the model), as many times as the provider's refusals explain,
     /// waiting between them; returns how it ended and what it cost. What is not yet
     /// in the operation's row when it returns is the cost of the attempt's last call
     /// (and none when it was written: the question's metadata says it).
-    pub async fn ask(
-        &self,
-        llm: &Llm,
-        context: &QuestionContext,
-        budget: Budget<'_>,
-    ) -> (Asked, Spent) {
+    pub async fn ask<T, F, Fut>(&self, call: F, budget: Budget<'_>) -> (Asked<T>, Spent)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, LlmError>>,
+    {
         let patience_ends =
             Instant::now() + self.settings.max_wait.saturating_sub(budget.waited_before);
         let mut spent = Spent::default();
@@ -146,7 +144,7 @@ impl Limits {
             spent.waited += self.waited(WaitReason::Cap, waiting);
 
             let started = Instant::now();
-            let written = llm.write(context).await;
+            let written = call().await;
             drop(permit);
             spent.last_call = started.elapsed();
             histogram!("llm_request_duration_seconds").record(spent.last_call.as_secs_f64());
@@ -218,13 +216,13 @@ impl Limits {
         waited
     }
 
-    async fn give_up(
+    async fn give_up<T>(
         &self,
         reason: WaitReason,
         spent: Spent,
         mut kept: Spent,
         budget: Budget<'_>,
-    ) -> (Asked, Spent) {
+    ) -> (Asked<T>, Spent) {
         tracing::warn!(
             reason = reason.label(),
             waited_ms = spent.waited.as_millis() as u64,

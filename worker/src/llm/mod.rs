@@ -1,15 +1,18 @@
-//! The LLM layer: one trait, [`QuestionWriter`], and two providers — `openai` (any
+//! The LLM layer: one trait, [`Writer`], for the two things the model writes — an
+//! interview question, and the feedback on an answer — and two providers: `openai` (any
 //! OpenAI-compatible server, through async-openai) and `offline` (deterministic, no
-//! network). Errors are classified here once: which may pass on another attempt, which
-//! will not, and the sentence a person is shown for each.
+//! network). Errors are classified here once, whatever was asked for: which may pass on
+//! another attempt, which will not, and the sentence a person is shown for each, worded
+//! for the operation that failed.
 
 pub mod hints;
 pub mod offline;
 pub mod openai;
 pub mod spend;
 
-use crate::output::Question;
-use crate::prompt::QuestionContext;
+use crate::output::{Feedback, Question};
+use crate::prompt::{FeedbackContext, QuestionContext};
+use shared::domain::OperationType;
 use std::future::Future;
 use std::time::Duration;
 
@@ -21,23 +24,30 @@ pub struct Usage {
     pub total_tokens: u32,
 }
 
-/// A question and what produced it.
+/// What the model wrote (a [`Question`] or a [`Feedback`]) and what produced it.
 #[derive(Debug, Clone)]
-pub struct Generated {
-    pub question: Question,
+pub struct Generated<T = Question> {
+    pub output: T,
     /// The model that wrote it, as the provider names it.
     pub model: String,
     pub usage: Option<Usage>,
 }
 
-/// Writes one interview question from its context.
-pub trait QuestionWriter: Send + Sync {
-    /// Asks for one question: one request to the provider, no retries of its own
-    /// (the job's retry policy is the only one, and it is visible in metrics).
-    fn write(
+/// Writes what the interview needs from the model. Each method is one request to the
+/// provider with no retries of its own: the job's retry policy is the only one, and it
+/// is visible in metrics.
+pub trait Writer: Send + Sync {
+    /// Asks for one interview question.
+    fn question(
         &self,
         context: &QuestionContext,
     ) -> impl Future<Output = Result<Generated, LlmError>> + Send;
+
+    /// Asks for the feedback on one answer.
+    fn feedback(
+        &self,
+        context: &FeedbackContext,
+    ) -> impl Future<Output = Result<Generated<Feedback>, LlmError>> + Send;
 
     /// The configured model name, for logs and metadata.
     fn model(&self) -> &str;
@@ -50,11 +60,18 @@ pub enum Llm {
     Offline(offline::OfflineWriter),
 }
 
-impl QuestionWriter for Llm {
-    async fn write(&self, context: &QuestionContext) -> Result<Generated, LlmError> {
+impl Writer for Llm {
+    async fn question(&self, context: &QuestionContext) -> Result<Generated, LlmError> {
         match self {
-            Llm::OpenAi(writer) => writer.write(context).await,
-            Llm::Offline(writer) => writer.write(context).await,
+            Llm::OpenAi(writer) => writer.question(context).await,
+            Llm::Offline(writer) => writer.question(context).await,
+        }
+    }
+
+    async fn feedback(&self, context: &FeedbackContext) -> Result<Generated<Feedback>, LlmError> {
+        match self {
+            Llm::OpenAi(writer) => writer.feedback(context).await,
+            Llm::Offline(writer) => writer.feedback(context).await,
         }
     }
 
@@ -82,7 +99,7 @@ pub enum Outcome {
     /// The account's quota is used up (OpenAI's `insufficient_quota`, sent as a `429`):
     /// no wait cures it, so it is not a rate limit.
     QuotaExhausted,
-    /// An answer that is not one valid question.
+    /// An answer that is not one valid question, or feedback.
     InvalidOutput,
 }
 
@@ -105,29 +122,27 @@ impl Outcome {
         }
     }
 
-    /// What a person is told when the operation fails this way: never a key, a URL or
-    /// what the provider said.
-    pub fn sentence(self) -> &'static str {
-        match self {
-            Outcome::Timeout => {
-                "The question could not be generated: the language model did not answer in time."
-            }
-            Outcome::Connection => {
-                "The question could not be generated: the language model service could not be reached."
-            }
-            Outcome::RateLimited => {
-                "The question could not be generated: the language model service is busy. Please try again later."
-            }
-            Outcome::ServerError => {
-                "The question could not be generated: the language model service had an error."
-            }
+    /// What a person is told when an operation of type `kind` fails this way: never a
+    /// key, a URL or what the provider said.
+    pub fn sentence(self, kind: OperationType) -> String {
+        let reason = match self {
+            Outcome::Timeout => "the language model did not answer in time.",
+            Outcome::Connection => "the language model service could not be reached.",
+            Outcome::RateLimited => "the language model service is busy. Please try again later.",
+            Outcome::ServerError => "the language model service had an error.",
             Outcome::Rejected | Outcome::QuotaExhausted => {
-                "The question could not be generated: the language model service refused the request. The service's configuration needs attention."
+                "the language model service refused the request. The service's configuration needs attention."
             }
-            Outcome::InvalidOutput => {
-                "The question could not be generated: the language model did not produce a usable question."
-            }
-        }
+            Outcome::InvalidOutput => match kind {
+                OperationType::QuestionGeneration => {
+                    "the language model did not produce a usable question."
+                }
+                OperationType::FeedbackAnalysis => {
+                    "the language model did not produce usable feedback."
+                }
+            },
+        };
+        kind.failure(reason)
     }
 }
 
@@ -165,5 +180,55 @@ impl LlmError {
 impl From<crate::output::InvalidOutput> for LlmError {
     fn from(err: crate::output::InvalidOutput) -> Self {
         LlmError::new(Outcome::InvalidOutput, err.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Outcome; 7] = [
+        Outcome::Timeout,
+        Outcome::Connection,
+        Outcome::RateLimited,
+        Outcome::ServerError,
+        Outcome::Rejected,
+        Outcome::QuotaExhausted,
+        Outcome::InvalidOutput,
+    ];
+
+    #[test]
+    fn question_sentences_are_worded_as_they_always_were() {
+        let expected = [
+            "The question could not be generated: the language model did not answer in time.",
+            "The question could not be generated: the language model service could not be reached.",
+            "The question could not be generated: the language model service is busy. Please try again later.",
+            "The question could not be generated: the language model service had an error.",
+            "The question could not be generated: the language model service refused the request. The service's configuration needs attention.",
+            "The question could not be generated: the language model service refused the request. The service's configuration needs attention.",
+            "The question could not be generated: the language model did not produce a usable question.",
+        ];
+        for (outcome, sentence) in ALL.into_iter().zip(expected) {
+            assert_eq!(
+                outcome.sentence(OperationType::QuestionGeneration),
+                sentence
+            );
+        }
+    }
+
+    #[test]
+    fn feedback_sentences_say_that_the_feedback_failed() {
+        for outcome in ALL {
+            let sentence = outcome.sentence(OperationType::FeedbackAnalysis);
+            assert!(
+                sentence.starts_with("The feedback could not be generated: the language model"),
+                "{sentence}"
+            );
+            assert!(!sentence.contains("question"), "{sentence}");
+        }
+        assert_eq!(
+            Outcome::InvalidOutput.sentence(OperationType::FeedbackAnalysis),
+            "The feedback could not be generated: the language model did not produce usable feedback."
+        );
     }
 }

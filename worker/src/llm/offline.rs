@@ -1,16 +1,19 @@
 //! The `offline` provider: deterministic, network-free questions written from the job
-//! posting and resume, so the system runs end to end on a laptop with no key.
+//! posting and resume, and feedback from the answer and its question, so the system
+//! runs end to end on a laptop with no key.
 //!
 //! Same context, same question; a question already asked in the session is skipped.
+//! Same answer, same feedback; its score follows the answer's length and whether it
+//! speaks to the question's own terms, so that different answers plausibly differ.
 //!
 //! It reports the tokens a model would have been billed for, estimated at four
 //! characters a token of the real prompt and of a JSON reply, so that a local run's
 //! token and cost panels show the shape of real use (under `model="offline"`).
 
 use super::spend::{self, Prices};
-use super::{Generated, LlmError, QuestionWriter, Usage};
-use crate::output::Question;
-use crate::prompt::QuestionContext;
+use super::{Generated, LlmError, Usage, Writer};
+use crate::output::{Feedback, Question};
+use crate::prompt::{FeedbackContext, Prompt, QuestionContext};
 use shared::domain::QuestionType;
 
 /// The model name recorded for offline questions.
@@ -53,8 +56,8 @@ const SITUATIONAL: &[&str] = &[
     "You have two weeks to bring {experience} to a team new to it. What is your plan?",
 ];
 
-impl QuestionWriter for OfflineWriter {
-    async fn write(&self, context: &QuestionContext) -> Result<Generated, LlmError> {
+impl Writer for OfflineWriter {
+    async fn question(&self, context: &QuestionContext) -> Result<Generated, LlmError> {
         let templates = match context.requested_type {
             QuestionType::Technical => TECHNICAL,
             QuestionType::Behavioral => BEHAVIORAL,
@@ -82,20 +85,13 @@ impl QuestionWriter for OfflineWriter {
                     words.role
                 )
             });
-        let prompt = crate::prompt::build(context);
-        let estimate =
-            |chars: usize| u32::try_from(chars.div_ceil(CHARS_PER_TOKEN)).unwrap_or(u32::MAX);
-        let prompt_tokens = estimate(prompt.system.chars().count() + prompt.user.chars().count());
         // The reply a model would send: the JSON object around the question.
-        let completion_tokens = estimate(question.chars().count() + 48);
-        let usage = Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens.saturating_add(completion_tokens),
-        };
-        spend::record(MODEL, &self.prices, prompt_tokens, completion_tokens);
+        let usage = self.bill(
+            &crate::prompt::build(context),
+            question.chars().count() + 48,
+        );
         Ok(Generated {
-            question: Question {
+            output: Question {
                 text: question,
                 question_type: context.requested_type,
             },
@@ -104,8 +100,183 @@ impl QuestionWriter for OfflineWriter {
         })
     }
 
+    async fn feedback(&self, context: &FeedbackContext) -> Result<Generated<Feedback>, LlmError> {
+        let feedback = assess(context);
+        // The reply a model would send: the feedback as JSON.
+        let reply = serde_json::to_string(&feedback).map_or(0, |json| json.chars().count());
+        let usage = self.bill(&crate::prompt::build_feedback(context), reply);
+        Ok(Generated {
+            output: feedback,
+            model: MODEL.to_owned(),
+            usage: Some(usage),
+        })
+    }
+
     fn model(&self) -> &str {
         MODEL
+    }
+}
+
+impl OfflineWriter {
+    /// The usage a model would report for `prompt` and a reply of `reply_chars`
+    /// characters, counted as a model's would be.
+    fn bill(&self, prompt: &Prompt, reply_chars: usize) -> Usage {
+        let estimate =
+            |chars: usize| u32::try_from(chars.div_ceil(CHARS_PER_TOKEN)).unwrap_or(u32::MAX);
+        let prompt_tokens = estimate(prompt.system.chars().count() + prompt.user.chars().count());
+        let completion_tokens = estimate(reply_chars);
+        spend::record(MODEL, &self.prices, prompt_tokens, completion_tokens);
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+        }
+    }
+}
+
+/// What an answer has, as far as counting can tell.
+struct Traits {
+    words: usize,
+    /// The question's own terms that the answer uses too (whatever their case), in the
+    /// question's order and spelling.
+    shared_terms: Vec<String>,
+    /// A number: a result measured, a size, a date.
+    has_numbers: bool,
+    /// "I" or "my": the candidate's own part, which a behavioral answer needs.
+    first_person: bool,
+}
+
+impl Traits {
+    fn of(context: &FeedbackContext) -> Self {
+        let answer_words: Vec<String> = context
+            .answer
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        let answer_set: std::collections::HashSet<&str> =
+            answer_words.iter().map(String::as_str).collect();
+        let mut shared_terms: Vec<String> = Vec::new();
+        for term in terms(&context.question) {
+            let lower = term.to_lowercase();
+            if answer_set.contains(lower.as_str())
+                && !shared_terms.iter().any(|t| t.to_lowercase() == lower)
+            {
+                shared_terms.push(term.to_owned());
+            }
+        }
+        Traits {
+            words: answer_words.len(),
+            shared_terms,
+            has_numbers: context.answer.chars().any(|c| c.is_ascii_digit()),
+            first_person: answer_set.contains("i") || answer_set.contains("my"),
+        }
+    }
+
+    /// 1 for next to nothing; then up with length, and one more for an answer of some
+    /// length that speaks to the question's terms.
+    fn score(&self) -> u8 {
+        let by_length = match self.words {
+            0..5 => return 1,
+            5..20 => 2,
+            20..60 => 3,
+            _ => 4,
+        };
+        let on_topic = u8::from(self.shared_terms.len() >= 2 && self.words >= 20);
+        (by_length + on_topic).min(5)
+    }
+}
+
+/// The words of a question worth finding in its answer: four letters or more, not the
+/// words every question is made of, and not absurdly long (a term is quoted back).
+fn terms(question: &str) -> impl Iterator<Item = &str> {
+    const COMMON: &[&str] = &[
+        "about", "could", "describe", "does", "explain", "first", "from", "have", "into", "most",
+        "some", "tell", "that", "them", "then", "there", "they", "this", "time", "walk", "were",
+        "what", "when", "where", "which", "while", "will", "with", "would", "your",
+    ];
+    question
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| (4..=30).contains(&w.chars().count()))
+        .filter(|w| !COMMON.contains(&w.to_lowercase().as_str()))
+}
+
+const GENERAL_STRENGTHS: &[&str] = &[
+    "It answers without hedging.",
+    "It stays on the question rather than drifting.",
+    "It is easy to follow.",
+];
+
+const GENERAL_IMPROVEMENTS: &[&str] = &[
+    "Close with what you learned, or what you would do differently next time.",
+    "Name the trade-offs you weighed, not only the choice you made.",
+    "Lead with your main point, then support it.",
+];
+
+/// The summary's opening, by score.
+const SUMMARIES: [&str; 5] = [
+    "The answer is too brief to show what you can do.",
+    "The answer makes a start, but it needs more substance to convince.",
+    "A reasonable answer that covers the basics, with room to go deeper.",
+    "A good answer that responds to the question with substance.",
+    "An excellent answer: relevant, specific and well developed.",
+];
+
+/// The feedback on an answer, from its [`Traits`] alone: same answer, same feedback.
+fn assess(context: &FeedbackContext) -> Feedback {
+    let traits = Traits::of(context);
+    let score = traits.score();
+    let pick = usize::try_from(answer_seed(&context.answer)).unwrap_or(0);
+
+    let mut strengths = Vec::new();
+    if let Some(term) = traits.shared_terms.first() {
+        strengths.push(format!("It speaks directly to the question, on {term}."));
+    }
+    if traits.has_numbers {
+        strengths.push("It gives concrete figures, which makes it credible.".to_owned());
+    }
+    if traits.words >= 60 {
+        strengths.push("It goes into real detail.".to_owned());
+    }
+    if strengths.is_empty() {
+        strengths.push(GENERAL_STRENGTHS[pick % GENERAL_STRENGTHS.len()].to_owned());
+    }
+
+    let mut improvements = Vec::new();
+    if traits.words < 20 {
+        improvements
+            .push("Develop the answer: explain your reasoning and give an example.".to_owned());
+    }
+    if traits.shared_terms.len() < 2 {
+        improvements.push("Address the question's own terms more directly.".to_owned());
+    }
+    if !traits.has_numbers {
+        improvements.push("Quantify the outcome: a number makes a result memorable.".to_owned());
+    }
+    if context.question_type == Some(QuestionType::Behavioral) && !traits.first_person {
+        improvements
+            .push("Say what you did yourself: situation, task, action and result.".to_owned());
+    }
+    if improvements.is_empty() {
+        improvements.push(GENERAL_IMPROVEMENTS[pick % GENERAL_IMPROVEMENTS.len()].to_owned());
+    }
+    strengths.truncate(3);
+    improvements.truncate(3);
+
+    let mut advice = improvements[0].chars();
+    let advice: String = advice
+        .next()
+        .map(|first| first.to_lowercase().chain(advice).collect())
+        .unwrap_or_default();
+    let summary = format!(
+        "{} Above all, next time: {advice}",
+        SUMMARIES[usize::from(score.clamp(1, 5) - 1)],
+    );
+    Feedback {
+        score,
+        strengths,
+        improvements,
+        summary,
     }
 }
 
@@ -184,18 +355,28 @@ fn keywords(text: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// A stable number from the context (FNV-1a), so the same context gives the same question.
+/// A stable number from the context, so the same context gives the same question.
 fn seed(context: &QuestionContext) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let title = context
         .job_posting
         .as_ref()
         .map_or("", |j| j.title.as_str());
-    for byte in title.bytes().chain(context.questions_asked.to_le_bytes()) {
+    fnv1a(title.bytes().chain(context.questions_asked.to_le_bytes())) % 1_000
+}
+
+/// A stable number from an answer, so the same answer gets the same feedback.
+fn answer_seed(answer: &str) -> u64 {
+    fnv1a(answer.trim().bytes()) % 1_000
+}
+
+/// FNV-1a: stable across runs and builds, unlike the standard library's hasher.
+fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    hash % 1_000
+    hash
 }
 
 #[cfg(test)]
@@ -226,14 +407,14 @@ mod tests {
     #[tokio::test]
     async fn offline_questions_are_deterministic_typed_and_drawn_from_the_context() {
         let a = OfflineWriter::default()
-            .write(&context(QuestionType::Technical, vec![]))
+            .question(&context(QuestionType::Technical, vec![]))
             .await
             .expect("question");
         let b = OfflineWriter::default()
-            .write(&context(QuestionType::Technical, vec![]))
+            .question(&context(QuestionType::Technical, vec![]))
             .await
             .expect("question");
-        assert_eq!(a.question, b.question);
+        assert_eq!(a.output, b.output);
         // Its usage is an estimate of the real prompt and reply, never nothing.
         let usage = a.usage.expect("an estimate");
         assert!(
@@ -244,8 +425,8 @@ mod tests {
             usage.total_tokens,
             usage.prompt_tokens + usage.completion_tokens
         );
-        assert_eq!(a.question.question_type, QuestionType::Technical);
-        let text = &a.question.text;
+        assert_eq!(a.output.question_type, QuestionType::Technical);
+        let text = &a.output.text;
         assert!(
             [
                 "PostgreSQL",
@@ -276,15 +457,126 @@ mod tests {
         for n in 0..30 {
             let kind = QuestionType::for_position(n);
             let q = OfflineWriter::default()
-                .write(&context(kind, earlier.clone()))
+                .question(&context(kind, earlier.clone()))
                 .await
                 .expect("question");
             assert!(
-                !earlier.contains(&q.question.text),
+                !earlier.contains(&q.output.text),
                 "repeated {:?}",
-                q.question.text
+                q.output.text
             );
-            earlier.push(q.question.text);
+            earlier.push(q.output.text);
+        }
+    }
+
+    fn feedback_context(answer: &str) -> FeedbackContext {
+        let question = context(QuestionType::Behavioral, vec![]);
+        FeedbackContext {
+            job_posting: question.job_posting,
+            resume: question.resume,
+            question: "Tell me about a time you had to recover a PostgreSQL cluster after \
+                a failed Kubernetes upgrade."
+                .into(),
+            question_type: Some(QuestionType::Behavioral),
+            answer: answer.into(),
+        }
+    }
+
+    const STRONG: &str = "Last year our Kubernetes upgrade left the PostgreSQL cluster with \
+        a broken replica and a primary that would not start. I took the incident: I froze \
+        deploys, restored the primary from the last base backup plus WAL, and promoted a \
+        healthy replica while I rebuilt the other one. We were back in 40 minutes and lost \
+        no committed data. Afterwards I added a staging upgrade rehearsal and a runbook for \
+        the cluster, and the next upgrade went through without any downtime at all.";
+
+    async fn feedback(answer: &str) -> Generated<Feedback> {
+        OfflineWriter::default()
+            .feedback(&feedback_context(answer))
+            .await
+            .expect("feedback")
+    }
+
+    #[tokio::test]
+    async fn offline_feedback_is_deterministic_and_follows_the_answer() {
+        let a = feedback(STRONG).await;
+        assert_eq!(a.output, feedback(STRONG).await.output);
+        assert_eq!(a.model, MODEL);
+        assert!(a.output.score >= 4, "{:?}", a.output);
+        assert!(
+            a.output.strengths[0].contains("PostgreSQL"),
+            "{:?}",
+            a.output
+        );
+        let weak = feedback("I would fix it.").await;
+        assert!(weak.output.score < a.output.score, "{weak:?}");
+        assert_ne!(weak.output, a.output);
+        let middling = feedback(
+            "I would check the logs first, then restore from a backup and bring the \
+             service back, and afterwards write down what happened for the team.",
+        )
+        .await;
+        assert!(
+            weak.output.score < middling.output.score && middling.output.score < a.output.score,
+            "{middling:?}"
+        );
+        // Its usage is an estimate of the real prompt and reply, never nothing.
+        let usage = a.usage.expect("an estimate");
+        assert!(
+            usage.prompt_tokens > 50 && usage.completion_tokens > 20,
+            "{usage:?}"
+        );
+        assert_eq!(
+            usage.total_tokens,
+            usage.prompt_tokens + usage.completion_tokens
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_or_nearly_empty_answer_scores_lowest() {
+        for answer in ["", "   \n", "Yes.", "I don't know"] {
+            let got = feedback(answer).await.output;
+            assert_eq!(got.score, 1, "{answer:?}: {got:?}");
+            assert!(
+                got.improvements
+                    .iter()
+                    .any(|i| i.contains("Develop the answer")),
+                "{got:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn offline_feedback_is_always_within_the_bounds_a_model_reply_is_held_to() {
+        let long_word = "x".repeat(5_000);
+        let answers = [
+            String::new(),
+            "I don't know".to_owned(),
+            STRONG.to_owned(),
+            STRONG.repeat(20),
+            format!("{long_word} {long_word} PostgreSQL Kubernetes"),
+            "émigré naïve façade 42 ".repeat(100),
+        ];
+        for answer in answers {
+            let mut ctx = feedback_context(&answer);
+            ctx.question = format!("{long_word} {}", ctx.question);
+            for kind in [
+                None,
+                Some(QuestionType::Technical),
+                Some(QuestionType::Behavioral),
+            ] {
+                ctx.question_type = kind;
+                let got = OfflineWriter::default()
+                    .feedback(&ctx)
+                    .await
+                    .expect("feedback")
+                    .output;
+                let json = serde_json::to_string(&got).expect("serializable");
+                let reparsed = crate::output::parse_feedback(&json)
+                    .unwrap_or_else(|err| panic!("{err}: {json}"));
+                assert_eq!(reparsed, got);
+                assert!((1..=3).contains(&got.strengths.len()), "{got:?}");
+                assert!((1..=3).contains(&got.improvements.len()), "{got:?}");
+            }
         }
     }
 }

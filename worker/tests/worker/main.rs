@@ -7,6 +7,7 @@ mod board;
 mod chaos;
 mod exactly_once;
 mod failures;
+mod feedback;
 mod generation;
 mod lifecycle;
 mod locks;

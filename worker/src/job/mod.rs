@@ -1,11 +1,14 @@
-//! The `question_generation` job, from claim to commit.
+//! A job, from claim to commit: the path every operation type takes ([`Work`]), with
+//! what differs per type in [`question`] (`question_generation`) and [`feedback`]
+//! (`feedback_analysis`).
 //!
 //! One attempt: move the operation to `processing` (counting the attempt), load the
-//! context, ask the LLM once, and commit the question, the session's counter and the
-//! operation's result in ONE transaction. What makes it exactly-once:
+//! context, ask the LLM, and commit the result in ONE transaction (a question: the
+//! message, the session's counter and the operation's result; a feedback: the message
+//! and the operation's result). What makes it exactly-once:
 //! - the operation only moves forward (`attempt::start` refuses a finished one, so a
 //!   late or second delivery is acknowledged and dropped);
-//! - the commit counts the question first, which locks the session row, so concurrent
+//! - the commit locks the session row first (a question's counts it), so concurrent
 //!   jobs of one session get consecutive question numbers;
 //! - `session_messages.operation_id` is UNIQUE, so a second delivery racing the first
 //!   cannot add a second message, and then it adds no increment either.
@@ -28,20 +31,23 @@
 //! second lets jobs wait on each other until the pool's timeout. Each database step
 //! carries its name (`.context(…)`), so the one log line of a failed attempt says where.
 
+pub mod feedback;
+pub mod question;
+
 use crate::limits::{Asked, Budget, Limits};
-use crate::llm::{Generated, Llm, LlmError, Outcome};
-use crate::prompt::{PROMPT_VERSION, QuestionContext};
+use crate::llm::{Generated, Llm, LlmError};
 use anyhow::Context;
 use apalis::prelude::{AbortError, BoxDynError, Data, FromRequest, Task, TaskId};
 use futures::FutureExt;
 use metrics::{counter, gauge, histogram};
 use serde_json::json;
-use shared::db::attempt::{self, Completion};
-use shared::db::{operations, queue, sessions};
-use shared::domain::{OperationId, QuestionType, SessionStatus};
-use shared::jobs::{MAX_ATTEMPTS_CEILING, PAYLOAD_VERSION, QuestionGenerationJob};
+use shared::db::attempt::Started;
+use shared::db::{operations, queue};
+use shared::domain::{OperationId, OperationType, SessionId};
+use shared::jobs::{Job, MAX_ATTEMPTS_CEILING, PAYLOAD_VERSION};
 use sqlx::{PgConnection, PgPool};
 use std::convert::Infallible;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,7 +102,7 @@ impl Delivery {
 
 /// How one attempt ended, before it is told to apalis.
 #[derive(Debug)]
-enum Ending {
+pub enum Ending {
     /// Committed, or nothing left to do (finished already, by this or another delivery).
     Done,
     /// Another attempt may succeed; `is_last` when no attempt follows all the same.
@@ -110,30 +116,82 @@ enum Ending {
 #[error("{0}")]
 struct Retryable(String);
 
-/// The apalis handler.
-pub async fn handle(
-    job: QuestionGenerationJob,
+/// What differs between operation types: how an attempt starts (and what it reads),
+/// what the model is asked, and what the commit writes. The rest, the attempt's
+/// budget, the provider's limits, the failure paths and the metrics, is [`handle`]'s,
+/// the same for every type.
+pub trait Work: Job + Copy + std::fmt::Debug {
+    /// What the start reads for the prompt.
+    type Inputs: Send;
+    /// What the model is asked with.
+    type Context: Send + Sync;
+    /// What the model's reply becomes.
+    type Output: Send;
+
+    fn session_id(&self) -> SessionId;
+
+    /// Marks the operation `processing`, counting the attempt, and reads its inputs;
+    /// `None` when the operation has finished or is gone.
+    fn start(
+        &self,
+        conn: &mut PgConnection,
+        state: &JobState,
+    ) -> impl Future<Output = Result<Option<Started<Self::Inputs>>, sqlx::Error>> + Send;
+
+    /// The model's context from the inputs, or the sentence the operation fails with
+    /// when they do not allow one (`None` inputs: the session or the answer is gone).
+    fn context(&self, inputs: Option<Self::Inputs>) -> Result<Self::Context, String>;
+
+    /// One request to the model.
+    fn ask(
+        llm: &Llm,
+        context: &Self::Context,
+    ) -> impl Future<Output = Result<Generated<Self::Output>, LlmError>> + Send;
+
+    /// The ONE transaction that stores the result and completes the operation.
+    fn commit(
+        &self,
+        state: &JobState,
+        generated: Generated<Self::Output>,
+        cost: Cost,
+    ) -> impl Future<Output = anyhow::Result<Ending>> + Send;
+}
+
+/// The failure sentence of `J`'s type for `reason`.
+fn sentence<J: Work>(reason: &str) -> String {
+    J::TYPE.failure(reason)
+}
+
+/// The apalis handler, for every operation type.
+pub async fn handle<J: Work>(
+    job: J,
     state: Data<Arc<JobState>>,
     task_id: TaskId,
     delivery: Delivery,
 ) -> Result<(), BoxDynError> {
+    let job_type = J::TYPE.as_str();
     let span = tracing::info_span!(
         "job",
+        job_type,
         job_id = %task_id,
-        operation_id = %job.operation_id,
-        session_id = %job.session_id,
+        operation_id = %job.operation_id(),
+        session_id = %job.session_id(),
         attempt = tracing::field::Empty,
         delivery_attempt = delivery.attempt,
     );
     let state = Arc::clone(&state);
-    if job.version > PAYLOAD_VERSION {
-        return put_back(&state, &task_id, job.version)
+    if job.version() > PAYLOAD_VERSION {
+        return put_back::<J>(&state, &task_id, job.version())
             .instrument(span)
             .await;
     }
+    let is_question = J::TYPE == OperationType::QuestionGeneration;
     let started = Instant::now();
     let apalis_last = delivery.is_last();
-    gauge!("question_jobs_in_flight").increment(1.0);
+    gauge!("jobs_in_flight", "job_type" => job_type).increment(1.0);
+    if is_question {
+        gauge!("question_jobs_in_flight").increment(1.0);
+    }
     // A panic inside one attempt must not take the worker down or leave the job
     // claimed for good: it is caught here and treated as a failure that may pass.
     let mut ending = AssertUnwindSafe(attempt(&state, job, delivery).instrument(span.clone()))
@@ -147,26 +205,40 @@ pub async fn handle(
         // No run follows this one: the operation must end here, whatever ended the
         // attempt. Best effort; the reconciler fails it if even this cannot be written.
         tracing::warn!(reason = %why, "the last attempt failed");
-        ending = fail_last(&state, job.operation_id)
+        ending = fail_last::<J>(&state, job.operation_id())
             .instrument(span.clone())
             .await;
     }
-    gauge!("question_jobs_in_flight").decrement(1.0);
-    histogram!("question_job_duration_seconds").record(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed().as_secs_f64();
+    gauge!("jobs_in_flight", "job_type" => job_type).decrement(1.0);
+    histogram!("job_duration_seconds", "job_type" => job_type).record(elapsed);
+    if is_question {
+        gauge!("question_jobs_in_flight").decrement(1.0);
+        histogram!("question_job_duration_seconds").record(elapsed);
+    }
 
     let _entered = span.enter();
+    let finished = |outcome: &'static str| {
+        counter!("jobs_finished_total", "job_type" => job_type, "outcome" => outcome).increment(1);
+        if is_question {
+            counter!("question_jobs_finished_total", "outcome" => outcome).increment(1);
+        }
+    };
     match ending {
         Ending::Done => {
-            counter!("question_jobs_finished_total", "outcome" => "completed").increment(1);
+            finished("completed");
             Ok(())
         }
         Ending::Retry { why, .. } => {
-            counter!("question_job_retries_total").increment(1);
+            counter!("job_retries_total", "job_type" => job_type).increment(1);
+            if is_question {
+                counter!("question_job_retries_total").increment(1);
+            }
             tracing::warn!(reason = %why, "attempt failed; will retry");
             Err(Retryable(why).into())
         }
         Ending::Abort(why) => {
-            counter!("question_jobs_finished_total", "outcome" => "failed").increment(1);
+            finished("failed");
             tracing::warn!(reason = %why, "operation failed");
             Err(AbortError::new(Retryable(why)).into())
         }
@@ -183,8 +255,12 @@ const PUT_BACK_FOR: Duration = Duration::from_secs(30);
 /// ours (nothing was started) nor apalis' (its acknowledgement finds the job no longer
 /// claimed by this worker, and leaves it). If the put-back cannot be written, the run
 /// ends with an error like any other, and apalis retries it.
-async fn put_back(state: &JobState, task_id: &TaskId, version: u32) -> Result<(), BoxDynError> {
-    let worker = crate::queue::current_worker_name();
+async fn put_back<J: Work>(
+    state: &JobState,
+    task_id: &TaskId,
+    version: u32,
+) -> Result<(), BoxDynError> {
+    let worker = crate::queue::current_worker_name(J::TYPE);
     let mut conn = state.pool.acquire().await?;
     if !queue::put_back(&mut conn, &task_id.to_string(), &worker, PUT_BACK_FOR).await? {
         // Not claimed by this worker any more (taken over meanwhile): its
@@ -192,7 +268,12 @@ async fn put_back(state: &JobState, task_id: &TaskId, version: u32) -> Result<()
         // nothing here can read as the job being done.
         return Err(Retryable("a job of a newer release, no longer this worker's".into()).into());
     }
-    counter!("question_jobs_put_back_total", "reason" => "unknown_payload_version").increment(1);
+    let reason = "unknown_payload_version";
+    counter!("jobs_put_back_total", "job_type" => J::TYPE.as_str(), "reason" => reason)
+        .increment(1);
+    if J::TYPE == OperationType::QuestionGeneration {
+        counter!("question_jobs_put_back_total", "reason" => reason).increment(1);
+    }
     tracing::warn!(
         payload_version = version,
         known_up_to = PAYLOAD_VERSION,
@@ -203,7 +284,7 @@ async fn put_back(state: &JobState, task_id: &TaskId, version: u32) -> Result<()
 
 /// One attempt. Database errors are failures that may pass (the database may be back
 /// on the next attempt); nothing here leaves a partial write behind.
-async fn attempt(state: &JobState, job: QuestionGenerationJob, delivery: Delivery) -> Ending {
+async fn attempt<J: Work>(state: &JobState, job: J, delivery: Delivery) -> Ending {
     // Until the attempt is counted, only apalis' counter knows whether it is the last.
     let mut is_last = delivery.is_last();
     match try_attempt(state, job, delivery.budget(), &mut is_last).await {
@@ -218,25 +299,22 @@ async fn attempt(state: &JobState, job: QuestionGenerationJob, delivery: Deliver
     }
 }
 
-async fn try_attempt(
+async fn try_attempt<J: Work>(
     state: &JobState,
-    job: QuestionGenerationJob,
+    job: J,
     budget: u32,
     is_last: &mut bool,
 ) -> anyhow::Result<Ending> {
+    let id = job.operation_id();
     let mut conn = state
         .pool
         .acquire()
         .await
         .context("acquiring a connection to start the attempt")?;
-    let Some(started) = attempt::start(
-        &mut conn,
-        job.operation_id,
-        job.session_id,
-        state.max_earlier_questions,
-    )
-    .await
-    .context("marking the operation processing and reading its inputs")?
+    let Some(started) = job
+        .start(&mut conn, state)
+        .await
+        .context("marking the operation processing and reading its inputs")?
     else {
         tracing::info!("operation already finished or gone; dropping the job");
         return Ok(Ending::Done);
@@ -246,35 +324,29 @@ async fn try_attempt(
     if attempts > budget {
         // Re-delivered after its budget was spent (e.g. a worker died on the last
         // attempt before it could record the failure).
-        return fail(&mut conn, job.operation_id, ATTEMPTS_SPENT).await;
+        return fail(&mut conn, id, &sentence::<J>(ATTEMPTS_SPENT)).await;
     }
     *is_last |= attempts >= budget;
 
-    let Some(inputs) = started.inputs else {
-        return fail(&mut conn, job.operation_id, operations::SESSION_GONE).await;
-    };
-    if inputs.status != SessionStatus::Active {
-        return fail(&mut conn, job.operation_id, SESSION_NOT_ACTIVE).await;
-    }
-    let context = QuestionContext {
-        job_posting: inputs.job_posting,
-        resume: inputs.resume,
-        earlier_questions: inputs.earlier_questions,
-        questions_asked: inputs.current_question_number,
-        requested_type: QuestionType::for_position(inputs.current_question_number),
+    let context = match job.context(started.inputs) {
+        Ok(context) => context,
+        Err(sentence) => return fail(&mut conn, id, &sentence).await,
     };
     // No connection is held while the LLM thinks.
     drop(conn);
 
     let patience = Budget {
         pool: &state.pool,
-        operation_id: job.operation_id,
+        operation_id: id,
         waited_before: Duration::from_millis(u64::try_from(started.waited_ms).unwrap_or(0)),
     };
-    let (asked, spent) = state.limits.ask(&state.llm, &context, patience).await;
+    let (asked, spent) = state
+        .limits
+        .ask(|| J::ask(&state.llm, &context), patience)
+        .await;
     let generated = match asked {
         Asked::Written(generated) => generated,
-        Asked::Failed(err) => return llm_failure(state, job.operation_id, err, *is_last).await,
+        Asked::Failed(err) => return llm_failure::<J>(state, id, err, *is_last).await,
         Asked::OperationFinished => {
             tracing::info!("operation finished while its job waited on the provider");
             return Ok(Ending::Done);
@@ -282,7 +354,8 @@ async fn try_attempt(
         Asked::OutOfPatience(_) => {
             let mut conn = (state.pool.acquire().await)
                 .context("acquiring a connection to record the spent wait budget")?;
-            return fail(&mut conn, job.operation_id, Outcome::RateLimited.sentence()).await;
+            let sentence = crate::llm::Outcome::RateLimited.sentence(J::TYPE);
+            return fail(&mut conn, id, &sentence).await;
         }
     };
     let cost = Cost {
@@ -290,25 +363,50 @@ async fn try_attempt(
         waited: patience.waited_before + spent.waited,
         latency: spent.last_call,
     };
-    commit(state, job, generated, cost).await
+    job.commit(state, generated, cost).await
 }
 
-/// What a question cost, for its metadata.
+/// What a result cost, for its metadata.
 #[derive(Debug, Clone, Copy)]
-struct Cost {
+pub struct Cost {
     /// Every model call made for it, refused ones included.
-    model_calls: u32,
+    pub model_calls: u32,
     /// Time spent waiting on the provider.
-    waited: Duration,
+    pub waited: Duration,
     /// How long the call that wrote it took.
-    latency: Duration,
+    pub latency: Duration,
 }
 
-const ATTEMPTS_SPENT: &str = "The question could not be generated: every attempt failed.";
-const SESSION_NOT_ACTIVE: &str =
-    "The question could not be generated: the interview session is no longer active.";
+impl Cost {
+    /// The metadata every message the model wrote carries: which operation, which model
+    /// and prompt, what it cost, and the provider's usage when it reported one.
+    pub fn metadata<T>(
+        &self,
+        operation_id: OperationId,
+        generated: &Generated<T>,
+        prompt_version: &str,
+    ) -> serde_json::Value {
+        let mut metadata = json!({
+            "operation_id": operation_id,
+            "model": generated.model,
+            "prompt_version": prompt_version,
+            "attempts": self.model_calls,
+            "waited_ms": self.waited.as_millis() as u64,
+            "latency_ms": self.latency.as_millis() as u64,
+        });
+        if let Some(usage) = generated.usage {
+            metadata["usage"] = json!(usage);
+        }
+        metadata
+    }
+}
 
-async fn llm_failure(
+/// The reason of a failure after every attempt was spent.
+const ATTEMPTS_SPENT: &str = "every attempt failed.";
+/// The reason of a failure on a session that is no longer active.
+const SESSION_NOT_ACTIVE: &str = "the interview session is no longer active.";
+
+async fn llm_failure<J: Work>(
     state: &JobState,
     id: OperationId,
     err: LlmError,
@@ -324,12 +422,16 @@ async fn llm_failure(
         // The LLM call held no connection; this is the attempt's only one now.
         let mut conn = (state.pool.acquire().await)
             .context("acquiring a connection to record the model's failure")?;
-        fail(&mut conn, id, err.outcome.sentence()).await
+        fail(&mut conn, id, &err.outcome.sentence(J::TYPE)).await
     }
 }
 
 /// Sets the operation `failed` (only if it has not finished) and ends the job.
-async fn fail(conn: &mut PgConnection, id: OperationId, sentence: &str) -> anyhow::Result<Ending> {
+pub async fn fail(
+    conn: &mut PgConnection,
+    id: OperationId,
+    sentence: &str,
+) -> anyhow::Result<Ending> {
     operations::fail(conn, id, sentence)
         .await
         .context("recording the operation's failure")?;
@@ -340,88 +442,14 @@ async fn fail(conn: &mut PgConnection, id: OperationId, sentence: &str) -> anyho
 /// model (a database error, a panic). Whether or not the write lands, the job ends:
 /// if it does not, the job is terminal while the operation is not, which is what the
 /// reconciler looks for.
-async fn fail_last(state: &JobState, id: OperationId) -> Ending {
+async fn fail_last<J: Work>(state: &JobState, id: OperationId) -> Ending {
+    let sentence = sentence::<J>(ATTEMPTS_SPENT);
     let written = match state.pool.acquire().await {
-        Ok(mut conn) => operations::fail(&mut conn, id, ATTEMPTS_SPENT)
-            .await
-            .map(|_| ()),
+        Ok(mut conn) => operations::fail(&mut conn, id, &sentence).await.map(|_| ()),
         Err(err) => Err(err),
     };
     if let Err(err) = written {
         tracing::error!(error = %err, "recording the last attempt's failure failed; the reconciler will");
     }
-    Ending::Abort(ATTEMPTS_SPENT.to_owned())
-}
-
-/// The ONE transaction: message, counter and result together, or nothing.
-async fn commit(
-    state: &JobState,
-    job: QuestionGenerationJob,
-    generated: Generated,
-    cost: Cost,
-) -> anyhow::Result<Ending> {
-    let mut metadata = json!({
-        "operation_id": job.operation_id,
-        "model": generated.model,
-        "prompt_version": PROMPT_VERSION,
-        "attempts": cost.model_calls,
-        "waited_ms": cost.waited.as_millis() as u64,
-        "latency_ms": cost.latency.as_millis() as u64,
-    });
-    if let Some(usage) = generated.usage {
-        metadata["usage"] = json!(usage);
-    }
-    // Every call the question took is billed, but only the one that wrote it reports
-    // usage here: the figure is that call's tokens (`llm_tokens_total` counts them all).
-    let tokens = generated.usage.map(|usage| usage.total_tokens);
-    let question = attempt::NewQuestion {
-        session_id: job.session_id,
-        operation_id: job.operation_id,
-        content: &generated.question.text,
-        question_type: generated.question.question_type,
-        metadata: &metadata,
-    };
-    let mut tx = (state.pool.begin().await).context("beginning the commit's transaction")?;
-    // An ending that wrote what must not stand (`AlreadyStored`, `OperationFinished`)
-    // returns without committing: the dropped transaction rolls it back.
-    let completion = attempt::complete(&mut tx, &question)
-        .await
-        .context("storing the question, its number and the operation's result")?;
-    match completion {
-        Completion::Completed {
-            question_number,
-            message_id,
-        } => {
-            tx.commit().await.context("committing the question")?;
-            if let Some(tokens) = tokens {
-                histogram!("llm_tokens_per_question").record(f64::from(tokens));
-            }
-            tracing::info!(question_number, message_id = %message_id, "question committed");
-            Ok(Ending::Done)
-        }
-        Completion::SessionNotActive => {
-            // Nothing was written: the failure goes on the same connection.
-            let session = sessions::find(&mut tx, job.session_id)
-                .await
-                .context("reading the session that refused the question")?;
-            let sentence = match session {
-                Some(_) => SESSION_NOT_ACTIVE,
-                None => operations::SESSION_GONE,
-            };
-            let ending = fail(&mut tx, job.operation_id, sentence).await?;
-            tx.commit()
-                .await
-                .context("committing the operation's failure")?;
-            Ok(ending)
-        }
-        Completion::AlreadyStored => {
-            tracing::info!("another delivery already stored this operation's question");
-            Ok(Ending::Done)
-        }
-        Completion::OperationFinished => {
-            // Failed meanwhile by another delivery, or cancelled: keep its verdict.
-            tracing::info!("operation finished elsewhere; discarding this question");
-            Ok(Ending::Done)
-        }
-    }
+    Ending::Abort(sentence)
 }
