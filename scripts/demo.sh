@@ -36,21 +36,34 @@ response=$(curl -fsS -i -X POST "$API_URL/api/v1/sessions/$session/generate-ques
 echo "$response" | grep -iE '^(HTTP|location|retry-after)'
 operation=$(echo "$response" | tail -n 1 | field id)
 
-say "5. Long-poll the operation (woken by the worker's commit)"
-for _ in $(seq 1 10); do
-    body=$(curl -fsS "$API_URL/api/v1/operations/$operation?wait=10" "${auth[@]}")
-    status=$(echo "$body" | field status)
-    [[ "$status" == completed || "$status" == failed ]] && break
-done
-echo "$body"
-[[ "$status" == completed ]] || { echo "the operation did not complete" >&2; exit 1; }
+# Long-polls operation $1 until it ends; prints its last body, fails unless completed.
+finish() {
+    local body status
+    for _ in $(seq 1 10); do
+        body=$(curl -fsS "$API_URL/api/v1/operations/$1?wait=10" "${auth[@]}")
+        status=$(echo "$body" | field status)
+        [[ "$status" == completed || "$status" == failed ]] && break
+    done
+    echo "$body"
+    [[ "$status" == completed ]] || { echo "the operation did not complete" >&2; exit 1; }
+}
 
+say "5. Long-poll the operation (woken by the worker's commit)"
+body=$(finish "$operation")
+echo "$body"
 question=$(echo "$body" | field message_id)
 
 say "6. Answer that question"
-curl -fsS -X POST "$API_URL/api/v1/sessions/$session/answers" "${auth[@]}" \
-    -d "{\"content\": \"I would make the enqueue part of the same transaction as the write it follows.\", \"question_id\": \"$question\"}"
-echo
+answer=$(curl -fsS -X POST "$API_URL/api/v1/sessions/$session/answers" "${auth[@]}" \
+    -d "{\"content\": \"I would make the enqueue part of the same transaction as the write it follows.\", \"question_id\": \"$question\"}")
+echo "$answer"
+answer=$(echo "$answer" | field id)
+
+say "6b. Ask for feedback on that answer: another operation, polled the same way"
+response=$(curl -fsS -i -X POST "$API_URL/api/v1/sessions/$session/answers/$answer/feedback" "${auth[@]}")
+echo "$response" | grep -iE '^(HTTP|location|retry-after)'
+body=$(finish "$(echo "$response" | tail -n 1 | field id)")
+echo "$body"
 
 say "7. The session (questions_remaining) and its messages"
 curl -fsS "$API_URL/api/v1/sessions/$session" "${auth[@]}"

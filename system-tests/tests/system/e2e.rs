@@ -48,7 +48,9 @@ fn openai_env(server: &MockServer) -> [(&'static str, String); 3] {
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_client_gets_a_question_through_the_real_api_and_worker_binaries(pool: PgPool) {
+async fn a_client_gets_a_question_and_feedback_on_its_answer_through_the_real_binaries(
+    pool: PgPool,
+) {
     let db = database_url(&pool);
     let api = Process::start(
         "api",
@@ -178,6 +180,70 @@ async fn a_client_gets_a_question_through_the_real_api_and_worker_binaries(pool:
     assert_eq!(span["operation_id"], op_id.as_str(), "{line}");
     assert!(span["job_id"].is_string(), "{line}");
     assert_eq!(span["attempt"], 1, "{line}");
+
+    // The walk goes on: answer the question, ask for feedback on the answer.
+    let answer: Value = post_json(
+        &client,
+        &url(&format!("/api/v1/sessions/{sid}/answers")),
+        &token,
+        &json!({"content": "Make the commit idempotent on the operation id.",
+                "question_id": op["result"]["message_id"]}),
+    )
+    .await;
+    let answer_id = answer["id"].as_str().expect("answer id");
+    let accepted: Value = post_json(
+        &client,
+        &url(&format!(
+            "/api/v1/sessions/{sid}/answers/{answer_id}/feedback"
+        )),
+        &token,
+        &json!(null),
+    )
+    .await;
+    assert_eq!(accepted["operation_type"], "feedback_analysis", "{accepted}");
+    let feedback_op = accepted["id"].as_str().expect("id").to_owned();
+    let review = testkit::eventually(
+        format!("feedback operation {feedback_op} to finish"),
+        Duration::from_secs(60),
+        || async {
+            let polled: Value = get_json(
+                &client,
+                &url(&format!("/api/v1/operations/{feedback_op}?wait=10")),
+                &token,
+            )
+            .await;
+            (polled["status"] == "completed" || polled["status"] == "failed").then_some(polled)
+        },
+    )
+    .await;
+    assert_eq!(review["status"], "completed", "{review}");
+    assert_eq!(review["result"]["answer_id"], answer_id);
+    let messages: Value = get_json(
+        &client,
+        &url(&format!("/api/v1/sessions/{sid}/messages")),
+        &token,
+    )
+    .await;
+    assert_eq!(messages["total"], 3, "{messages}");
+    let last = &messages["items"][2];
+    assert_eq!(last["message_type"], "feedback");
+    assert_eq!(last["id"], review["result"]["message_id"]);
+    assert_eq!(last["content"], review["result"]["summary"]);
+    assert_eq!(last["metadata"]["answer_id"], answer_id);
+    // A second request names the first operation.
+    let again = client
+        .post(url(&format!(
+            "/api/v1/sessions/{sid}/answers/{answer_id}/feedback"
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("feedback again");
+    assert_eq!(again.status(), 409);
+    let body: Value = again.json().await.expect("json");
+    assert_eq!(body["detail"]["code"], "FEEDBACK_EXISTS", "{body}");
+    assert_eq!(body["detail"]["operation_id"], feedback_op.as_str());
+    assert_consistent(&pool).await;
 }
 
 /// Every operation completed once: one message each, counters summing to the total,
