@@ -765,3 +765,108 @@ async fn an_attempt_start_counts_reads_and_relaxes_only_its_own_commit(pool: PgP
     assert_eq!(started.attempts, 1);
     assert!(started.inputs.is_none());
 }
+
+/// A question stored and answered, and feedback on the answer: a first one failed,
+/// then a second (which the index allows only once the first failed) completed with
+/// its message. Returns the answer and the two feedback operations.
+async fn with_feedback(
+    conn: &mut PgConnection,
+    f: &Fixture,
+) -> (shared::domain::MessageId, OperationId, OperationId) {
+    let op = add_operation(conn, f).await;
+    let attempt::Completion::Completed { message_id, .. } =
+        add_question(conn, f, op, "Why Rust?").await
+    else {
+        panic!("the question is stored");
+    };
+    let answer = messages::insert_answer(conn, f.session.id, "Memory safety.", Some(message_id))
+        .await
+        .expect("answer");
+    let target = operations::Target::Feedback(f.session.id, answer.id);
+    let first = OperationId::new();
+    operations::insert(conn, first, f.user.id, target, None)
+        .await
+        .expect("insert")
+        .expect("inserted");
+    // One feedback per answer that is not failed: a second is refused by the index...
+    let refused = operations::insert(conn, OperationId::new(), f.user.id, target, None).await;
+    assert!(
+        matches!(&refused, Err(sqlx::Error::Database(e)) if e.constraint() == Some("operations_feedback_answer_key")),
+        "{refused:?}"
+    );
+    // ... and allowed once the first failed.
+    operations::fail(conn, first, "The feedback could not be generated: test.")
+        .await
+        .expect("fail");
+    let second = OperationId::new();
+    operations::insert(conn, second, f.user.id, target, None)
+        .await
+        .expect("insert")
+        .expect("inserted");
+    shared::db::feedback::start(conn, second, f.session.id, answer.id)
+        .await
+        .expect("start")
+        .expect("unfinished")
+        .inputs
+        .expect("the answer and its question");
+    let metadata = json!({ "answer_id": answer.id });
+    let result = json!({ "answer_id": answer.id, "score": 4 });
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("tx");
+    let stored = shared::db::feedback::complete(
+        &mut tx,
+        &shared::db::feedback::NewFeedback {
+            session_id: f.session.id,
+            operation_id: second,
+            summary: "Good.",
+            metadata: &metadata,
+            result: &result,
+        },
+    )
+    .await
+    .expect("complete");
+    assert!(matches!(
+        stored,
+        shared::db::feedback::Completion::Completed { .. }
+    ));
+    tx.commit().await.expect("commit");
+    (answer.id, first, second)
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn deleting_a_user_with_feedback_leaves_no_row_of_theirs(pool: PgPool) {
+    let mut conn = pool.acquire().await.expect("conn");
+    let f = fixture(&mut conn).await;
+    with_feedback(&mut conn, &f).await;
+    assert!(users::delete(&mut conn, f.user.id).await.expect("delete"));
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM operations WHERE user_id = $1)
+              + (SELECT count(*) FROM interview_sessions WHERE user_id = $1)
+              + (SELECT count(*) FROM session_messages WHERE session_id = $2)",
+    )
+    .bind(f.user.id)
+    .bind(f.session.id)
+    .fetch_one(&mut *conn)
+    .await
+    .expect("count");
+    assert_eq!(left, 0);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn deleting_a_session_keeps_its_feedback_operations_without_their_answer(pool: PgPool) {
+    let mut conn = pool.acquire().await.expect("conn");
+    let f = fixture(&mut conn).await;
+    let (_, failed, completed) = with_feedback(&mut conn, &f).await;
+    sqlx::query("DELETE FROM interview_sessions WHERE id = $1")
+        .bind(f.session.id)
+        .execute(&mut *conn)
+        .await
+        .expect("delete");
+    let kept: Vec<(uuid::Uuid, Option<uuid::Uuid>, Option<uuid::Uuid>)> = sqlx::query_as(
+        "SELECT id, session_id, answer_id FROM operations
+         WHERE operation_type = 'feedback_analysis' ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("operations");
+    assert_eq!(kept, [(failed.0, None, None), (completed.0, None, None)]);
+}
