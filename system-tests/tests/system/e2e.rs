@@ -200,7 +200,10 @@ async fn a_client_gets_a_question_and_feedback_on_its_answer_through_the_real_bi
         &json!(null),
     )
     .await;
-    assert_eq!(accepted["operation_type"], "feedback_analysis", "{accepted}");
+    assert_eq!(
+        accepted["operation_type"], "feedback_analysis",
+        "{accepted}"
+    );
     let feedback_op = accepted["id"].as_str().expect("id").to_owned();
     let review = testkit::eventually(
         format!("feedback operation {feedback_op} to finish"),
