@@ -1,6 +1,7 @@
 //! One function per figure of BENCHMARKS.md; each does one run on a fresh stack and
 //! returns its numbers.
 
+use crate::llm;
 use crate::load::{self, Outcome};
 use crate::stack::{self, Database, Process, Setup, User};
 use crate::stats::{Figures, percentile, round};
@@ -104,14 +105,57 @@ pub async fn end_to_end(
     workers: usize,
     cap: u32,
 ) -> anyhow::Result<Figures> {
+    drain(setup, jobs, 0, workers, cap).await
+}
+
+/// 3b. Figure 3 with half the jobs feedback (`feedback_analysis`) and half questions,
+///     on a fake model that answers both (llm.rs), without a cap.
+pub async fn end_to_end_mixed(
+    setup: &Setup,
+    jobs: usize,
+    workers: usize,
+) -> anyhow::Result<Figures> {
+    drain(setup, jobs, jobs / 2, workers, 0).await
+}
+
+/// Figures 3 and 3b: `jobs` queued, `feedback` of them feedback on an answer and the
+/// rest questions, then `workers` worker processes started; timed from the first claim
+/// to the last commit.
+async fn drain(
+    setup: &Setup,
+    jobs: usize,
+    feedback: usize,
+    workers: usize,
+    cap: u32,
+) -> anyhow::Result<Figures> {
     let db = Database::create(setup).await?;
     let api = stack::api(setup, &db).await?;
-    let llm = fake_llm(Duration::ZERO).await?;
+    // The bench's own fake model for both figures 3 and 3b, so that the two compare
+    // the jobs, not two fakes (testkit's answers questions only).
+    let llm = llm::start().await?;
     // One job per session: a session's questions run one at a time, so with several
     // per session the later ones would wait for their predecessors instead of the
-    // workers, and the figure would measure the sessions, not the queue.
+    // workers, and the figure would measure the sessions, not the queue. (Feedback is
+    // not held behind anything; one per session all the same, so both kinds spread
+    // alike.)
     let user = User::create(&api, jobs).await?;
-    user.generate_many(jobs, 64).await?;
+    if feedback == 0 {
+        user.generate_many(jobs, 64).await?;
+    } else {
+        // The first `feedback` sessions get a question (written in the database, since
+        // no worker may run before the window) and an answer to it, then feedback on
+        // the answer; the others a question. Both queued at once, as users would.
+        let (answering, asking) = user.sessions.split_at(feedback);
+        let questions = db.ask_first_questions(answering).await?;
+        let askers = User {
+            sessions: asking.to_vec(),
+            ..user.clone()
+        };
+        tokio::try_join!(
+            user.feedback_many(&questions, 32),
+            askers.generate_many(jobs - feedback, 32),
+        )?;
+    }
     let started = Instant::now();
     let cpu_before = stack::postgres_cpu_seconds();
     let mut running = Vec::new();
@@ -127,8 +171,18 @@ pub async fn end_to_end(
     let postgres_cpu = stack::postgres_cpu_seconds() - cpu_before;
     drop(running);
     drop(api);
+    let (feedback_messages,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM session_messages WHERE message_type = 'feedback'")
+            .fetch_one(&db.pool)
+            .await?;
     db.drop_database().await?;
+    if feedback_messages != feedback as i64 {
+        eprintln!("end_to_end: {feedback_messages} feedback messages for {feedback} feedback jobs");
+    }
     let mut figures = Figures::new();
+    if feedback > 0 {
+        figures.insert("feedback_messages".into(), json!(feedback_messages));
+    }
     figures.insert("cpu_cores_workers".into(), round(workers_cpu / wall));
     figures.insert("cpu_cores_postgres".into(), round(postgres_cpu / wall));
     figures.insert("jobs_per_sec".into(), round(jobs as f64 / span));

@@ -4,6 +4,7 @@
 //! line per run and one with the median of the runs.
 
 mod figures;
+mod llm;
 mod load;
 mod pgbench;
 mod stack;
@@ -51,6 +52,9 @@ enum Figure {
     /// 3. End-to-end jobs/s with an instant LLM, 1 and 2 workers, 10,000 jobs; with
     ///    LLM_MAX_IN_FLIGHT unset and set (1,000: it does not bind).
     EndToEnd,
+    /// 3b. End-to-end jobs/s with half the jobs feedback, beside figure 3: 1 and 2
+    ///     workers, 10,000 jobs, instant LLM.
+    EndToEndMixed,
     /// 4. Jobs in flight and RSS of one worker at WORKER_CONCURRENCY 1,000, 2 s LLM;
     ///    with LLM_MAX_IN_FLIGHT unset and set (10,000: it does not bind).
     InFlight,
@@ -86,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             Figure::Enqueue,
             Figure::Poll,
             Figure::EndToEnd,
+            Figure::EndToEndMixed,
             Figure::InFlight,
             Figure::Pickup,
             Figure::Wake,
@@ -128,6 +133,17 @@ async fn run_figure(cli: &Cli, setup: &Setup, figure: Figure) -> anyhow::Result<
                     )
                     .await?;
                 }
+            }
+        }
+        Figure::EndToEndMixed => {
+            for workers in [1, 2] {
+                repeat(
+                    cli,
+                    "end_to_end_mixed",
+                    json!({"jobs": 10_000, "feedback_jobs": 5_000, "workers": workers, "llm_max_in_flight": 0}),
+                    || figures::end_to_end_mixed(setup, 10_000, workers),
+                )
+                .await?;
             }
         }
         Figure::InFlight => {

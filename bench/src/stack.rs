@@ -88,6 +88,37 @@ impl Database {
         }
     }
 
+    /// Gives each of `sessions` its first question straight in the database, as the
+    /// worker's commit would (a `technical` question numbered 1, the session's counter
+    /// at 1), without a worker or a model; `(session, question)` pairs.
+    pub async fn ask_first_questions(
+        &self,
+        sessions: &[Uuid],
+    ) -> anyhow::Result<Vec<(Uuid, Uuid)>> {
+        let ids: Vec<Uuid> = sessions.iter().map(|_| Uuid::now_v7()).collect();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE interview_sessions SET current_question_number = 1, updated_at = now()
+             WHERE id = ANY($1)",
+        )
+        .bind(sessions)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO session_messages (id, session_id, message_type, content, question_type, metadata)
+             SELECT id, session_id, 'question',
+                    'Walk me through how you would make a job queue survive a crashed worker.',
+                    'technical', '{\"question_number\": 1}'::jsonb
+             FROM unnest($1::uuid[], $2::uuid[]) AS q (id, session_id)",
+        )
+        .bind(&ids)
+        .bind(sessions)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(sessions.iter().copied().zip(ids).collect())
+    }
+
     pub async fn drop_database(self) -> anyhow::Result<()> {
         self.pool.close().await;
         let mut admin = PgConnection::connect(&self.admin_url).await?;
@@ -107,6 +138,8 @@ pub async fn api(setup: &Setup, db: &Database) -> anyhow::Result<Process> {
         ("DATABASE_URL", db.url.clone()),
         ("JWT_SECRET", "bench-secret-of-at-least-32-bytes!!".into()),
         ("RATE_LIMIT_GENERATE_PER_MINUTE", "0".into()),
+        // Figure 3b posts thousands of answers as one user.
+        ("ANSWERS_PER_MINUTE", "0".into()),
         // One user's hundreds of long polls over hundreds of connections from one
         // address: the load, not an attack.
         ("MAX_LONG_POLLS_PER_USER", "0".into()),
@@ -201,6 +234,60 @@ impl User {
             .as_str()
             .context("no operation id")?
             .parse()?)
+    }
+
+    /// Answers `question` of `session`, then queues feedback on that answer; the
+    /// operation id.
+    pub async fn answer_and_feedback(
+        &self,
+        http: &reqwest::Client,
+        session: Uuid,
+        question: Uuid,
+    ) -> anyhow::Result<Uuid> {
+        let answer: Value = http
+            .post(format!("{}/sessions/{session}/answers", self.base))
+            .bearer_auth(&self.token)
+            .json(&json!({
+                "content": "I would keep each job's claim in PostgreSQL with a lease, so a \
+                            crashed worker's jobs are claimed again once it expires.",
+                "question_id": question,
+            }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let answer = answer["id"].as_str().context("no answer id")?;
+        let operation: Value = http
+            .post(format!(
+                "{}/sessions/{session}/answers/{answer}/feedback",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(operation["id"]
+            .as_str()
+            .context("no operation id")?
+            .parse()?)
+    }
+
+    /// Answers each `(session, question)` and queues feedback on the answer,
+    /// `parallel` at a time; the operation ids.
+    pub async fn feedback_many(
+        &self,
+        questions: &[(Uuid, Uuid)],
+        parallel: usize,
+    ) -> anyhow::Result<Vec<Uuid>> {
+        let http = reqwest::Client::new();
+        stream::iter(questions)
+            .map(|&(session, question)| self.answer_and_feedback(&http, session, question))
+            .buffer_unordered(parallel)
+            .try_collect()
+            .await
     }
 
     /// Queues `count` questions over the sessions, `parallel` at a time.

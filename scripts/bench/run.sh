@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of BENCHMARKS.md: `scripts/bench/run.sh <figure>` for one figure
-# (enqueue, poll, end-to-end, in-flight, pickup, wake, pgbench, overhead) or `all`. Each figure
-# brings up its own stack (a fresh database on the PostgreSQL of DATABASE_URL, started
-# if need be, the real api and worker binaries, a fake LLM of set latency) and prints
+# (enqueue, poll, end-to-end, end-to-end-mixed, in-flight, pickup, wake, pgbench,
+# overhead) or `all`. Each figure brings up its own stack (a fresh database on the
+# PostgreSQL of DATABASE_URL, started if need be, the real api and worker binaries, a
+# fake LLM of set latency) and prints
 # one JSON line per run and one with the median of the runs (--runs, default 3). The
 # lines are also appended to .local/bench/results.jsonl.
 #
