@@ -14,6 +14,8 @@
 //! - [`throttle`], [`trusted_proxies`]: failed logins and registrations per key and
 //!   minute, and whose `X-Forwarded-For` names the client;
 //! - [`series`]: the api's own metric series (HTTP requests, refusals);
+//! - [`intake`]: the operator's intake switch, read every 2 s (a paused intake makes
+//!   accepted requests poll later);
 //! - [`state`], [`validate`]: the small parts the handlers share;
 //! - [`migrate`]: `api migrate`, the schema brought up to date as a step of its own.
 
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod intake;
 pub mod known_users;
 pub mod long_poll;
 pub mod migrate;
@@ -72,6 +75,7 @@ impl App {
             waiters: Arc::new(long_poll::Waiters::default()),
             users: Arc::new(known_users::KnownUsers::default()),
             schema: Arc::new(shared::db::SchemaCheck::default()),
+            intake: Arc::new(intake::IntakeView::default()),
             metrics: {
                 let handle = shared::metrics::install_recorder();
                 series::register();
@@ -119,6 +123,12 @@ impl App {
         self.state.guards.clone()
     }
 
+    /// The intake switch as this process reads it (tests wait for it to follow the
+    /// database).
+    pub fn intake(&self) -> Arc<intake::IntakeView> {
+        self.state.intake.clone()
+    }
+
     /// Serves on `listener` until `shutdown` completes and requests in flight finish;
     /// `/metrics` too, on its own listener when `METRICS_ADDR` is set.
     pub async fn serve(
@@ -136,6 +146,10 @@ impl App {
                 self.state.pool.clone(),
                 shared::metrics::GAUGE_REFRESH,
                 None,
+            )),
+            tokio::spawn(intake::follow(
+                self.state.pool.clone(),
+                self.state.intake.clone(),
             )),
         ];
         if let Some(addr) = self.metrics_addr {

@@ -31,6 +31,8 @@ pub struct AppState {
     pub guards: Arc<Guards>,
     /// Whether this release's migrations are applied (`/readyz`).
     pub schema: Arc<shared::db::SchemaCheck>,
+    /// The operator's intake switch, as last read.
+    pub intake: Arc<crate::intake::IntakeView>,
 }
 
 impl AppState {

@@ -8,7 +8,7 @@
 //! [`refresh_gauges_every`]. Serving `/metrics` over HTTP is the binaries' part too.
 
 use crate::db::operations;
-use crate::db::queue;
+use crate::db::{intake, queue};
 use crate::domain::OperationStatus;
 use crate::jobs::{QUESTION_GENERATION_QUEUE, QUEUES};
 use futures::future::BoxFuture;
@@ -91,6 +91,15 @@ fn describe() {
     );
     describe_gauge!("operations", "Operations by status.");
     describe_gauge!(
+        "intake_paused",
+        "1 while an operator has paused intake (workers claim no new job), else 0."
+    );
+    describe_gauge!(
+        "intake_paused_seconds",
+        Unit::Seconds,
+        "How long intake has been paused; 0 while it runs."
+    );
+    describe_gauge!(
         "question_worker_heartbeat_age_seconds",
         Unit::Seconds,
         "Seconds since the freshest worker heartbeat (+Inf when no worker ever ran)."
@@ -172,6 +181,9 @@ pub async fn refresh_queue_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
             gauge!("question_jobs_oldest_pending_age_seconds").set(age);
         }
     }
+    let switch = intake::read(&mut *pool.acquire().await?).await?;
+    gauge!("intake_paused").set(if switch.paused { 1.0 } else { 0.0 });
+    gauge!("intake_paused_seconds").set(if switch.paused { switch.for_secs } else { 0.0 });
     let heartbeat_age = queue::freshest_worker_heartbeat_age_secs(pool).await?;
     gauge!("question_worker_heartbeat_age_seconds").set(heartbeat_age.unwrap_or(f64::INFINITY));
 

@@ -2,27 +2,35 @@
 //! the ops listener (`WORKER_ADDR`) when `OPS_TOKEN` is set, and only to its bearer
 //! ([`auth`]). Off (no token), its routes are not there at all and answer 404.
 //!
-//! It shows jobs by state, the newest jobs, one job's attempts and last error with its
-//! operation, and the workers. It has no buttons: retrying a failed job would
-//! contradict the lifecycle (a failed operation stays failed) and cancelling is the
-//! owner's, through the api. The SQL is in [`shared::db::queue`].
+//! It shows the intake switch, jobs by state, the newest jobs, one job's attempts and
+//! last error with its operation, the workers, and the operators' actions. Its one
+//! action is the intake switch (pause, resume): a POST with a CSRF token ([`csrf`]),
+//! written to the audit with the operator's address. Nothing acts on operations or
+//! jobs: retrying a failed job would contradict the lifecycle (a failed operation stays
+//! failed) and cancelling is the owner's, through the api. The SQL is in
+//! [`shared::db::board`] and [`shared::db::intake`].
 
 pub mod auth;
+pub mod csrf;
 pub mod html;
 pub mod pages;
 
 use crate::config::WorkerConfig;
+use axum::Form;
 use axum::Router;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use shared::db::board::{self as views, BOARD_STATES};
+use shared::db::intake;
 use sqlx::PgPool;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::SystemTime;
 
 /// Jobs listed on `/board`.
 const LISTED_JOBS: i64 = 50;
@@ -31,6 +39,8 @@ const LISTED_JOBS: i64 = 50;
 const LISTED_WORKERS: i64 = 50;
 /// Users listed under "Top users by tokens".
 const LISTED_SPENDERS: i64 = 10;
+/// Operator actions listed under "Recent actions".
+const LISTED_ACTIONS: i64 = 20;
 
 /// What the handlers share. No `Debug`: it holds the token.
 #[derive(Clone)]
@@ -49,6 +59,7 @@ pub fn router(pool: PgPool, config: &WorkerConfig) -> Router {
     Router::new()
         .route("/board", get(overview))
         .route("/board/jobs/{id}", get(job))
+        .route("/board/intake", post(switch_intake))
         .with_state(Board {
             pool,
             token: Arc::from(token.expose().as_bytes()),
@@ -187,7 +198,18 @@ async fn overview(
     let spenders = views::top_spenders(&board.pool, LISTED_SPENDERS)
         .await
         .map_err(failed("sum the last day's tokens per user"))?;
+    let mut conn = (board.pool.acquire().await).map_err(failed("read the intake switch"))?;
+    let switch = intake::read(&mut conn)
+        .await
+        .map_err(failed("read the intake switch"))?;
+    drop(conn);
+    let actions = intake::audit(&board.pool, LISTED_ACTIONS)
+        .await
+        .map_err(failed("list the operators' actions"))?;
     let page = pages::Overview {
+        intake: &switch,
+        actions: &actions,
+        csrf: &csrf::token(&board.token, SystemTime::now()),
         counts: &counts,
         jobs: &jobs,
         workers: &workers,
@@ -217,6 +239,57 @@ async fn job(
     }
 }
 
+/// The intake switch's form: `action` (`pause` or `resume`) and its CSRF token. Both
+/// default to empty, so that a form without them is refused by the checks below (a
+/// `403` for the token), not by the parser.
+#[derive(Debug, Deserialize)]
+struct IntakeAction {
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /board/intake`: pauses or resumes intake, writes the action to the audit with
+/// the operator's address, and sends the browser back to the board (`303`). Without
+/// the page's CSRF token, `403` and nothing changes.
+async fn switch_intake(
+    _: Operator,
+    State(board): State<Board>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<IntakeAction>,
+) -> Result<Response, BoardError> {
+    if !csrf::valid(&board.token, &form.csrf, SystemTime::now()) {
+        tracing::warn!(peer = %peer, "queue board: an action without a valid CSRF token was refused");
+        return Ok(html(
+            StatusCode::FORBIDDEN,
+            pages::notice(
+                "Refused",
+                "The action did not come from the board's own page (its CSRF token is missing or old): reload the board and try again.",
+            ),
+        ));
+    }
+    let paused = match form.action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        other => {
+            return Ok(html(
+                StatusCode::BAD_REQUEST,
+                pages::notice(
+                    "No such action",
+                    &format!("No action {other:?}: the actions are pause and resume."),
+                ),
+            ));
+        }
+    };
+    let mut conn = (board.pool.acquire().await).map_err(failed("switch intake"))?;
+    let changed = intake::set(&mut conn, paused, &peer.ip().to_string())
+        .await
+        .map_err(failed("switch intake"))?;
+    tracing::warn!(action = %form.action, changed, peer = %peer, "queue board: intake switched by an operator");
+    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, "/board")]).into_response())
+}
+
 fn no_job() -> Response {
     html(
         StatusCode::NOT_FOUND,
@@ -240,7 +313,7 @@ fn html(status: StatusCode, body: String) -> Response {
             (header::REFERRER_POLICY, "no-referrer"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'",
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
             ),
         ],
         body,

@@ -10,12 +10,14 @@
 //!   attempt, the breaker;
 //! - [`prompt`], [`output`]: what the LLM is asked, and the strict reading of its reply;
 //! - [`upkeep`]: the heartbeat, the reconciler and retention, beside the jobs;
+//! - [`intake`]: the operator's switch that pauses claims, as the heartbeat applies it;
 //! - [`server`]: `/healthz`, `/readyz` ([`readiness`]) and `/metrics`; [`series`]: the
 //!   worker's own metric series;
 //! - [`board`]: the queue board for operators, beside them when `OPS_TOKEN` is set.
 
 pub mod board;
 pub mod config;
+pub mod intake;
 pub mod job;
 pub mod limits;
 pub mod llm;
@@ -68,6 +70,7 @@ pub async fn work(
         llm,
         limits: Limits::new(config.limit_settings()),
         max_earlier_questions: i64::from(config.prompt_max_earlier_questions),
+        intake: intake::Intake::default(),
     });
 
     let readiness = Arc::new(Readiness::new(pool.clone(), config.heartbeat_window()));

@@ -136,6 +136,23 @@ fn register<J: Work>(
             .concurrency(concurrency)
             .retry(RetryPolicy::retries(retries).with_backoff(backoff))
             .data(Arc::clone(&state))
+            // Paused at its start while intake is paused (crate::intake), forgotten at
+            // its exit. A weak reference: the worker's context keeps this closure, and
+            // the state keeps the context, so a strong one would keep both (and the
+            // pool's connections) alive for good.
+            .on_event({
+                let state = Arc::downgrade(&state);
+                move |worker, event| {
+                    let Some(state) = state.upgrade() else {
+                        return;
+                    };
+                    match event {
+                        Event::Start => state.intake.adopt(worker),
+                        Event::Exit => state.intake.forget(worker),
+                        _ => {}
+                    }
+                }
+            })
             .build(job::handle::<J>)
     })
 }

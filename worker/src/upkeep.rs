@@ -74,6 +74,7 @@ async fn beat_once(state: &JobState, window: Duration) -> anyhow::Result<bool> {
         cap_share,
         in_flight,
         breaker_open: limits.breaker.is_open(),
+        paused: state.intake.is_paused(),
     };
     let mut conn = state.pool.acquire().await?;
     let beat = heartbeat::beat(&mut conn, &worker, window, published).await?;
@@ -81,6 +82,7 @@ async fn beat_once(state: &JobState, window: Duration) -> anyhow::Result<bool> {
         let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
         (count(beat.peers), count(beat.peers_before))
     }));
+    state.intake.apply(beat.intake_paused);
     let mut registered = beat.registered;
     for kind in OperationType::ALL {
         if *kind != OperationType::QuestionGeneration {

@@ -78,7 +78,7 @@ impl<'k> Enqueue<'k> {
                 .await
                 .context("releasing an expired idempotency key")?;
             if let Some(earlier) = replay(&mut tx, user, target, key).await? {
-                return Ok(Begun::Replayed(accepted(earlier)));
+                return Ok(Begun::Replayed(accepted(earlier, state)));
             }
         }
         Ok(Begun::New(Enqueue {
@@ -134,7 +134,7 @@ impl<'k> Enqueue<'k> {
             let key = self.key.unwrap_or_default();
             return replay(&mut conn, self.user, self.target, key)
                 .await?
-                .map(accepted)
+                .map(|operation| accepted(operation, state))
                 .ok_or_else(|| {
                     ApiError::internal(
                         "replaying the operation of a concurrent request",
@@ -151,7 +151,7 @@ impl<'k> Enqueue<'k> {
             .context("committing the operation and its job")?;
         tracing::info!(operation_id = %id, session_id = %self.session.id,
             operation_type = J::TYPE.as_str(), "operation queued");
-        Ok(accepted(operation))
+        Ok(accepted(operation, state))
     }
 }
 
@@ -234,14 +234,16 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     })
 }
 
-/// `202` with the operation, where to poll it, and when.
-fn accepted(operation: Operation) -> Response {
+/// `202` with the operation, where to poll it, and when (later while intake is
+/// paused: `crate::intake`).
+fn accepted(operation: Operation, state: &AppState) -> Response {
     let location = format!("/api/v1/operations/{}", operation.id);
     let mut response = (StatusCode::ACCEPTED, axum::Json(operation)).into_response();
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, location);
     }
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    let retry_after = state.intake.retry_after_secs(RETRY_AFTER_SECS);
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     response
 }

@@ -359,3 +359,53 @@ async fn a_rate_limit_of_zero_is_off(pool: PgPool) {
         );
     }
 }
+
+fn retry_after(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+#[sqlx::test(migrations = false)]
+async fn while_intake_is_paused_requests_are_accepted_and_told_to_poll_every_30_s(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let user = app.register("ada@example.com").await;
+    let session = app.create_session(&user).await;
+    let switch = |paused: bool| {
+        let pool = app.pool.clone();
+        let view = app.intake.clone();
+        async move {
+            let mut conn = pool.acquire().await.expect("conn");
+            shared::db::intake::set(&mut conn, paused, "127.0.0.1")
+                .await
+                .expect("switch");
+            // The api reads the switch every 2 s.
+            testkit::eventually(
+                format!("the api to read paused = {paused}"),
+                std::time::Duration::from_secs(20),
+                || async { (view.is_paused() == paused).then_some(()) },
+            )
+            .await;
+        }
+    };
+    switch(true).await;
+    let response = app.generate(&user, &session).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::ACCEPTED,
+        "nothing is refused"
+    );
+    assert_eq!(retry_after(&response), Some(30));
+    assert_eq!(jobs(&app).await, 1);
+    let pending = app
+        .count("SELECT count(*) FROM operations WHERE status = 'pending'")
+        .await;
+    assert_eq!(pending, 1, "accepted work stays pending");
+
+    switch(false).await;
+    let response = app.generate(&user, &session).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(retry_after(&response), Some(2));
+}

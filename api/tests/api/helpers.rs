@@ -15,6 +15,7 @@ pub struct TestApp {
     pub pool: PgPool,
     pub waiters: Arc<Waiters>,
     pub guards: Arc<api::state::Guards>,
+    pub intake: Arc<api::intake::IntakeView>,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -42,6 +43,7 @@ impl TestApp {
         let app = api::App::new(&config, pool.clone());
         let waiters = app.waiters();
         let guards = app.guards();
+        let intake = app.intake();
         tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
@@ -54,6 +56,7 @@ impl TestApp {
             pool,
             waiters,
             guards,
+            intake,
             _shutdown: tx,
         }
     }

@@ -272,6 +272,8 @@ pub struct BoardWorker {
     pub breaker_open: Option<bool>,
     /// Its build (`0.1.0 (commit abc1234)`), from its last beat.
     pub build: Option<String>,
+    /// Whether it had paused its claims (the intake switch) at its last beat.
+    pub paused: Option<bool>,
 }
 
 /// The queue's workers, the most recently seen first, at most `limit` (silent ones stay
@@ -282,7 +284,7 @@ pub async fn workers(pool: &PgPool, limit: i64) -> Result<Vec<BoardWorker>, sqlx
                 extract(epoch FROM now() - w.last_seen)::float8 AS age_secs,
                 (SELECT count(*) FROM apalis.jobs j
                  WHERE j.lock_by = w.id AND j.status = 'Running') AS running,
-                l.cap_share, l.in_flight, l.breaker_open,
+                l.cap_share, l.in_flight, l.breaker_open, l.paused,
                 l.version || ' (commit ' || l.git_commit || ')' AS build
          FROM apalis.workers w
          LEFT JOIN worker_state l ON l.worker_id = w.id

@@ -4,7 +4,8 @@
 //! in flight is shared (docs/DESIGN.md, "The provider's limits"). One statement per
 //! beat, none per job: that is what the share costs. The process's other apalis workers
 //! (one per further job type) are only marked alive ([`touch`]): the process is
-//! counted, and describes itself, once, under its question worker.
+//! counted, and describes itself, once, under its question worker. The beat also reads
+//! the operator's intake switch, so that every worker sees a pause within a beat.
 
 use crate::jobs::QUESTION_GENERATION_QUEUE;
 use sqlx::PgConnection;
@@ -18,6 +19,8 @@ pub struct ProviderState {
     /// Model calls it has in flight now.
     pub in_flight: u32,
     pub breaker_open: bool,
+    /// Whether it has paused its claims (the intake switch, as it last applied it).
+    pub paused: bool,
 }
 
 /// What a beat saw.
@@ -30,6 +33,8 @@ pub struct Beat {
     pub peers: i64,
     /// Those of them whose name sorts before this one's: this worker's rank.
     pub peers_before: i64,
+    /// The intake switch: whether claims are paused (`intake`; false without its row).
+    pub intake_paused: bool,
 }
 
 /// Beats for the apalis worker `name`, publishes `state`, and counts the workers seen
@@ -50,16 +55,18 @@ pub async fn beat(
          ),
          published AS (
              INSERT INTO worker_state
-                 (worker_id, version, git_commit, cap_share, in_flight, breaker_open)
-             SELECT id, $7, $8, $4, $5, $6 FROM beat
+                 (worker_id, version, git_commit, cap_share, in_flight, breaker_open, paused)
+             SELECT id, $7, $8, $4, $5, $6, $9 FROM beat
              ON CONFLICT (worker_id) DO UPDATE
              SET version = EXCLUDED.version, git_commit = EXCLUDED.git_commit,
                  cap_share = EXCLUDED.cap_share, in_flight = EXCLUDED.in_flight,
-                 breaker_open = EXCLUDED.breaker_open, updated_at = now()
+                 breaker_open = EXCLUDED.breaker_open, paused = EXCLUDED.paused,
+                 updated_at = now()
          )
          SELECT EXISTS (SELECT 1 FROM beat) AS registered,
                 count(*) AS peers,
-                count(*) FILTER (WHERE w.id < $1) AS peers_before
+                count(*) FILTER (WHERE w.id < $1) AS peers_before,
+                coalesce((SELECT paused FROM intake), false) AS intake_paused
          FROM apalis.workers w
          WHERE w.worker_type = $2 AND w.id <> $1
            AND w.last_seen > now() - make_interval(secs => $3)",
@@ -76,6 +83,7 @@ pub async fn beat(
     .bind(state.breaker_open)
     .bind(crate::build::VERSION)
     .bind(crate::build::COMMIT)
+    .bind(state.paused)
     .fetch_one(conn)
     .await
 }

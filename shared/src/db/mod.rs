@@ -2,7 +2,7 @@
 //! the SQL, as plain statements returning typed rows.
 //!
 //! Layout: one module per table of ours (`users`, `resumes`, `job_postings`,
-//! `sessions`, `messages`, `operations`, `rate_limits`) and one for apalis' tables
+//! `sessions`, `messages`, `operations`, `rate_limits`, `intake` with its audit) and one for apalis' tables
 //! (`queue`), none of which imports another; beside them, the modules whose one question
 //! spans tables: `attempt` (a question's start and its one commit), `feedback` (the
 //! same for a feedback), `reconcile` (which
@@ -17,6 +17,7 @@ pub mod attempt;
 pub mod board;
 pub mod feedback;
 pub mod heartbeat;
+pub mod intake;
 pub mod job_postings;
 pub mod messages;
 pub mod operations;

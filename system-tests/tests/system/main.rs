@@ -6,6 +6,7 @@ mod support;
 mod cancel;
 mod e2e;
 mod faults;
+mod intake;
 mod lifecycle;
 mod observability;
 mod ordering;

@@ -312,6 +312,27 @@ async fn the_busier_job_type_decides_for_each_replica_runs_both(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = false)]
+async fn while_intake_is_paused_waiting_jobs_ask_for_no_replica(pool: PgPool) {
+    migrated(&pool).await;
+    let scaler = Scaler::from_manifest();
+    question_jobs(&pool, 500, "Pending", 0, Due::Now).await;
+    question_jobs(&pool, 70, "Running", 1, Due::Now).await;
+    assert_eq!(scaler.value(&pool).await, 570);
+    let mut conn = pool.acquire().await.expect("conn");
+    shared::db::intake::set(&mut conn, true, "127.0.0.1")
+        .await
+        .expect("pause");
+    // The busy replicas stay until they have finished what they hold; nothing more.
+    let value = scaler.value(&pool).await;
+    assert_eq!(value, 70);
+    assert_eq!(scaler.replicas(value), 70_u32.div_ceil(scaler.target));
+    shared::db::intake::set(&mut conn, false, "127.0.0.1")
+        .await
+        .expect("resume");
+    assert_eq!(scaler.value(&pool).await, 570);
+}
+
+#[sqlx::test(migrations = false)]
 async fn an_empty_queue_reads_zero_and_keeps_the_floor(pool: PgPool) {
     migrated(&pool).await;
     let scaler = Scaler::from_manifest();

@@ -90,7 +90,7 @@ pub fn page(title: &str, body: &str) -> String {
 </head>
 <body>
 <header><a class="home" href="/board">Queue board</a> <span class="queue">question_generation · feedback_analysis</span></header>
-<p class="note">Read-only. A failed operation stays failed (the owner asks again); cancelling is the owner's: <code>POST /api/v1/operations/{{id}}/cancel</code> on the api. Times are UTC.</p>
+<p class="note">One action: the intake switch. Otherwise read-only: a failed operation stays failed (the owner asks again); cancelling is the owner's: <code>POST /api/v1/operations/{{id}}/cancel</code> on the api. Times are UTC.</p>
 {body}
 </body>
 </html>

@@ -4,6 +4,7 @@ use super::html::{age, escape, optional_time, page, path_segment, run_at, short,
 use shared::db::board::{
     BOARD_STATES, BoardJob, BoardJobDetail, BoardSpender, BoardWorker, JOB_TYPES, JobFilter,
 };
+use shared::db::intake::{AuditEntry, Intake};
 use std::time::Duration;
 
 /// How much of a last error the list shows; the job's page shows all of it.
@@ -29,6 +30,12 @@ fn meaning(state: &str) -> &'static str {
 /// `filter` is set).
 #[derive(Debug)]
 pub struct Overview<'a> {
+    /// The intake switch.
+    pub intake: &'a Intake,
+    /// The newest operator actions.
+    pub actions: &'a [AuditEntry],
+    /// The CSRF token the action forms carry.
+    pub csrf: &'a str,
     /// `(job type, state, count)`.
     pub counts: &'a [(String, String, i64)],
     pub jobs: &'a [BoardJob],
@@ -45,7 +52,7 @@ pub struct Overview<'a> {
 
 impl Overview<'_> {
     pub fn render(&self) -> String {
-        let mut body = String::new();
+        let mut body = self.intake_section();
         body.push_str("<h2>Jobs by state</h2>\n<div class=\"counts\">\n");
         // The tiles count the type the list is narrowed to, or every type.
         let counted = |state: Option<&str>| -> i64 {
@@ -79,7 +86,7 @@ impl Overview<'_> {
             body.push_str("<p class=\"empty\">No worker has registered.</p>\n");
         } else {
             body.push_str(
-                "<table>\n<tr><th>Worker</th><th>Queue</th><th>Last seen</th><th>Age</th><th>Running</th><th>Model calls / share</th><th>Breaker</th><th>Build</th></tr>\n",
+                "<table>\n<tr><th>Worker</th><th>Queue</th><th>Last seen</th><th>Age</th><th>Running</th><th>Intake</th><th>Model calls / share</th><th>Breaker</th><th>Build</th></tr>\n",
             );
             for worker in self.workers {
                 body.push_str(&self.worker_row(worker));
@@ -105,6 +112,7 @@ impl Overview<'_> {
             body.push_str("</table>\n");
         }
 
+        body.push_str(&self.actions_table());
         body.push_str(&self.search_form());
         body.push_str(&format!(
             "<h2>{} {} jobs{}</h2>\n",
@@ -132,6 +140,57 @@ impl Overview<'_> {
             body.push_str(&self.older_link());
         }
         page("Queue board", &body)
+    }
+
+    /// The intake switch, where it stands and the button that flips it: what an
+    /// operator needs first in an incident.
+    fn intake_section(&self) -> String {
+        let (state, meaning, action, button) = if self.intake.paused {
+            (
+                "<span class=\"state failed\">paused</span>",
+                format!(
+                    "since {} ({}): workers claim no new job and finish those they hold; new operations wait <code>pending</code>, and the api tells clients to poll every 30 s.",
+                    time(self.intake.changed_at),
+                    age(self.intake.for_secs),
+                ),
+                "resume",
+                "Resume intake",
+            )
+        } else {
+            (
+                "<span class=\"state done\">running</span>",
+                "workers claim jobs as they come.".to_owned(),
+                "pause",
+                "Pause intake",
+            )
+        };
+        format!(
+            "<h2>Intake</h2>\n<p id=\"intake\">{state} {meaning}</p>\n<form method=\"post\" action=\"/board/intake\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"action\" value=\"{action}\"><button type=\"submit\">{button}</button></form>\n",
+            csrf = escape(self.csrf),
+        )
+    }
+
+    /// The operators' newest actions: what, when, from where.
+    fn actions_table(&self) -> String {
+        let mut table = String::from("<h2>Recent actions</h2>\n");
+        if self.actions.is_empty() {
+            table.push_str("<p class=\"empty\">No operator has acted.</p>\n");
+            return table;
+        }
+        table.push_str(
+            "<table id=\"audit\">\n<tr><th>When</th><th>Action</th><th>From</th><th>Note</th></tr>\n",
+        );
+        for action in self.actions {
+            table.push_str(&format!(
+                "<tr><td class=\"when\">{}</td><td>{}</td><td class=\"mono\">{}</td><td>{}</td></tr>\n",
+                time(action.at),
+                escape(&action.action),
+                escape(&action.address),
+                escape(&action.detail),
+            ));
+        }
+        table.push_str("</table>\n");
+        table
     }
 
     /// Each job type's jobs by state, so that one type's backlog shows apart from the
@@ -214,7 +273,7 @@ impl Overview<'_> {
     fn worker_row(&self, worker: &BoardWorker) -> String {
         let silent = worker.age_secs > self.heartbeat_window.as_secs_f64();
         format!(
-            "<tr><td class=\"mono\">{id}</td><td>{queue}</td><td class=\"when\">{seen}</td><td class=\"num{class}\">{age}{note}</td><td class=\"num\">{running}</td><td class=\"num\">{calls}</td><td>{breaker}</td><td class=\"mono\">{build}</td></tr>\n",
+            "<tr><td class=\"mono\">{id}</td><td>{queue}</td><td class=\"when\">{seen}</td><td class=\"num{class}\">{age}{note}</td><td class=\"num\">{running}</td><td>{intake}</td><td class=\"num\">{calls}</td><td>{breaker}</td><td class=\"mono\">{build}</td></tr>\n",
             id = escape(&worker.id),
             queue = escape(&worker.worker_type),
             seen = time(worker.last_seen),
@@ -222,6 +281,11 @@ impl Overview<'_> {
             age = age(worker.age_secs),
             note = if silent { " (silent)" } else { "" },
             running = worker.running,
+            intake = match worker.paused {
+                Some(true) => "paused",
+                Some(false) => "claiming",
+                None => "—",
+            },
             calls = match (worker.in_flight, worker.cap_share) {
                 (Some(calls), Some(share)) => format!("{calls} / {share}"),
                 (Some(calls), None) => format!("{calls} / no cap"),

@@ -62,6 +62,8 @@ pub struct JobState {
     pub limits: Limits,
     /// Earlier questions quoted into a prompt (`PROMPT_MAX_EARLIER_QUESTIONS`).
     pub max_earlier_questions: i64,
+    /// The operator's intake switch, as this process applies it.
+    pub intake: crate::intake::Intake,
 }
 
 /// apalis' view of this delivery: which run of the task this is (its stored attempt

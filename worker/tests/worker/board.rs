@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const TOKEN: &str = "board-test-token-0123456789";
+pub const TOKEN: &str = "board-test-token-0123456789";
 
 /// A last error that would run a script if the board printed it as it is.
 const HOSTILE_ERROR: &str = "<script>alert('x')</script> & the model said \"no\"";
@@ -38,7 +38,7 @@ async fn get(addr: SocketAddr, path: &str, auth: Auth<'_>) -> Response {
 }
 
 /// A page read with the token, which must answer 200.
-async fn page(addr: SocketAddr, path: &str) -> String {
+pub async fn page(addr: SocketAddr, path: &str) -> String {
     let response = get(addr, path, Auth::Bearer(TOKEN)).await;
     assert_eq!(response.status(), StatusCode::OK, "{path}");
     assert_eq!(
@@ -68,14 +68,20 @@ fn listed(page: &str) -> usize {
 }
 
 /// The board router alone, as the worker merges it, on a listener of its own.
-async fn serve_board(pool: &PgPool) -> SocketAddr {
+pub async fn serve_board(pool: &PgPool) -> SocketAddr {
     let config = config(|c| c.ops_token = Some(Secret::new(TOKEN)));
     let router = worker::board::router(pool.clone(), &config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
     addr
 }
 

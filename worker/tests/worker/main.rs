@@ -3,12 +3,13 @@
 
 mod helpers;
 
-mod board;
+pub mod board;
 mod chaos;
 mod exactly_once;
 mod failures;
 mod feedback;
 mod generation;
+mod intake;
 mod lifecycle;
 mod locks;
 mod ordering;
