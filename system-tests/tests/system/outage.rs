@@ -366,7 +366,8 @@ async fn a_postgresql_crash_mid_job_loses_no_job_and_counts_no_question_twice() 
 
     let pool = PgPool::connect(&cluster.url()).await.expect("reconnect");
     for id in &ops {
-        assert_eq!(finished(&pool, *id).await.status.as_str(), "completed");
+        let op = finished(&pool, *id).await;
+        assert_eq!(op.status.as_str(), "completed", "{:?}", op.error_message);
     }
     assert_consistent(&pool).await;
     let (most, retried, messages): (i64, i64, i64) = sqlx::query_as(

@@ -293,11 +293,46 @@ async fn attempt<J: Work>(state: &JobState, job: J, delivery: Delivery) -> Endin
         Ok(ending) => ending,
         Err(err) => {
             tracing::error!(error = %format!("{err:#}"), "database error during the attempt");
+            let unreachable = err
+                .chain()
+                .filter_map(|cause| cause.downcast_ref::<sqlx::Error>())
+                .any(shared::db::is_unavailable);
+            if unreachable {
+                wait_for_database(&state.pool).await;
+            }
             Ending::Retry {
                 why: format!("database error: {err:#}"),
                 is_last,
             }
         }
+    }
+}
+
+/// The longest a job waits for an unreachable database before its next attempt.
+const DATABASE_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Waits until the database answers again (or [`DATABASE_WAIT_MAX`] has passed), so
+/// that an outage costs a job one attempt rather than every attempt its backoff fits
+/// into the outage: apalis counts each run, and a restart of PostgreSQL outlasts a
+/// backoff of milliseconds. The next attempt (or, on the last, the failure write) then
+/// finds the database back. A wait, not a retry: nothing is counted meanwhile.
+async fn wait_for_database(pool: &PgPool) {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    while started.elapsed() < DATABASE_WAIT_MAX {
+        let answered = match pool.acquire().await {
+            Ok(mut conn) => sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok(),
+            Err(_) => false,
+        };
+        if answered {
+            tracing::info!(
+                waited_ms = started.elapsed().as_millis() as u64,
+                "the database answers again"
+            );
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 
