@@ -311,3 +311,46 @@ async fn the_reconciler_fails_a_feedback_whose_job_ended_with_its_own_sentence(p
     assert_eq!(finished(&pool, pending).await.status.as_str(), "completed");
     worker.stop().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_session_deleted_while_its_feedback_is_with_the_model_fails_it_with_the_sentence(
+    pool: PgPool,
+) {
+    migrated(&pool).await;
+    let server = MockServer::start().await;
+    mount(
+        &server,
+        1,
+        None,
+        feedback(4, "Too late to matter.").set_delay(std::time::Duration::from_millis(1_500)),
+    )
+    .await;
+    let (session, _, op) = answered(&pool, 5).await;
+    let worker = RunningWorker::start(&pool, openai_config(&server, |_| {})).await;
+    // The model has the request: the operation is processing.
+    until(&pool, op, |status| status.as_str() == "processing").await;
+    eventually(
+        "the model to be asked",
+        std::time::Duration::from_secs(30),
+        || async { (calls(&server).await == 1).then_some(()) },
+    )
+    .await;
+    sqlx::query("DELETE FROM interview_sessions WHERE id = $1")
+        .bind(session)
+        .execute(&pool)
+        .await
+        .expect("delete");
+    let done = finished(&pool, op).await;
+    worker.stop().await;
+    assert_eq!(done.status.as_str(), "failed");
+    assert_eq!(
+        done.error_message.as_deref(),
+        Some(operations::FEEDBACK_SESSION_GONE)
+    );
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM session_messages WHERE message_type = 'feedback'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(stored, 0);
+}
