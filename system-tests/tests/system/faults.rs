@@ -101,13 +101,22 @@ async fn every_202_completes_after_the_api_is_killed_right_after_accepting(pool:
 
 #[sqlx::test(migrations = false)]
 async fn sigterm_with_50_jobs_in_flight_exits_0_in_time_and_loses_nothing(pool: PgPool) {
+    use wiremock::matchers::{body_string_contains, method, path};
     migrated(&pool).await;
     let server = wiremock::MockServer::start().await;
+    let slow = Duration::from_secs(2);
+    wiremock::Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_string_contains("interview_feedback"))
+        .respond_with(feedback(4, "Finished in the drain.").set_delay(slow))
+        .with_priority(1)
+        .mount(&server)
+        .await;
     mount(
         &server,
-        1,
+        2,
         None,
-        question("Finish me?", "technical").set_delay(Duration::from_secs(2)),
+        question("Finish me?", "technical").set_delay(slow),
     )
     .await;
     let env = worker_env(
@@ -116,10 +125,20 @@ async fn sigterm_with_50_jobs_in_flight_exits_0_in_time_and_loses_nothing(pool: 
         &[("WORKER_CONCURRENCY", "64"), ("WORKER_SHUTDOWN_SECS", "15")],
     );
     // Sixty sessions with one job each: a session's questions run one at a time, so
-    // 50 can be in flight at once only if at least 50 sessions have one.
-    let ops = enqueue_on(&pool, &sessions(&pool, 60).await, 1).await;
+    // 50 can be in flight at once only if at least 50 sessions have one. Ten of the
+    // sessions also have feedback to write: the drain finishes both job types.
+    let fixtures = sessions(&pool, 60).await;
+    let mut ops = enqueue_on(&pool, &fixtures, 1).await;
+    for (user, session) in &fixtures[..10] {
+        let question = asked(&pool, *session, "Drained?").await;
+        ops.push(
+            enqueue_feedback(&pool, *user, *session, question, "Yes.", 5)
+                .await
+                .1,
+        );
+    }
     let mut worker = Process::start("worker", "sigterm-50", &env).await;
-    until_operations(&pool, "processing", 50).await;
+    until_operations(&pool, "processing", 55).await;
     let started = std::time::Instant::now();
     let status = worker.terminate(Duration::from_secs(30)).await;
     let took = started.elapsed();
@@ -128,6 +147,14 @@ async fn sigterm_with_50_jobs_in_flight_exits_0_in_time_and_loses_nothing(pool: 
         took < Duration::from_secs(15 + 5),
         "took {took:?} to exit, beyond WORKER_SHUTDOWN_SECS"
     );
+    // What was in flight finished in the drain, feedback included, without a takeover.
+    let drained: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM operations WHERE status = 'completed' AND operation_type = 'feedback_analysis'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert!(drained >= 5, "feedback finished in the drain: {drained}");
     let _next = Process::start("worker", "after-sigterm-50", &env).await;
     for op in &ops {
         assert_eq!(finished(&pool, *op).await.status.as_str(), "completed");
