@@ -112,11 +112,13 @@ async fn sigterm_with_50_jobs_in_flight_exits_0_in_time_and_loses_nothing(pool: 
         .with_priority(1)
         .mount(&server)
         .await;
+    // Questions take longer, so that they are still in flight when the feedback
+    // worker, which may start fetching a moment after the question worker, has begun.
     mount(
         &server,
         2,
         None,
-        question("Finish me?", "technical").set_delay(slow),
+        question("Finish me?", "technical").set_delay(slow * 2),
     )
     .await;
     let env = worker_env(
@@ -138,7 +140,23 @@ async fn sigterm_with_50_jobs_in_flight_exits_0_in_time_and_loses_nothing(pool: 
         );
     }
     let mut worker = Process::start("worker", "sigterm-50", &env).await;
-    until_operations(&pool, "processing", 55).await;
+    // At least 50 in flight, five of them feedback (each type has its own apalis
+    // worker, which may start fetching a moment after the other).
+    testkit::eventually(
+        "50 jobs in flight, 5 of them feedback",
+        Duration::from_secs(60),
+        || async {
+            let (all, feedback): (i64, i64) = sqlx::query_as(
+                "SELECT count(*), count(*) FILTER (WHERE operation_type = 'feedback_analysis')
+             FROM operations WHERE status = 'processing'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+            (all >= 50 && feedback >= 5).then_some(())
+        },
+    )
+    .await;
     let started = std::time::Instant::now();
     let status = worker.terminate(Duration::from_secs(30)).await;
     let took = started.elapsed();
