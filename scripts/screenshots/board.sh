@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Takes the pictures of the queue board in deploy/README.md: docs/images/board.png
-# (/board) and docs/images/job.png (one failed job). Not part of the test command.
+# (/board), docs/images/job.png (one failed job) and docs/images/board-paused.png (the
+# board after an operator paused intake from it). Not part of the test command.
 #
 # It builds the binaries if needed, starts PostgreSQL if none answers
 # (scripts/ensure-postgres.sh), and works in a scratch database that it drops at
@@ -162,12 +163,26 @@ board="http://$worker_addr/board"
 curl -fsS -o /dev/null -H "authorization: Bearer $ops_token" "$board"
 failed_job=$("$psql_bin" "$DATABASE_URL" -Atqc "SELECT id FROM apalis.jobs WHERE idempotency_key = '$failed_op'")
 
-shoot() { # shoot PATH FILE
+shoot() { # shoot PATH FILE [HEIGHT]
     timeout 120 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
-        --user-data-dir="$work/chromium" --window-size=1280,900 --screenshot="$2" \
+        --user-data-dir="$work/chromium" --window-size="1280,${3:-900}" --screenshot="$2" \
         "http://ops:$ops_token@$worker_addr$1" >>"$work/chromium.log" 2>&1
     [[ -s $2 ]] || { echo "screenshot: chromium wrote no $2; see $work/chromium.log" >&2; exit 1; }
     echo "screenshot: $2"
 }
 shoot /board "$out/board.png"
 shoot "/board/jobs/$failed_job" "$out/job.png"
+
+# An incident (deploy/README.md): the operator pauses intake with the board's own form
+# (its CSRF token read from the page), and the workers apply it at their next beat.
+echo "screenshot: intake paused from the board"
+csrf=$(curl -fsS -H "authorization: Bearer $ops_token" "$board" \
+    | sed -n 's/.*name="csrf" value="\([0-9a-f]*\)".*/\1/p' | head -n 1)
+[[ -n $csrf ]] || { echo "screenshot: no CSRF token on the board" >&2; exit 1; }
+curl -fsS -o /dev/null -H "authorization: Bearer $ops_token" \
+    --data "action=pause&csrf=$csrf" "http://$worker_addr/board/intake"
+for _ in $(seq 1 100); do
+    [[ $("$psql_bin" "$DATABASE_URL" -Atqc "SELECT count(*) FROM worker_state WHERE paused") -ge 1 ]] && break
+    sleep 0.2
+done
+shoot /board "$out/board-paused.png" 1500
