@@ -47,6 +47,21 @@ pub fn quota_exhausted() -> ResponseTemplate {
     ResponseTemplate::new(429).set_body_json(json!({"error": {"message": "You exceeded your current quota, please check your plan and billing details.", "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}))
 }
 
+/// Mounts `reply` for the feedback requests alone (they name their schema,
+/// `interview_feedback`), so that a model can answer questions and feedback apart:
+/// mount the questions' reply at a lower priority (a higher number).
+pub async fn mount_feedback(server: &MockServer, priority: u8, reply: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(wiremock::matchers::body_string_contains(
+            "interview_feedback",
+        ))
+        .respond_with(reply)
+        .with_priority(priority)
+        .mount(server)
+        .await;
+}
+
 /// Mounts `reply` for chat completions, for at most `times` calls if given; earlier
 /// mounts with a higher priority (lower number) answer first.
 pub async fn mount(server: &MockServer, priority: u8, times: Option<u64>, reply: ResponseTemplate) {

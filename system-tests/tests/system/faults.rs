@@ -101,17 +101,15 @@ async fn every_202_completes_after_the_api_is_killed_right_after_accepting(pool:
 
 #[sqlx::test(migrations = false)]
 async fn sigterm_with_50_jobs_in_flight_exits_0_in_time_and_loses_nothing(pool: PgPool) {
-    use wiremock::matchers::{body_string_contains, method, path};
     migrated(&pool).await;
     let server = wiremock::MockServer::start().await;
     let slow = Duration::from_secs(2);
-    wiremock::Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .and(body_string_contains("interview_feedback"))
-        .respond_with(feedback(4, "Finished in the drain.").set_delay(slow))
-        .with_priority(1)
-        .mount(&server)
-        .await;
+    mount_feedback(
+        &server,
+        1,
+        feedback(4, "Finished in the drain.").set_delay(slow),
+    )
+    .await;
     // Questions take longer, so that they are still in flight when the feedback
     // worker, which may start fetching a moment after the question worker, has begun.
     mount(
@@ -184,18 +182,15 @@ async fn sigterm_with_50_jobs_in_flight_exits_0_in_time_and_loses_nothing(pool: 
 async fn kill_9_among_workers_running_questions_and_feedback_loses_and_duplicates_nothing(
     pool: PgPool,
 ) {
-    use wiremock::matchers::{body_string_contains, method, path};
     migrated(&pool).await;
     let server = wiremock::MockServer::start().await;
     let slow = Duration::from_millis(100);
-    // Feedback requests name their schema; everything else is asked for a question.
-    wiremock::Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .and(body_string_contains("interview_feedback"))
-        .respond_with(feedback(3, "Fair, could go deeper.").set_delay(slow))
-        .with_priority(1)
-        .mount(&server)
-        .await;
+    mount_feedback(
+        &server,
+        1,
+        feedback(3, "Fair, could go deeper.").set_delay(slow),
+    )
+    .await;
     mount(
         &server,
         2,
