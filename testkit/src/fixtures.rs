@@ -146,6 +146,20 @@ pub async fn enqueue_feedback(
     (answer.id, id)
 }
 
+/// A second delivery of `job`: the same payload in another queue row of its type (no
+/// id or idempotency key, so apalis' unique index lets it in), as a redelivery after a
+/// lost acknowledgement would be.
+pub async fn deliver_again<J: jobs::Job>(pool: &PgPool, job: &J, max_attempts: usize) {
+    let bytes = serde_json::to_vec(job).expect("json");
+    let task = apalis_core::task::builder::TaskBuilder::new(bytes)
+        .max_attempts(max_attempts)
+        .build();
+    let mut conn = pool.acquire().await.expect("conn");
+    apalis_postgres::queries::push_tasks(&mut *conn, J::TYPE.as_str(), vec![task])
+        .await
+        .expect("push");
+}
+
 /// Polls until the operation is `completed` or `failed`, with a generous deadline.
 pub async fn finished(pool: &PgPool, id: OperationId) -> operations::Operation {
     until(pool, id, |s| s.is_terminal()).await

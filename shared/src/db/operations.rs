@@ -229,16 +229,8 @@ pub const SESSION_GONE: &str =
 pub const FEEDBACK_SESSION_GONE: &str =
     "The feedback could not be generated: the interview session no longer exists.";
 
-/// The "no longer exists" sentence of an operation of `kind`.
-pub fn session_gone(kind: OperationType) -> &'static str {
-    match kind {
-        OperationType::QuestionGeneration => SESSION_GONE,
-        OperationType::FeedbackAnalysis => FEEDBACK_SESSION_GONE,
-    }
-}
-
 /// Fails every unfinished operation of the session with its type's "no longer exists"
-/// sentence ([`session_gone`]); their ids.
+/// sentence ([`SESSION_GONE`], [`FEEDBACK_SESSION_GONE`]); their ids.
 /// The caller holds the session's row lock (the order every writer keeps: the session,
 /// then its operations) and ends their jobs ([`super::queue::kill_unstarted_all`]).
 pub async fn fail_unfinished_of_session(

@@ -15,7 +15,7 @@
 //! LOCKED`, sessions' before operations' as every writer takes them, and every update
 //! is guarded by the status it expects.
 
-use crate::domain::{OperationId, OperationType, SessionId};
+use crate::domain::{OperationId, SessionId};
 use crate::ended_job;
 use sqlx::{Connection, PgConnection};
 use std::time::Duration;
@@ -28,17 +28,6 @@ pub const OVERDUE: &str = "The question could not be generated in time.";
 pub const FEEDBACK_JOB_ENDED: &str = "The feedback could not be generated: every attempt failed.";
 /// [`OVERDUE`] of a feedback.
 pub const FEEDBACK_OVERDUE: &str = "The feedback could not be generated in time.";
-
-/// The sentence the reconciler fails an operation of `kind` with, for `reason`
-/// (`job_ended` or `overdue`).
-pub fn sentence(kind: OperationType, reason: &str) -> &'static str {
-    match (kind, reason) {
-        (OperationType::QuestionGeneration, "overdue") => OVERDUE,
-        (OperationType::QuestionGeneration, _) => JOB_ENDED,
-        (OperationType::FeedbackAnalysis, "overdue") => FEEDBACK_OVERDUE,
-        (OperationType::FeedbackAnalysis, _) => FEEDBACK_JOB_ENDED,
-    }
-}
 
 /// Operations failed per statement; the next tick takes the rest.
 const BATCH: i64 = 500;

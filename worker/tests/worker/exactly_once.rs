@@ -12,19 +12,7 @@ async fn the_same_job_delivered_twice_makes_one_message(pool: PgPool) {
     let (user, session) = session(&pool, 1).await;
     let op = enqueue(&pool, user, session, 5).await;
     // A second delivery of the same job: same payload, another queue row.
-    let bytes = serde_json::to_vec(&QuestionGenerationJob::new(op, session)).expect("json");
-    let task = apalis_core::task::builder::TaskBuilder::new(bytes)
-        .max_attempts(5)
-        .build();
-    let mut conn = pool.acquire().await.expect("conn");
-    apalis_postgres::queries::push_tasks(
-        &mut *conn,
-        shared::jobs::QUESTION_GENERATION_QUEUE,
-        vec![task],
-    )
-    .await
-    .expect("push");
-    drop(conn);
+    deliver_again(&pool, &QuestionGenerationJob::new(op, session), 5).await;
 
     let worker = RunningWorker::start(&pool, config(|_| {})).await;
     finished(&pool, op).await;

@@ -103,19 +103,7 @@ async fn offline_feedback_commits_its_message_and_result_together(pool: PgPool) 
 async fn a_feedback_job_delivered_twice_makes_one_message(pool: PgPool) {
     migrated(&pool).await;
     let (session, answer, op) = answered(&pool, 5).await;
-    let bytes = serde_json::to_vec(&FeedbackAnalysisJob::new(op, session, answer)).expect("json");
-    let task = apalis_core::task::builder::TaskBuilder::new(bytes)
-        .max_attempts(5)
-        .build();
-    let mut conn = pool.acquire().await.expect("conn");
-    apalis_postgres::queries::push_tasks(
-        &mut *conn,
-        shared::jobs::FEEDBACK_ANALYSIS_QUEUE,
-        vec![task],
-    )
-    .await
-    .expect("push");
-    drop(conn);
+    deliver_again(&pool, &FeedbackAnalysisJob::new(op, session, answer), 5).await;
 
     let worker = RunningWorker::start(&pool, config(|_| {})).await;
     finished(&pool, op).await;
