@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         eprintln!("error: {why}");
         std::process::exit(2);
     }
-    shared::telemetry::init(&config.telemetry);
+    let telemetry = shared::telemetry::init(&config.telemetry, "api");
     tracing::info!(
         version = shared::build::VERSION,
         commit = shared::build::COMMIT,
@@ -27,6 +27,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         "starting api"
     );
     let listener = tokio::net::TcpListener::bind(config.api_addr).await?;
-    api::run(config, listener, shared::shutdown::signal()).await?;
+    let served = api::run(config, listener, shared::shutdown::signal()).await;
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    served?;
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -37,6 +37,11 @@ struct Cli {
     /// Where the binaries' logs and pgbench's transaction logs go.
     #[arg(long, default_value = ".local/bench")]
     log_dir: PathBuf,
+    /// Trace every request and job (100 % sampling), exported over OTLP/HTTP to a
+    /// receiver in this process that decodes and keeps every span (testkit's), as a
+    /// collector would; off by default, as the service's own default is.
+    #[arg(long)]
+    traces: bool,
     /// The pgbench scripts.
     #[arg(long, default_value = "scripts/bench/pgbench")]
     pgbench_scripts: PathBuf,
@@ -80,10 +85,15 @@ async fn main() -> anyhow::Result<()> {
     shared::tls::install_crypto_provider();
     let cli = Cli::parse();
     std::fs::create_dir_all(&cli.log_dir)?;
+    let receiver = match cli.traces {
+        true => Some(testkit::otlp::OtlpReceiver::start().await),
+        false => None,
+    };
     let setup = Setup {
         bin_dir: cli.bin_dir.clone(),
         database_url: cli.database_url.clone(),
         log_dir: cli.log_dir.clone(),
+        otlp_endpoint: receiver.as_ref().map(|r| r.http_endpoint.clone()),
     };
     let figures = match cli.figure {
         Figure::All => vec![
@@ -101,6 +111,15 @@ async fn main() -> anyhow::Result<()> {
     };
     for figure in figures {
         run_figure(&cli, &setup, figure).await?;
+    }
+    if let Some(receiver) = receiver {
+        let spans = receiver.spans();
+        let traces: std::collections::HashSet<&str> =
+            spans.iter().map(|s| s.trace_id.as_str()).collect();
+        println!(
+            "{}",
+            json!({"traces_received": traces.len(), "spans_received": spans.len()})
+        );
     }
     Ok(())
 }

@@ -19,6 +19,22 @@ pub struct Setup {
     /// Any database on the server; runs create their own beside it.
     pub database_url: String,
     pub log_dir: PathBuf,
+    /// Where the binaries export their traces (`--traces`), every span sampled; `None`:
+    /// tracing off, as by default.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Setup {
+    /// The tracing settings of a binary: none when tracing is off.
+    fn otel_env(&self) -> Vec<(&'static str, String)> {
+        match &self.otlp_endpoint {
+            None => Vec::new(),
+            Some(endpoint) => vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
+                ("OTEL_TRACES_SAMPLER", "always_on".into()),
+            ],
+        }
+    }
 }
 
 /// A database created for one run and dropped after it.
@@ -134,7 +150,7 @@ impl Database {
 
 /// Starts the `api` on a free port against `db` and waits until it answers.
 pub async fn api(setup: &Setup, db: &Database) -> anyhow::Result<Process> {
-    let env = [
+    let mut env = vec![
         ("DATABASE_URL", db.url.clone()),
         ("JWT_SECRET", "bench-secret-of-at-least-32-bytes!!".into()),
         ("RATE_LIMIT_GENERATE_PER_MINUTE", "0".into()),
@@ -147,6 +163,7 @@ pub async fn api(setup: &Setup, db: &Database) -> anyhow::Result<Process> {
         ("MIGRATE", "false".into()),
         ("RUST_LOG", "warn".into()),
     ];
+    env.extend(setup.otel_env());
     Process::spawn(&setup.bin_dir, "api", log_path(&setup.log_dir, "api"), &env).await
 }
 
@@ -159,7 +176,7 @@ pub async fn worker(
     concurrency: u32,
     cap: u32,
 ) -> anyhow::Result<Process> {
-    let env = [
+    let mut env = vec![
         ("DATABASE_URL", db.url.clone()),
         ("LLM_PROVIDER", "openai".into()),
         ("OPENAI_BASE_URL", llm_url.to_owned()),
@@ -169,6 +186,7 @@ pub async fn worker(
         ("MIGRATE", "false".into()),
         ("RUST_LOG", "warn".into()),
     ];
+    env.extend(setup.otel_env());
     Process::spawn(
         &setup.bin_dir,
         "worker",

@@ -195,6 +195,37 @@ pub struct TelemetryConfig {
     /// listener answers it 404. Unset, `/metrics` stays on the public listener.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Where traces go, over OTLP (e.g. `http://collector:4318` for http/protobuf,
+    /// `http://collector:4317` for grpc). Unset (and no `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`):
+    /// no trace is exported, and nothing of OpenTelemetry runs.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+
+    /// The traces' own endpoint, used as it is (the standard's signal-specific
+    /// variable); wins over `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    pub otel_exporter_otlp_traces_endpoint: Option<String>,
+
+    /// OTLP's transport: `http/protobuf` or `grpc`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::HttpProtobuf)]
+    pub otel_exporter_otlp_protocol: OtlpProtocol,
+
+    /// The `service.name` of this process's spans (default: the binary's name, `api`
+    /// or `worker`).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
+}
+
+/// OTLP's transports (`OTEL_EXPORTER_OTLP_PROTOCOL`), spelled as the standard spells
+/// them. `http/json` is the one standard value not offered: the collectors that take
+/// OTLP all take protobuf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    #[value(name = "grpc")]
+    Grpc,
 }
 
 impl TelemetryConfig {
@@ -204,6 +235,10 @@ impl TelemetryConfig {
             rust_log: "info".into(),
             log_format: LogFormat::Text,
             metrics_addr: None,
+            otel_exporter_otlp_endpoint: None,
+            otel_exporter_otlp_traces_endpoint: None,
+            otel_exporter_otlp_protocol: OtlpProtocol::HttpProtobuf,
+            otel_service_name: None,
         }
     }
 }

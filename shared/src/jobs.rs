@@ -11,6 +11,7 @@
 
 use crate::domain::{MessageId, OperationId, OperationType, SessionId};
 use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::metadata::{Metadata as _, MetadataStore, TracingContext};
 use apalis_core::task::task_id::TaskId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -148,20 +149,105 @@ pub const MAX_ATTEMPTS_CEILING: u32 = 100;
 /// stops re-fetching a failed row there (docs/APALIS.md, "Retries"). The operation id
 /// doubles as the job's idempotency key, so a second job for one
 /// operation is refused by apalis' unique index.
+///
+/// The job's metadata carries where it came from ([`Origin`]), for the worker's log
+/// lines and its spans.
 pub async fn enqueue<J: Job>(
     conn: &mut PgConnection,
     job: &J,
     max_attempts: u32,
     held: bool,
+    origin: &Origin,
 ) -> Result<(), EnqueueError> {
     let bytes = serde_json::to_vec(job).map_err(EnqueueError::JsonError)?;
     let mut task = TaskBuilder::new(bytes)
         .task_id(job.task_id())
         .idempotency_key(job.operation_id().to_string())
-        .max_attempts(max_attempts as usize);
+        .max_attempts(max_attempts as usize)
+        .with_metadata(origin.metadata());
     if held {
         task = task.run_at_timestamp(HELD_UNTIL);
     }
     let task = task.build();
     apalis_postgres::queries::push_tasks(conn, J::TYPE.as_str(), vec![task]).await
+}
+
+/// The metadata key of the id of the request that queued a job.
+pub const REQUEST_ID_KEY: &str = "request_id";
+
+/// The longest request id carried into a job: a client may send its own `x-request-id`,
+/// and the job's row and every log line of the worker repeat it.
+const REQUEST_ID_MAX: usize = 128;
+
+/// Where a job came from, carried in apalis' metadata column (`apalis.jobs.metadata`):
+/// the request's id, for the worker's log lines, and the W3C trace context of the
+/// span that queued it, in apalis' own [`TracingContext`], so that each run of the job
+/// is a child of that span.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub request_id: Option<String>,
+    /// Read back from a job's metadata; at the enqueue, the current span's is taken.
+    pub trace: Option<TracingContext>,
+}
+
+impl Origin {
+    /// The request `request_id` (cut to printable ASCII, at most 128 characters).
+    pub fn request(request_id: &str) -> Self {
+        let kept: String = request_id
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(REQUEST_ID_MAX)
+            .collect();
+        Self {
+            request_id: (!kept.is_empty()).then_some(kept),
+            trace: None,
+        }
+    }
+
+    /// What a job's metadata says of its origin; a context that does not parse is
+    /// none.
+    pub fn of(metadata: &MetadataStore) -> Self {
+        Self {
+            request_id: metadata.get(REQUEST_ID_KEY).map(str::to_owned),
+            trace: TracingContext::extract(metadata).ok(),
+        }
+    }
+
+    /// Makes the span that queued the job the parent of `span`, when the job carries
+    /// its context and traces are exported.
+    pub fn continue_trace(&self, span: &tracing::Span) {
+        let Some(trace) = &self.trace else {
+            return;
+        };
+        if let (Some(trace_id), Some(span_id)) = (trace.trace_id(), trace.span_id()) {
+            crate::telemetry::continue_remote(
+                span,
+                trace_id,
+                span_id,
+                trace.trace_flags().unwrap_or_default(),
+                trace.trace_state().as_deref(),
+            );
+        }
+    }
+
+    /// The job's metadata: the request id, and the current span's trace context when
+    /// traces are exported and it is sampled.
+    fn metadata(&self) -> MetadataStore {
+        let mut store = MetadataStore::new();
+        // A fresh store refuses neither key.
+        if let Some(id) = &self.request_id {
+            let _ = store.insert(REQUEST_ID_KEY, id.clone());
+        }
+        if let Some((trace_id, span_id, flags, state)) = crate::telemetry::current_trace_context() {
+            let mut context = TracingContext::new()
+                .with_trace_id(trace_id)
+                .with_span_id(span_id)
+                .with_trace_flags(flags);
+            if !state.is_empty() {
+                context = context.with_trace_state(state);
+            }
+            let _ = context.inject(&mut store);
+        }
+        store
+    }
 }

@@ -76,6 +76,7 @@ pub async fn enqueue(
         &QuestionGenerationJob::new(id, session),
         max_attempts,
         unfinished.questions > 0,
+        &jobs::Origin::default(),
     )
     .await
     .expect("push");
@@ -139,6 +140,7 @@ pub async fn enqueue_feedback(
         &FeedbackAnalysisJob::new(id, session, answer.id),
         max_attempts,
         false,
+        &jobs::Origin::default(),
     )
     .await
     .expect("push");

@@ -9,6 +9,8 @@
 //! - [`fixtures`]: users, sessions and enqueued jobs straight in the database, and reads
 //!   of what the worker wrote;
 //! - [`llm`]: replies of an OpenAI-compatible server, for wiremock (feature `fake-llm`);
+//! - [`otlp`]: an OTLP trace receiver (HTTP and gRPC) that decodes what the binaries
+//!   export;
 //! - [`provider`]: a fake provider with limits (capacity, outage, quota) that counts
 //!   what it sees;
 //! - [`wait`]: [`eventually`], a probe polled until it holds or a deadline passes;
@@ -18,6 +20,7 @@ pub mod client;
 pub mod fixtures;
 #[cfg(feature = "fake-llm")]
 pub mod llm;
+pub mod otlp;
 pub mod postgres;
 pub mod process;
 pub mod provider;

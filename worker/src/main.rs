@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("error: {why}");
         std::process::exit(2);
     }
-    shared::telemetry::init(&config.telemetry);
+    let telemetry = shared::telemetry::init(&config.telemetry, "worker");
     tracing::info!(
         version = shared::build::VERSION,
         commit = shared::build::COMMIT,
@@ -20,5 +20,7 @@ async fn main() -> anyhow::Result<()> {
         "starting worker"
     );
     let listener = tokio::net::TcpListener::bind(config.worker_addr).await?;
-    worker::run(config, listener, shared::shutdown::signal()).await
+    let worked = worker::run(config, listener, shared::shutdown::signal()).await;
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    worked
 }

@@ -19,6 +19,7 @@ use shared::db::sessions::{self, Session};
 use shared::domain::{OperationId, OperationType, SessionId, UserId};
 use shared::jobs::{self, Job};
 use sqlx::{PgConnection, Postgres, Transaction};
+use tracing::Instrument;
 
 /// The header that makes a retried request return the first one's operation.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -45,6 +46,8 @@ pub struct Enqueue<'k> {
     user: UserId,
     target: Target,
     key: Option<&'k str>,
+    /// The request's `x-request-id` (set by the router when the client sent none).
+    request_id: &'k str,
 }
 
 /// How [`Enqueue::begin`] went.
@@ -87,6 +90,10 @@ impl<'k> Enqueue<'k> {
             user,
             target,
             key,
+            request_id: headers
+                .get(super::REQUEST_ID.as_str())
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default(),
         }))
     }
 
@@ -142,9 +149,17 @@ impl<'k> Enqueue<'k> {
                     )
                 });
         };
-        jobs::enqueue(&mut self.tx, &job(id), state.limits.llm_max_attempts, held)
-            .await
-            .context("queueing the job")?;
+        let origin = jobs::Origin::request(self.request_id);
+        jobs::enqueue(
+            &mut self.tx,
+            &job(id),
+            state.limits.llm_max_attempts,
+            held,
+            &origin,
+        )
+        .instrument(tracing::info_span!("enqueue", job_type = J::TYPE.as_str(), operation_id = %id))
+        .await
+        .context("queueing the job")?;
         self.tx
             .commit()
             .await

@@ -20,7 +20,7 @@ use crate::error::{self, ApiError};
 use crate::series;
 use crate::state::AppState;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -35,7 +35,7 @@ use tower_http::trace::TraceLayer;
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 256 * 1024;
 
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// How the router is put together, from the configuration.
 #[derive(Debug, Clone, Default)]
@@ -116,16 +116,58 @@ pub fn router(state: AppState, routing: &Routing) -> Router {
         .layer(middleware::map_response(contract_body))
         .layer(middleware::from_fn(series::record))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id, user_id = tracing::field::Empty)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(|response: &Response, _: Duration, span: &tracing::Span| {
+                    span.record("http.response.status_code", response.status().as_u16());
+                }),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid));
     match cors(&routing.cors_allowed_origins) {
         // Outermost, so a preflight is answered before anything else runs.
         Some(cors) => app.layer(cors),
         None => app,
     }
+}
+
+/// The span of one request: what its log lines carry (method, path, request id, user),
+/// and, when traces are exported, its server span, named for its route and continuing
+/// the caller's trace when it sent a `traceparent`. Probes and scrapes (`/healthz`,
+/// `/readyz`, `/metrics`) get a `debug` span: neither logged nor traced at the default
+/// levels, or every few seconds of every pod would be a trace of its own.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    macro_rules! request_span {
+        ($level:expr) => {
+            tracing::span!(
+                $level,
+                "request",
+                otel.name = format!("{} {route}", request.method()),
+                otel.kind = "server",
+                method = %request.method(),
+                uri = %request.uri().path(),
+                http.route = route,
+                request_id,
+                user_id = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            )
+        };
+    }
+    let span = match route {
+        "/healthz" | "/readyz" | "/metrics" => request_span!(tracing::Level::DEBUG),
+        _ => request_span!(tracing::Level::INFO),
+    };
+    shared::telemetry::continue_trace(&span, request.headers());
+    span
 }
 
 /// `/metrics` alone, for the private listener at `METRICS_ADDR`.
@@ -166,6 +208,9 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 header::CONTENT_TYPE,
                 HeaderName::from_static("idempotency-key"),
                 REQUEST_ID.clone(),
+                // W3C trace context: a browser's trace continues into ours.
+                HeaderName::from_static("traceparent"),
+                HeaderName::from_static("tracestate"),
             ])
             .expose_headers([header::LOCATION, header::RETRY_AFTER, REQUEST_ID.clone()])
             .max_age(Duration::from_secs(600)),

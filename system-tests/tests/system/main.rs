@@ -14,4 +14,5 @@ mod outage;
 mod provider_limits;
 mod scaling;
 mod security;
+mod traces;
 mod upgrades;

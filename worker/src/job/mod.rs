@@ -44,7 +44,7 @@ use serde_json::json;
 use shared::db::attempt::Started;
 use shared::db::{operations, queue};
 use shared::domain::{OperationId, OperationType, SessionId};
-use shared::jobs::{Job, MAX_ATTEMPTS_CEILING, PAYLOAD_VERSION};
+use shared::jobs::{Job, MAX_ATTEMPTS_CEILING, Origin, PAYLOAD_VERSION};
 use sqlx::{PgConnection, PgPool};
 use std::convert::Infallible;
 use std::future::Future;
@@ -83,6 +83,19 @@ impl<Args: Sync> FromRequest<Task<Args>> for Delivery {
             attempt: task.ctx().attempt(),
             max_attempts: task.ctx().max_attempts(),
         })
+    }
+}
+
+/// Where the job came from (`shared::jobs::Origin`, from its metadata): the request
+/// whose id its log lines carry, and the span its runs continue.
+#[derive(Debug, Clone, Default)]
+pub struct JobOrigin(pub Origin);
+
+impl<Args: Sync> FromRequest<Task<Args>> for JobOrigin {
+    type Error = Infallible;
+
+    async fn from_request(task: &Task<Args>) -> Result<Self, Self::Error> {
+        Ok(Self(Origin::of(task.metadata())))
     }
 }
 
@@ -170,17 +183,25 @@ pub async fn handle<J: Work>(
     state: Data<Arc<JobState>>,
     task_id: TaskId,
     delivery: Delivery,
+    JobOrigin(origin): JobOrigin,
 ) -> Result<(), BoxDynError> {
     let job_type = J::TYPE.as_str();
     let span = tracing::info_span!(
         "job",
+        otel.name = job_type,
+        otel.status_code = tracing::field::Empty,
         job_type,
         job_id = %task_id,
         operation_id = %job.operation_id(),
         session_id = %job.session_id(),
+        request_id = origin.request_id.as_deref().unwrap_or(""),
         attempt = tracing::field::Empty,
         delivery_attempt = delivery.attempt,
+        outcome = tracing::field::Empty,
     );
+    // Each run of the job is a child of the span that queued it, so a retried or
+    // taken-over job shows every run in the request's trace.
+    origin.continue_trace(&span);
     let state = Arc::clone(&state);
     if job.version() > PAYLOAD_VERSION {
         return put_back::<J>(&state, &task_id, job.version())
@@ -226,6 +247,15 @@ pub async fn handle<J: Work>(
             counter!("question_jobs_finished_total", "outcome" => outcome).increment(1);
         }
     };
+    let outcome = match &ending {
+        Ending::Done => "done",
+        Ending::Retry { .. } => "retry",
+        Ending::Abort(_) => "failed",
+    };
+    span.record("outcome", outcome);
+    if outcome != "done" {
+        span.record("otel.status_code", "error");
+    }
     match ending {
         Ending::Done => {
             finished("completed");
@@ -400,7 +430,9 @@ async fn try_attempt<J: Work>(
         waited: patience.waited_before + spent.waited,
         latency: spent.last_call,
     };
-    job.commit(state, generated, cost).await
+    job.commit(state, generated, cost)
+        .instrument(tracing::info_span!("commit"))
+        .await
 }
 
 /// What a result cost, for its metadata.

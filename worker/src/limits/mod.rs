@@ -26,6 +26,7 @@ use shared::domain::OperationId;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Why a job waited (the `reason` label of `llm_wait_seconds`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +180,14 @@ impl Limits {
                 return self.give_up(reason, spent, kept, budget).await;
             }
             let waiting = Instant::now();
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(wait)
+                .instrument(tracing::info_span!(
+                    "provider wait",
+                    otel.name = "wait for the provider",
+                    reason = reason.label(),
+                    wait_ms,
+                ))
+                .await;
             spent.waited += self.waited(reason, waiting);
             if !self.keep(&mut kept, spent, budget).await {
                 return (Asked::OperationFinished, spent);

@@ -15,6 +15,7 @@ use crate::prompt::{FeedbackContext, QuestionContext};
 use shared::domain::OperationType;
 use std::future::Future;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Token counts, when the provider reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -60,25 +61,75 @@ pub enum Llm {
     Offline(offline::OfflineWriter),
 }
 
+/// Each call is one span: a client span in OpenTelemetry's GenAI vocabulary (the
+/// configured model, the tokens, the outcome and the HTTP status), so that a trace
+/// shows every call a job made, the refused ones too.
 impl Writer for Llm {
     async fn question(&self, context: &QuestionContext) -> Result<Generated, LlmError> {
-        match self {
-            Llm::OpenAi(writer) => writer.question(context).await,
-            Llm::Offline(writer) => writer.question(context).await,
-        }
+        let span = call_span(self.model());
+        let written = match self {
+            Llm::OpenAi(writer) => writer.question(context).instrument(span.clone()).await,
+            Llm::Offline(writer) => writer.question(context).instrument(span.clone()).await,
+        };
+        record_call(&span, &written);
+        written
     }
 
     async fn feedback(&self, context: &FeedbackContext) -> Result<Generated<Feedback>, LlmError> {
-        match self {
-            Llm::OpenAi(writer) => writer.feedback(context).await,
-            Llm::Offline(writer) => writer.feedback(context).await,
-        }
+        let span = call_span(self.model());
+        let written = match self {
+            Llm::OpenAi(writer) => writer.feedback(context).instrument(span.clone()).await,
+            Llm::Offline(writer) => writer.feedback(context).instrument(span.clone()).await,
+        };
+        record_call(&span, &written);
+        written
     }
 
     fn model(&self) -> &str {
         match self {
             Llm::OpenAi(writer) => writer.model(),
             Llm::Offline(writer) => writer.model(),
+        }
+    }
+}
+
+/// The span of one call to the model, its outcome recorded by [`record_call`].
+fn call_span(model: &str) -> tracing::Span {
+    tracing::info_span!(
+        "model call",
+        otel.name = format!("chat {model}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = model,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        retry_after_ms = tracing::field::Empty,
+    )
+}
+
+fn record_call<T>(span: &tracing::Span, written: &Result<Generated<T>, LlmError>) {
+    match written {
+        Ok(generated) => {
+            span.record("outcome", "ok");
+            span.record("gen_ai.response.model", generated.model.as_str());
+            if let Some(usage) = generated.usage {
+                span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
+                span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+            }
+        }
+        Err(err) => {
+            span.record("outcome", err.outcome.label());
+            span.record("otel.status_code", "error");
+            if let Some(status) = err.http_status {
+                span.record("http.response.status_code", status);
+            }
+            if let Some(wait) = err.retry_after {
+                span.record("retry_after_ms", wait.as_millis() as u64);
+            }
         }
     }
 }
@@ -156,6 +207,8 @@ pub struct LlmError {
     /// How long the provider asked us to wait before calling again (`Retry-After` and
     /// kin, on a `429` or a `503`): a wait that costs no attempt.
     pub retry_after: Option<Duration>,
+    /// The provider's HTTP status, when it answered with one.
+    pub http_status: Option<u16>,
 }
 
 impl LlmError {
@@ -164,7 +217,14 @@ impl LlmError {
             outcome,
             detail: detail.into(),
             retry_after: None,
+            http_status: None,
         }
+    }
+
+    /// The same failure, with the HTTP status the provider answered.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.http_status = Some(status);
+        self
     }
 
     /// The same failure, with the wait the provider asked for. A quota cannot be

@@ -270,14 +270,16 @@ fn classify(err: OpenAIError) -> LlmError {
                 "HTTP {}: {}",
                 response.status_code, response.api_error.message
             ),
-        ),
+        )
+        .with_status(response.status_code.as_u16()),
         // Without its URL: `OPENAI_BASE_URL` may carry credentials, and the detail
         // goes to the logs and to the job's `last_result`, which the board shows.
         OpenAIError::Reqwest(err) if err.is_timeout() => {
             LlmError::new(Outcome::Timeout, err.without_url().to_string())
         }
         OpenAIError::Reqwest(err) => match err.status() {
-            Some(status) => LlmError::new(by_status(status), err.without_url().to_string()),
+            Some(status) => LlmError::new(by_status(status), err.without_url().to_string())
+                .with_status(status.as_u16()),
             None => LlmError::new(Outcome::Connection, err.without_url().to_string()),
         },
         // A body we could not read: a proxy's HTML page, a truncated reply. Another
