@@ -12,6 +12,7 @@
 
 use crate::config::{LogFormat, OtlpProtocol, TelemetryConfig};
 use opentelemetry::propagation::Extractor;
+use std::sync::atomic::{AtomicBool, Ordering};
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
@@ -94,7 +95,15 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Telemetry {
         .with(logs.with_filter(filter))
         .with(otel)
         .try_init();
+    EXPORTING.store(provider.is_some(), Ordering::Relaxed);
     Telemetry { provider }
+}
+
+/// Whether spans are exported: the trace context is read and written only then.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
 }
 
 /// Where the traces go, as the standard resolves it: the traces-only endpoint as it
@@ -154,7 +163,7 @@ fn tracer_provider(
 /// of `span`, when it sent a valid one and traces are exported; otherwise the span
 /// starts a trace of its own.
 pub fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
-    if !headers.contains_key("traceparent") {
+    if !exporting() || !headers.contains_key("traceparent") {
         return;
     }
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
@@ -169,6 +178,9 @@ pub fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
 /// The W3C trace context of the current span, when traces are exported and it is
 /// sampled: `(trace id, span id, flags, tracestate)` as the `traceparent` spells them.
 pub fn current_trace_context() -> Option<(String, String, u8, String)> {
+    if !exporting() {
+        return None;
+    }
     let context = tracing::Span::current().context();
     let span = context.span();
     let span = span.span_context();
@@ -191,6 +203,9 @@ pub fn continue_remote(
     flags: u8,
     state: Option<&str>,
 ) {
+    if !exporting() {
+        return;
+    }
     let (Ok(trace_id), Ok(span_id)) = (TraceId::from_hex(trace_id), SpanId::from_hex(span_id))
     else {
         return;
