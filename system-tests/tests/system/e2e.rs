@@ -182,7 +182,11 @@ async fn a_client_gets_a_question_and_feedback_on_its_answer_through_the_real_bi
         .and_then(|chain| chain.iter().find(|s| s["name"] == "job"))
         .unwrap_or_else(|| panic!("the job's span in {line}"));
     assert_eq!(span["operation_id"], op_id.as_str(), "{line}");
-    assert_eq!(span["request_id"].as_str().map(str::len), Some(36), "{line}");
+    assert_eq!(
+        span["request_id"].as_str().map(str::len),
+        Some(36),
+        "{line}"
+    );
     assert!(span["job_id"].is_string(), "{line}");
     assert_eq!(span["attempt"], 1, "{line}");
 
