@@ -7,6 +7,8 @@ mod figures;
 mod llm;
 mod load;
 mod pgbench;
+mod seed;
+mod soak;
 mod stack;
 mod stats;
 
@@ -74,6 +76,29 @@ enum Figure {
     Overhead,
     /// Every figure above, in order.
     All,
+    /// The soak (issue 26): a database seeded with `--seed-days` of history at
+    /// `--seed-rate` questions a second, the capacity measured, then open-loop arrivals
+    /// at `--rate` (default 60 % of that capacity) for `--minutes`, with a CSV row every
+    /// 10 s and a verdict per target at the end. Needs a PostgreSQL with
+    /// pg_stat_statements and auto_explain: run it through `scripts/bench/run.sh soak`.
+    Soak {
+        #[arg(long, default_value_t = 60.0)]
+        minutes: f64,
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long, default_value_t = 8.0)]
+        seed_days: f64,
+        #[arg(long, default_value_t = 8.0)]
+        seed_rate: f64,
+    },
+    /// A database of its own seeded with `--days` of history at `--rate` questions a
+    /// second (what the soak starts from), kept; prints its URL.
+    Seed {
+        #[arg(long, default_value_t = 8.0)]
+        days: f64,
+        #[arg(long, default_value_t = 8.0)]
+        rate: f64,
+    },
 }
 
 /// What the pgbench scripts write, one row per transaction.
@@ -126,6 +151,38 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run_figure(cli: &Cli, setup: &Setup, figure: Figure) -> anyhow::Result<()> {
     match figure {
+        Figure::Soak {
+            minutes,
+            rate,
+            seed_days,
+            seed_rate,
+        } => {
+            let since_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let args = soak::Soak {
+                minutes,
+                rate,
+                history: seed::History {
+                    days: seed_days,
+                    rate: seed_rate,
+                },
+                out: setup.log_dir.join(format!("soak-{since_epoch}")),
+            };
+            let params = json!({"minutes": minutes, "rate": rate, "seed_days": seed_days, "seed_rate": seed_rate});
+            let figures = soak::soak(setup, &args).await?;
+            stats::emit("soak", "run", &params, &figures);
+            // The path run.sh plots, and its exit status: a gated verdict that failed.
+            println!("{}", json!({"soak_dir": args.out.display().to_string()}));
+            if figures["verdicts_gated_failed"] != 0 {
+                anyhow::bail!("the soak failed a gated verdict (see its verdicts.jsonl)");
+            }
+        }
+        Figure::Seed { days, rate } => {
+            let db = stack::Database::create(setup).await?;
+            seed::seed(&db.url, seed::History { days, rate }).await?;
+            println!("{}", json!({"seeded_database": db.url}));
+        }
         Figure::Enqueue => {
             for (connections, workers) in [(32, 0), (128, 0), (32, 2)] {
                 let params = json!({"connections": connections, "draining_workers": workers});

@@ -176,6 +176,18 @@ pub async fn worker(
     concurrency: u32,
     cap: u32,
 ) -> anyhow::Result<Process> {
+    worker_with(setup, db, llm_url, concurrency, cap, &[]).await
+}
+
+/// [`worker`], with `extra` settings on top.
+pub async fn worker_with(
+    setup: &Setup,
+    db: &Database,
+    llm_url: &str,
+    concurrency: u32,
+    cap: u32,
+    extra: &[(&'static str, String)],
+) -> anyhow::Result<Process> {
     let mut env = vec![
         ("DATABASE_URL", db.url.clone()),
         ("LLM_PROVIDER", "openai".into()),
@@ -187,6 +199,7 @@ pub async fn worker(
         ("RUST_LOG", "warn".into()),
     ];
     env.extend(setup.otel_env());
+    env.extend(extra.iter().cloned());
     Process::spawn(
         &setup.bin_dir,
         "worker",

@@ -35,6 +35,9 @@ pub struct Behaviour {
     pub retry_after: Option<String>,
     /// How long a served call takes: from the first to the second, evenly spread.
     pub latency: (Duration, Duration),
+    /// The share of served calls (0 to 1) answered with a `500` at once instead: the
+    /// transient failures a real provider has.
+    pub failure_rate: f64,
 }
 
 impl Behaviour {
@@ -44,6 +47,7 @@ impl Behaviour {
             capacity: None,
             retry_after: None,
             latency: (latency, latency),
+            failure_rate: 0.0,
         }
     }
 
@@ -54,6 +58,7 @@ impl Behaviour {
             capacity: Some(capacity),
             retry_after: Some("1".to_owned()),
             latency: (Duration::from_millis(300), Duration::from_millis(400)),
+            failure_rate: 0.0,
         }
     }
 }
@@ -68,6 +73,8 @@ pub struct Seen {
     /// `503`s while down.
     pub unavailable: usize,
     pub quota_refused: usize,
+    /// `500`s of the [`Behaviour::failure_rate`].
+    pub failed: usize,
     /// The most calls in flight at once, refused ones included (a refusal is in flight
     /// only while it is being answered).
     pub peak_in_flight: usize,
@@ -180,15 +187,24 @@ async fn complete(State(inner): State<Arc<Inner>>) -> Response {
                     inner.behaviour.retry_after.as_deref(),
                 );
             }
+            if inner.behaviour.failure_rate > 0.0 && uniform() < inner.behaviour.failure_rate {
+                count(|seen| &mut seen.failed);
+                return refusal(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None);
+            }
             count(|seen| &mut seen.served);
             let (low, high) = inner.behaviour.latency;
-            let spread = high
-                .saturating_sub(low)
-                .mul_f64(uuid::Uuid::new_v4().as_u128() as f64 / u128::MAX as f64);
+            let spread = high.saturating_sub(low).mul_f64(uniform());
             tokio::time::sleep(low + spread).await;
             axum::Json(completion()).into_response()
         }
     }
+}
+
+/// A number in [0, 1), evenly spread: the low 62 bits of a random UUID (above them sit
+/// its variant bits), so no RNG crate for a fake.
+fn uniform() -> f64 {
+    const BITS: u32 = 62;
+    (uuid::Uuid::new_v4().as_u128() & ((1 << BITS) - 1)) as f64 / (1u64 << BITS) as f64
 }
 
 fn refusal(status: StatusCode, kind: &str, retry_after: Option<&str>) -> Response {
