@@ -870,3 +870,39 @@ async fn deleting_a_session_keeps_its_feedback_operations_without_their_answer(p
     .expect("operations");
     assert_eq!(kept, [(failed.0, None, None), (completed.0, None, None)]);
 }
+
+/// What `queue_tuning()` leaves on apalis' table: the partial index of claimed jobs by
+/// worker, and one most-common value at most for `lock_by`.
+async fn queue_tuned(pool: &PgPool) -> (bool, i32) {
+    sqlx::query_as(
+        "SELECT to_regclass('apalis.jobs_claimed_by_worker_idx') IS NOT NULL,
+                (SELECT attstattarget::int FROM pg_attribute
+                 WHERE attrelid = 'apalis.jobs'::regclass AND attname = 'lock_by')",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("the queue's tuning")
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_queue_is_tuned_when_apalis_migrates_first(pool: PgPool) {
+    db::migrate(&pool).await.expect("migrated");
+    assert_eq!(queue_tuned(&pool).await, (true, 1));
+    // Again at the next start: nothing to do, nothing fails.
+    db::migrate(&pool).await.expect("migrated again");
+    assert_eq!(queue_tuned(&pool).await, (true, 1));
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_queue_is_tuned_when_our_migrations_ran_before_apalis_had_a_table(pool: PgPool) {
+    // Ours alone ran (this test's migrator): there was no apalis.jobs to tune.
+    let before: bool = sqlx::query_scalar("SELECT to_regclass('apalis.jobs') IS NULL")
+        .fetch_one(&pool)
+        .await
+        .expect("read");
+    assert!(before);
+    db::migrate(&pool)
+        .await
+        .expect("apalis' migrations, then ours again");
+    assert_eq!(queue_tuned(&pool).await, (true, 1));
+}

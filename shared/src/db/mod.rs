@@ -119,6 +119,12 @@ pub async fn migrate(pool: &PgPool) -> Result<Vec<String>, MigrateError> {
         .run(pool)
         .await
         .map_err(MigrateError::Schema)?;
+    // Again after both migrators, whichever ran first on this database (the
+    // migration that defines it says what it does and why).
+    sqlx::query("SELECT queue_tuning()")
+        .execute(pool)
+        .await
+        .map_err(MigrateError::Tune)?;
     let after = missing_migrations(pool).await.map_err(MigrateError::Read)?;
     Ok(before.into_iter().filter(|m| !after.contains(m)).collect())
 }
@@ -225,6 +231,9 @@ pub enum MigrateError {
     /// Our migrations failed.
     #[error("applying the service's migrations failed")]
     Schema(#[source] sqlx::migrate::MigrateError),
+    /// The queue's tuning (`queue_tuning()`) failed.
+    #[error("tuning the job queue's table failed")]
+    Tune(#[source] sqlx::Error),
 }
 
 /// Whether a database error is the named constraint refusing a row.
