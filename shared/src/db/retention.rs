@@ -1,8 +1,8 @@
 //! Retention: the deletes that keep the tables to a few days of history. apalis never
 //! deletes a queue row, and a finished operation is only a receipt, so each table's old
-//! rows go here, in batches of [`PURGE_BATCH`], one replica at a time (an advisory
-//! lock). The schedule (how often, how many days) is the worker's; the statements are
-//! here, beside each other, because they share their runner and their lock.
+//! rows go here, in batches of [`PURGE_BATCH`], one replica at a time per table (an
+//! advisory lock for each). The schedule (how often, how many days) is the worker's;
+//! the statements are here, beside each other, because they share their runner.
 
 use crate::ended_job;
 use crate::jobs::QUEUES;
@@ -95,6 +95,7 @@ pub async fn purge_finished_operations(
 ) -> Result<Option<u64>, sqlx::Error> {
     purge_locked(
         pool,
+        Purge::Operations,
         sqlx::query(
             "DELETE FROM operations WHERE id IN (
                  SELECT id FROM operations
@@ -108,8 +109,29 @@ pub async fn purge_finished_operations(
     .await
 }
 
-/// Runs one purge statement (binding our queues, the days and [`PURGE_BATCH`]) under
-/// the purge lock; `None` when another replica holds it.
+/// What a purge deletes, and so which lock it takes: one replica purges each at a time,
+/// and the two never wait for each other. (With one lock for both, every worker's
+/// first pass at its start met the others' purge of operations and skipped the queue's
+/// for an hour; the soak found it.)
+#[derive(Debug, Clone, Copy)]
+enum Purge {
+    /// Ended jobs and silent workers (`apalis.jobs`, `apalis.workers`).
+    Queue,
+    /// Finished operations.
+    Operations,
+}
+
+impl Purge {
+    fn lock_key(self) -> &'static str {
+        match self {
+            Purge::Queue => "interviewer.purge.queue",
+            Purge::Operations => "interviewer.purge.operations",
+        }
+    }
+}
+
+/// Runs one purge statement of the queue (binding our queues, the days and
+/// [`PURGE_BATCH`]) under the queue's purge lock; `None` when another replica holds it.
 async fn purge(
     pool: &PgPool,
     sql: &'static str,
@@ -117,6 +139,7 @@ async fn purge(
 ) -> Result<Option<u64>, sqlx::Error> {
     purge_locked(
         pool,
+        Purge::Queue,
         sqlx::query(sql)
             .bind(QUEUES)
             .bind(older_than_days as i32)
@@ -125,15 +148,16 @@ async fn purge(
     .await
 }
 
-/// Runs `statement`, a batch of a purge, in a transaction that holds the purge lock,
+/// Runs `statement`, a batch of the purge `kind`, in a transaction that holds its lock,
 /// and returns the rows it deleted; `None` when another replica holds the lock. The
 /// one runner for every retention statement.
 async fn purge_locked(
     pool: &PgPool,
+    kind: Purge,
     statement: sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
 ) -> Result<Option<u64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    if !try_purge_lock(&mut tx).await? {
+    if !try_purge_lock(&mut tx, kind).await? {
         return Ok(None);
     }
     let done = statement.execute(&mut *tx).await?;
@@ -141,9 +165,10 @@ async fn purge_locked(
     Ok(Some(done.rows_affected()))
 }
 
-/// One replica purges at a time: the lock is released when the transaction ends.
-async fn try_purge_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('interviewer.purge'))")
+/// One replica purges `kind` at a time: the lock is released when the transaction ends.
+async fn try_purge_lock(conn: &mut PgConnection, kind: Purge) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1))")
+        .bind(kind.lock_key())
         .fetch_one(conn)
         .await
 }

@@ -5,7 +5,7 @@
 use crate::helpers::*;
 use shared::domain::OperationId;
 use sqlx::PgPool;
-use worker::upkeep::purge_operations_once;
+use worker::upkeep::{purge_once, purge_operations_once};
 
 async fn age(pool: &PgPool, op: OperationId, days: i32) {
     sqlx::query(
@@ -73,9 +73,9 @@ async fn a_backlog_goes_in_batches_and_one_replica_purges_at_a_time(pool: PgPool
     .execute(&pool)
     .await
     .expect("backlog");
-    // Another replica is purging: this one leaves it alone.
+    // Another replica is purging operations: this one leaves them alone.
     let mut other = pool.begin().await.expect("tx");
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('interviewer.purge'))")
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('interviewer.purge.operations'))")
         .execute(&mut *other)
         .await
         .expect("lock");
@@ -87,6 +87,44 @@ async fn a_backlog_goes_in_batches_and_one_replica_purges_at_a_time(pool: PgPool
         2_500
     );
     assert_eq!(purge_operations_once(&pool, 30).await.expect("purge"), 0);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_purge_of_operations_elsewhere_does_not_stop_the_purge_of_the_queue(pool: PgPool) {
+    migrated(&pool).await;
+    let (user, session) = session(&pool, 1).await;
+    let ops = enqueue_on(&pool, &[(user, session)], 1).await;
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Done', done_at = now() - interval '8 days'
+         WHERE idempotency_key = $1::text",
+    )
+    .bind(ops[0])
+    .execute(&pool)
+    .await
+    .expect("an old ended job");
+    // Every worker starts both purges at once: another's purge of operations is on.
+    let mut other = pool.begin().await.expect("tx");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('interviewer.purge.operations'))")
+        .execute(&mut *other)
+        .await
+        .expect("lock");
+    assert_eq!(purge_once(&pool, 7).await.expect("purge").0, 1);
+    // And another's purge of the queue stops this one's, as one replica at a time.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('interviewer.purge.queue'))")
+        .execute(&mut *other)
+        .await
+        .expect("lock");
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Done', done_at = now() - interval '8 days'
+         WHERE idempotency_key = $1::text",
+    )
+    .bind(enqueue_on(&pool, &[(user, session)], 1).await[0])
+    .execute(&pool)
+    .await
+    .expect("another old ended job");
+    assert_eq!(purge_once(&pool, 7).await.expect("purge").0, 0);
+    other.commit().await.expect("release");
+    assert_eq!(purge_once(&pool, 7).await.expect("purge").0, 1);
 }
 
 /// The keys of the queue's jobs, sorted.
