@@ -7,8 +7,7 @@
 //! worker's jobs and model calls) and passes its own database gauges, if any, to
 //! [`refresh_gauges_every`]. Serving `/metrics` over HTTP is the binaries' part too.
 
-use crate::db::operations;
-use crate::db::{intake, queue};
+use crate::db::{ended_counts, intake, operations, queue};
 use crate::domain::OperationStatus;
 use crate::jobs::{QUESTION_GENERATION_QUEUE, QUEUES};
 use futures::future::BoxFuture;
@@ -146,10 +145,28 @@ pub async fn refresh_gauges_every(pool: PgPool, period: Duration, own: Option<Ow
 }
 
 /// Reads queue depth and operation counts from the database into the gauges; states
-/// with no rows are set to 0 so a drained queue reads 0, not stale.
+/// with no rows are set to 0 so a drained queue reads 0, not stale. The work in play is
+/// counted at each refresh; ended jobs and finished operations come from the shared
+/// count ([`ended_counts`]), which this process recounts when it is due and no other
+/// replica is at it, so they lag by up to [`ended_counts::MIN_PERIOD`] (more on a
+/// database where counting them is slow).
 pub async fn refresh_queue_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let counts = queue::count_by_status(pool).await?;
+    if let Err(err) = ended_counts::recount_if_due(pool).await {
+        tracing::warn!(error = %err, "could not count the ended jobs for the metrics");
+    }
+    let ended = ended_counts::read(pool).await?;
+    let counts = queue::count_in_play(pool).await?;
     let ages = queue::oldest_pending_age_secs(pool).await?;
+    let by_state: Vec<(&str, &str, i64)> = counts
+        .iter()
+        .map(|c| (c.job_type.as_str(), c.status.as_str(), c.count))
+        .chain(
+            ended
+                .jobs
+                .iter()
+                .map(|c| (c.job_type.as_str(), c.status.as_str(), c.count)),
+        )
+        .collect();
     for job_type in QUEUES {
         let mut depth = [
             ("pending", 0i64),
@@ -158,11 +175,11 @@ pub async fn refresh_queue_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
             ("done", 0),
             ("failed", 0),
         ];
-        for count in counts.iter().filter(|c| c.job_type == job_type) {
-            if let Some(state) = queue_state(&count.status)
+        for (_, status, count) in by_state.iter().filter(|(queue, ..)| *queue == job_type) {
+            if let Some(state) = queue_state(status)
                 && let Some(slot) = depth.iter_mut().find(|(name, _)| *name == state)
             {
-                slot.1 += count.count;
+                slot.1 += count;
             }
         }
         let age = ages
@@ -187,12 +204,20 @@ pub async fn refresh_queue_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
     let heartbeat_age = queue::freshest_worker_heartbeat_age_secs(pool).await?;
     gauge!("question_worker_heartbeat_age_seconds").set(heartbeat_age.unwrap_or(f64::INFINITY));
 
-    let counts = operations::count_by_status(pool).await?;
+    let unfinished = operations::count_unfinished_by_status(pool).await?;
     for status in OperationStatus::ALL {
-        let count = counts
-            .iter()
-            .find(|(s, _)| s == status)
-            .map_or(0, |(_, n)| *n);
+        let count = if status.is_terminal() {
+            ended
+                .operations
+                .iter()
+                .find(|c| c.status == status.as_str())
+                .map_or(0, |c| c.count)
+        } else {
+            unfinished
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, n)| *n)
+        };
         gauge!("operations", "status" => status.as_str()).set(count as f64);
     }
     Ok(())

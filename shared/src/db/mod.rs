@@ -7,7 +7,8 @@
 //! spans tables: `attempt` (a question's start and its one commit), `feedback` (the
 //! same for a feedback), `reconcile` (which
 //! operations can no longer end), `retention` (deleting old rows of every table),
-//! `board` (the queue board's read-only views) and `heartbeat` (a worker's beat, its
+//! `board` (the queue board's read-only views), `ended_counts` (the gauges' rare
+//! count of ended work) and `heartbeat` (a worker's beat, its
 //! provider state and its count of live peers).
 //!
 //! Query functions take `&mut PgConnection` (or a pool where one statement is the
@@ -15,6 +16,7 @@
 
 pub mod attempt;
 pub mod board;
+pub mod ended_counts;
 pub mod feedback;
 pub mod heartbeat;
 pub mod intake;

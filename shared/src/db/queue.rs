@@ -26,43 +26,66 @@ macro_rules! ended_job {
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct QueueCount {
     pub job_type: String,
-    /// apalis' status, or `Held` / `Scheduled` (see [`count_by_status`]).
+    /// apalis' status, or `Held` / `Scheduled` (see [`count_in_play`]).
     pub status: String,
     pub count: i64,
 }
 
-/// Jobs of each of our queues by apalis status (`Pending`, `Queued`, `Running`, `Done`,
-/// `Failed`, `Killed`), as one cheap GROUP BY; `Pending` and `Queued` count only the
-/// jobs that are due. One not due yet is `Held` (behind its session's earlier question:
-/// `run_at` at the end of time) or `Scheduled` (due later), so that a session's queued
-/// follow-ups do not read as work that more workers could take.
-pub async fn count_by_status(pool: &PgPool) -> Result<Vec<QueueCount>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT job_type,
-                CASE WHEN status NOT IN ('Pending', 'Queued') OR run_at <= now() THEN status
-                     WHEN run_at >= question_job_held_until() THEN 'Held'
-                     ELSE 'Scheduled' END AS status,
-                count(*) AS count
-         FROM apalis.jobs WHERE job_type = ANY($1) GROUP BY 1, 2",
-    )
-    .bind(QUEUES)
-    .fetch_all(pool)
-    .await
+/// The SQL condition on a job row that apalis may still run: waiting (`Pending`, or
+/// `Failed` with attempts left), claimed (`Queued`) or `Running`. Spelled as the
+/// predicates of the two partial indexes that hold exactly those rows, apalis'
+/// `idx_apalis_jobs_fetch_partial` and our `jobs_claimed_by_worker_idx`, so that
+/// PostgreSQL reads them instead of the table: its cost follows the work in play, not
+/// the days of ended jobs that retention keeps.
+macro_rules! in_play {
+    () => {
+        "(status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts)
+          OR status = 'Queued' OR status = 'Running')"
+    };
 }
 
-/// Per queue, seconds since its oldest job still waiting to be picked up was due (a
-/// queue with none waiting is absent).
-pub async fn oldest_pending_age_secs(pool: &PgPool) -> Result<Vec<(String, f64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT job_type, extract(epoch FROM now() - min(run_at))::float8
-         FROM apalis.jobs
-         WHERE job_type = ANY($1) AND status IN ('Pending', 'Queued') AND run_at <= now()
-         GROUP BY job_type",
-    )
-    .bind(QUEUES)
-    .fetch_all(pool)
-    .await
+/// Jobs of each of our queues that apalis may still run, by apalis status (`Pending`,
+/// `Queued`, `Running`, and `Failed` with attempts left); `Pending` and `Queued` count
+/// only the jobs that are due. One not due yet is `Held` (behind its session's earlier
+/// question: `run_at` at the end of time) or `Scheduled` (due later), so that a
+/// session's queued follow-ups do not read as work that more workers could take.
+/// Ended jobs are counted apart, rarely ([`super::ended_counts`]).
+pub async fn count_in_play(pool: &PgPool) -> Result<Vec<QueueCount>, sqlx::Error> {
+    sqlx::query_as(COUNT_IN_PLAY)
+        .bind(QUEUES)
+        .fetch_all(pool)
+        .await
 }
+
+/// [`count_in_play`]'s statement (`$1`: the queues), public so that a test can check
+/// that its plan reads the indexes, not the table.
+pub const COUNT_IN_PLAY: &str = concat!(
+    "SELECT job_type,
+            CASE WHEN status NOT IN ('Pending', 'Queued') OR run_at <= now() THEN status
+                 WHEN run_at >= question_job_held_until() THEN 'Held'
+                 ELSE 'Scheduled' END AS status,
+            count(*) AS count
+     FROM apalis.jobs WHERE job_type = ANY($1) AND ",
+    in_play!(),
+    " GROUP BY 1, 2"
+);
+
+/// Per queue, seconds since its oldest job still waiting to be picked up was due (a
+/// queue with none waiting is absent). Through the same partial indexes as
+/// [`count_in_play`].
+pub async fn oldest_pending_age_secs(pool: &PgPool) -> Result<Vec<(String, f64)>, sqlx::Error> {
+    sqlx::query_as(OLDEST_PENDING_AGE)
+        .bind(QUEUES)
+        .fetch_all(pool)
+        .await
+}
+
+/// [`oldest_pending_age_secs`]' statement (`$1`: the queues), public for the same test.
+pub const OLDEST_PENDING_AGE: &str =
+    "SELECT job_type, extract(epoch FROM now() - min(run_at))::float8
+     FROM apalis.jobs
+     WHERE job_type = ANY($1) AND (status = 'Pending' OR status = 'Queued') AND run_at <= now()
+     GROUP BY job_type";
 
 /// Seconds since the freshest heartbeat of any worker on our queues; `None` when no
 /// worker ever registered.

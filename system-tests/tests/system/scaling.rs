@@ -262,7 +262,7 @@ async fn a_mixed_queue_counts_what_could_run_now_and_what_runs(pool: PgPool) {
     assert_eq!(scaler.replicas(value), 3, "with the target of 64");
 
     // The queue gauge agrees: `pending` is what is due, the held and scheduled apart.
-    let by_status = shared::db::queue::count_by_status(&pool)
+    let by_status = shared::db::queue::count_in_play(&pool)
         .await
         .expect("count");
     let count = |status: &str| {
@@ -275,7 +275,9 @@ async fn a_mixed_queue_counts_what_could_run_now_and_what_runs(pool: PgPool) {
     assert_eq!(count("Queued"), 7, "{by_status:?}");
     assert_eq!(count("Held"), 300 + 6, "{by_status:?}");
     assert_eq!(count("Scheduled"), 40, "{by_status:?}");
-    assert_eq!(count("Failed"), 2 + 5 + 50, "{by_status:?}");
+    // Those with attempts left; the 50 spent and the 10 killed have ended, and are
+    // counted apart (`ended_counts`).
+    assert_eq!(count("Failed"), 2 + 5, "{by_status:?}");
 }
 
 #[sqlx::test(migrations = false)]
@@ -298,7 +300,7 @@ async fn the_busier_job_type_decides_for_each_replica_runs_both(pool: PgPool) {
     assert_eq!(scaler.replicas(value), 200_u32.div_ceil(scaler.target));
 
     // The gauges count the types apart.
-    let by_status = shared::db::queue::count_by_status(&pool)
+    let by_status = shared::db::queue::count_in_play(&pool)
         .await
         .expect("count");
     let pending = |queue: &str| {
@@ -344,4 +346,201 @@ async fn an_empty_queue_reads_zero_and_keeps_the_floor(pool: PgPool) {
     assert_eq!(value, 0);
     assert_eq!(scaler.replicas(value), scaler.min);
     assert_eq!(scaler.min, 1, "one worker stays for the queue's upkeep");
+}
+
+/// The nodes of a plan (EXPLAIN's JSON) that scan `relation` whole.
+fn seq_scans(node: &serde_json::Value, relation: &str) -> usize {
+    let here = usize::from(node["Node Type"] == "Seq Scan" && node["Relation Name"] == relation);
+    here + node["Plans"].as_array().map_or(0, |plans| {
+        plans.iter().map(|p| seq_scans(p, relation)).sum()
+    })
+}
+
+async fn plan(pool: &PgPool, sql: &str, queues: bool) -> serde_json::Value {
+    let explain = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {sql}")));
+    let explain = if queues {
+        explain.bind(shared::jobs::QUEUES)
+    } else {
+        explain
+    };
+    let plans: serde_json::Value = explain.fetch_one(pool).await.expect("explain");
+    plans[0]["Plan"].clone()
+}
+
+/// What the gauges (and KEDA) read every few seconds must cost what is in play, not the
+/// days of ended jobs and finished operations that retention keeps: on tables that are
+/// mostly history, no plan of theirs scans the table.
+#[sqlx::test(migrations = false)]
+async fn the_gauges_and_the_scaler_read_the_work_in_play_not_the_history(pool: PgPool) {
+    migrated(&pool).await;
+    question_jobs(&pool, 40_000, "Done", 1, Due::Now).await;
+    question_jobs(&pool, 2_000, "Failed", 5, Due::Now).await;
+    question_jobs(&pool, 20, "Pending", 0, Due::Now).await;
+    question_jobs(&pool, 10, "Pending", 0, Due::Held).await;
+    question_jobs(&pool, 5, "Running", 1, Due::Now).await;
+    question_jobs(&pool, 3, "Queued", 1, Due::Now).await;
+    question_jobs(&pool, 2, "Failed", 1, Due::Now).await;
+    let (user, _) = session(&pool, 1).await;
+    sqlx::query(
+        "INSERT INTO operations (user_id, operation_type, status, result, created_at, updated_at)
+         SELECT $1, 'question_generation', 'completed', '{}', now() - interval '2 days', now() - interval '2 days'
+         FROM generate_series(1, 40000)",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .expect("finished operations");
+    sqlx::query("ANALYZE apalis.jobs, operations")
+        .execute(&pool)
+        .await
+        .expect("analyze");
+
+    let statements = [
+        (
+            "count_in_play",
+            shared::db::queue::COUNT_IN_PLAY,
+            true,
+            "jobs",
+        ),
+        (
+            "oldest_pending_age",
+            shared::db::queue::OLDEST_PENDING_AGE,
+            true,
+            "jobs",
+        ),
+        (
+            "count_unfinished_by_status",
+            shared::db::operations::COUNT_UNFINISHED_BY_STATUS,
+            false,
+            "operations",
+        ),
+    ];
+    for (name, sql, queues, table) in statements {
+        let plan = plan(&pool, sql, queues).await;
+        assert_eq!(seq_scans(&plan, table), 0, "{name} scans {table}: {plan:#}");
+    }
+    let keda = Scaler::from_manifest().query;
+    let plan = plan(&pool, &keda, false).await;
+    assert_eq!(
+        seq_scans(&plan, "jobs"),
+        0,
+        "the scaler scans jobs: {plan:#}"
+    );
+
+    // And they count what they should.
+    let in_play = shared::db::queue::count_in_play(&pool)
+        .await
+        .expect("count");
+    let count = |status: &str| {
+        in_play
+            .iter()
+            .find(|c| c.status == status)
+            .map_or(0, |c| c.count)
+    };
+    assert_eq!(
+        (
+            count("Pending"),
+            count("Held"),
+            count("Running"),
+            count("Queued"),
+            count("Failed")
+        ),
+        (20, 10, 5, 3, 2),
+        "{in_play:?}"
+    );
+    assert_eq!(count("Done"), 0, "ended jobs are counted apart");
+}
+
+/// The ended work is counted by one replica at a time, at most every MIN_PERIOD, and
+/// every process reads that count.
+#[sqlx::test(migrations = false)]
+async fn ended_jobs_are_counted_by_one_replica_at_a_time_and_rarely(pool: PgPool) {
+    use shared::db::ended_counts;
+    migrated(&pool).await;
+    question_jobs(&pool, 500, "Done", 1, Due::Now).await;
+    question_jobs(&pool, 50, "Failed", 5, Due::Now).await; // attempts spent
+    question_jobs(&pool, 10, "Killed", 2, Due::Now).await;
+    question_jobs(&pool, 7, "Failed", 1, Due::Now).await; // attempts left: in play
+    jobs(&pool, FEEDBACK_ANALYSIS_QUEUE, 4, "Done", 1, Due::Now).await;
+    jobs(&pool, "some_other_queue", 20, "Done", 1, Due::Now).await;
+
+    assert_eq!(
+        ended_counts::read(&pool).await.expect("read"),
+        ended_counts::EndedCounts::default(),
+        "nothing before the first count"
+    );
+    // Another replica is counting: this one does not.
+    let mut other = pool.begin().await.expect("tx");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('interviewer.ended_counts'))")
+        .execute(&mut *other)
+        .await
+        .expect("lock");
+    assert!(!ended_counts::recount_if_due(&pool).await.expect("recount"));
+    other.rollback().await.expect("rollback");
+
+    assert!(ended_counts::recount_if_due(&pool).await.expect("recount"));
+    let counted = ended_counts::read(&pool).await.expect("read");
+    let jobs_of = |queue: &str, status: &str| {
+        counted
+            .jobs
+            .iter()
+            .find(|c| c.job_type == queue && c.status == status)
+            .map_or(0, |c| c.count)
+    };
+    assert_eq!(
+        jobs_of(QUESTION_GENERATION_QUEUE, "Done"),
+        500,
+        "{counted:?}"
+    );
+    assert_eq!(
+        jobs_of(QUESTION_GENERATION_QUEUE, "Failed"),
+        50,
+        "{counted:?}"
+    );
+    assert_eq!(
+        jobs_of(QUESTION_GENERATION_QUEUE, "Killed"),
+        10,
+        "{counted:?}"
+    );
+    assert_eq!(jobs_of(FEEDBACK_ANALYSIS_QUEUE, "Done"), 4, "{counted:?}");
+    assert_eq!(
+        counted.jobs.len(),
+        4,
+        "only our queues' ended jobs: {counted:?}"
+    );
+    assert!(counted.age_secs.is_some_and(|age| age < 60.0));
+
+    // Within the period, a second call reads what is there.
+    question_jobs(&pool, 100, "Done", 1, Due::Now).await;
+    assert!(!ended_counts::recount_if_due(&pool).await.expect("recount"));
+    assert_eq!(
+        ended_counts::read(&pool).await.expect("read").jobs,
+        counted.jobs
+    );
+
+    // Once it is due, the next counts again.
+    sqlx::query("UPDATE ended_counts SET counted_at = now() - interval '1 minute'")
+        .execute(&pool)
+        .await
+        .expect("age the count");
+    assert!(ended_counts::recount_if_due(&pool).await.expect("recount"));
+    let recounted = ended_counts::read(&pool).await.expect("read");
+    assert!(
+        recounted
+            .jobs
+            .iter()
+            .any(|c| c.job_type == QUESTION_GENERATION_QUEUE
+                && c.status == "Done"
+                && c.count == 600),
+        "{recounted:?}"
+    );
+    // A slow count pushes the next one back: 20 times its duration.
+    sqlx::query("UPDATE ended_counts SET counted_at = now() - interval '1 minute', took_ms = 4000")
+        .execute(&pool)
+        .await
+        .expect("a slow count");
+    assert!(
+        !ended_counts::recount_if_due(&pool).await.expect("recount"),
+        "a count that took 4 s waits 80 s"
+    );
 }
