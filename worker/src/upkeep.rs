@@ -177,18 +177,24 @@ pub async fn purge_once(pool: &PgPool, days: u32) -> Result<(u64, u64), sqlx::Er
 }
 
 /// Runs `batch` (one purge statement) until it deletes less than a full batch or
-/// another replica holds the purge lock; returns how many rows went.
+/// another replica holds the purge lock; returns how many rows went. Between two full
+/// batches it rests as long as the last one took: a backlog (a day of jobs at a first
+/// pass) goes at half of one connection's time, beside the jobs, instead of taking a
+/// connection and the disk's write rate back to back.
 async fn in_batches<F, Fut>(mut batch: F) -> Result<u64, sqlx::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<u64>, sqlx::Error>>,
 {
     let mut deleted = 0;
-    while let Some(rows) = batch().await? {
+    loop {
+        let started = tokio::time::Instant::now();
+        let Some(rows) = batch().await? else { break };
         deleted += rows;
         if rows < retention::PURGE_BATCH as u64 {
             break;
         }
+        tokio::time::sleep(started.elapsed()).await;
     }
     Ok(deleted)
 }
