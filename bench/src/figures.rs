@@ -164,17 +164,21 @@ async fn drain(
     }
     let failed = db.wait_finished(jobs as i64, FINISH_DEADLINE).await?;
     let wall = started.elapsed().as_secs_f64();
-    let span = claim_to_commit_seconds(&db).await?;
-    let commits = first_to_last_commit_seconds(&db).await?;
-    // The workers started inside the window, so all their CPU time counts.
+    // The workers started inside the window, so all their CPU time counts. Read before
+    // the queries below, which on a copy of a seeded template read millions of rows.
     let workers_cpu: f64 = running.iter().map(|w| stack::cpu_seconds(w.pid())).sum();
     let postgres_cpu = stack::postgres_cpu_seconds() - cpu_before;
+    let span = claim_to_commit_seconds(&db).await?;
+    let commits = first_to_last_commit_seconds(&db).await?;
     drop(running);
     drop(api);
-    let (feedback_messages,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM session_messages WHERE message_type = 'feedback'")
-            .fetch_one(&db.pool)
-            .await?;
+    let (feedback_messages,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM session_messages
+         WHERE message_type = 'feedback' AND created_at >= $1",
+    )
+    .bind(db.created_at)
+    .fetch_one(&db.pool)
+    .await?;
     db.drop_database().await?;
     if feedback_messages != feedback as i64 {
         eprintln!("end_to_end: {feedback_messages} feedback messages for {feedback} feedback jobs");
@@ -428,7 +432,10 @@ pub async fn overhead(
         let counted = started.elapsed() >= WARMUP;
         let (user, http) = (user.clone(), http.clone());
         clients.push(tokio::spawn(async move {
-            let outcome = ask_and_wait(&user, &http, n as usize).await;
+            let outcome = user
+                .ask(&http, n as usize, FINISH_DEADLINE)
+                .await
+                .map(|a| (a.posted, a.answered, a.completed));
             (counted, outcome)
         }));
     }
@@ -527,40 +534,13 @@ pub async fn overhead(
     Ok(with_cpu(figures, "api_and_worker", cpu))
 }
 
-/// One client: POST, then long polls until the operation has finished. Returns the
-/// POST's latency, the time to the answering poll, and whether it completed.
-async fn ask_and_wait(
-    user: &User,
-    http: &reqwest::Client,
-    n: usize,
-) -> anyhow::Result<(Duration, Duration, bool)> {
-    let sent = Instant::now();
-    let id = user.generate(http, n).await?;
-    let posted = sent.elapsed();
-    loop {
-        let operation: Value = http
-            .get(format!("{}/operations/{id}?wait=30", user.base))
-            .bearer_auth(&user.token)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        match operation["status"].as_str() {
-            Some("completed") => return Ok((posted, sent.elapsed(), true)),
-            Some("failed") => return Ok((posted, sent.elapsed(), false)),
-            _ if sent.elapsed() > FINISH_DEADLINE => bail!("operation {id} never finished"),
-            _ => {}
-        }
-    }
-}
-
-/// Seconds from the first operation's commit to the last one's.
+/// Seconds from the first operation's commit to the last one's, in this run.
 async fn first_to_last_commit_seconds(db: &Database) -> anyhow::Result<f64> {
     let span: Option<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM max(updated_at) - min(updated_at))::float8
-         FROM operations WHERE status = 'completed'",
+         FROM operations WHERE status = 'completed' AND updated_at >= $1",
     )
+    .bind(db.created_at)
     .fetch_one(&db.pool)
     .await?;
     span.filter(|s| *s > 0.0).context("no commits recorded")
@@ -573,12 +553,13 @@ async fn fake_llm(latency: Duration) -> anyhow::Result<String> {
         .base_url)
 }
 
-/// Seconds from the first claim of a job to the last operation's commit.
+/// Seconds from the first claim of a job to the last operation's commit, in this run.
 async fn claim_to_commit_seconds(db: &Database) -> anyhow::Result<f64> {
     let span: Option<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM (SELECT max(updated_at) FROM operations)
-                                 - (SELECT min(lock_at) FROM apalis.jobs))::float8",
+        "SELECT extract(epoch FROM (SELECT max(updated_at) FROM operations WHERE updated_at >= $1)
+                                 - (SELECT min(lock_at) FROM apalis.jobs WHERE lock_at >= $1))::float8",
     )
+    .bind(db.created_at)
     .fetch_one(&db.pool)
     .await?;
     span.filter(|s| *s > 0.0).context("no claims recorded")

@@ -47,9 +47,15 @@ struct Cli {
     /// The pgbench scripts.
     #[arg(long, default_value = "scripts/bench/pgbench")]
     pgbench_scripts: PathBuf,
+    /// A database on the server (one that `seed --keep-as NAME` left) that each run's
+    /// database is a file copy of: the figures then run on days of history, as in
+    /// production, without the minutes of seeding per run. They count only the rows
+    /// written after the copy.
+    #[arg(long, global = true, value_name = "NAME", value_parser = stack::database_name)]
+    template: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum Figure {
     /// 1. POST generate-question at 32 and 128 connections, then at 32 while two
     ///    workers drain the queue.
@@ -98,10 +104,14 @@ enum Figure {
         days: f64,
         #[arg(long, default_value_t = 8.0)]
         rate: f64,
+        /// The name to keep it under, for `--template NAME` (a name of our own choosing
+        /// rather than the random one); fails if the server has a database so named.
+        #[arg(long, value_name = "NAME", value_parser = stack::database_name)]
+        keep_as: Option<String>,
     },
 }
 
-/// What the pgbench scripts write, one row per transaction.
+/// What the pgbench scripts write, one row per transaction (counted before and after).
 const JOBS: &str = "SELECT count(*) FROM apalis.jobs";
 const MESSAGES: &str = "SELECT count(*) FROM session_messages";
 
@@ -119,8 +129,9 @@ async fn main() -> anyhow::Result<()> {
         database_url: cli.database_url.clone(),
         log_dir: cli.log_dir.clone(),
         otlp_endpoint: receiver.as_ref().map(|r| r.http_endpoint.clone()),
+        template: cli.template.clone(),
     };
-    let figures = match cli.figure {
+    let figures = match &cli.figure {
         Figure::All => vec![
             Figure::Enqueue,
             Figure::Poll,
@@ -132,8 +143,24 @@ async fn main() -> anyhow::Result<()> {
             Figure::Pgbench,
             Figure::Overhead,
         ],
-        one => vec![one],
+        one => vec![one.clone()],
     };
+    // The other figures count every row of their database, which on a copy of a
+    // template would include its history. (The soak takes its history from the
+    // template instead of seeding.)
+    if let Some(template) = &cli.template
+        && let Some(other) = figures.iter().find(|f| {
+            !matches!(
+                f,
+                Figure::EndToEnd | Figure::EndToEndMixed | Figure::Pgbench | Figure::Soak { .. }
+            )
+        })
+    {
+        anyhow::bail!(
+            "--template {template}: only end-to-end, end-to-end-mixed, pgbench and soak \
+             count just their own rows, not {other:?}"
+        );
+    }
     for figure in figures {
         run_figure(&cli, &setup, figure).await?;
     }
@@ -169,7 +196,8 @@ async fn run_figure(cli: &Cli, setup: &Setup, figure: Figure) -> anyhow::Result<
                 },
                 out: setup.log_dir.join(format!("soak-{since_epoch}")),
             };
-            let params = json!({"minutes": minutes, "rate": rate, "seed_days": seed_days, "seed_rate": seed_rate});
+            let params = json!({"minutes": minutes, "rate": rate, "seed_days": seed_days, "seed_rate": seed_rate,
+                                "template": setup.template});
             let figures = soak::soak(setup, &args).await?;
             stats::emit("soak", "run", &params, &figures);
             // The path run.sh plots, and its exit status: a gated verdict that failed.
@@ -178,10 +206,25 @@ async fn run_figure(cli: &Cli, setup: &Setup, figure: Figure) -> anyhow::Result<
                 anyhow::bail!("the soak failed a gated verdict (see its verdicts.jsonl)");
             }
         }
-        Figure::Seed { days, rate } => {
+        Figure::Seed {
+            days,
+            rate,
+            keep_as,
+        } => {
             let db = stack::Database::create(setup).await?;
+            if let Some(name) = &keep_as {
+                // Before the minutes of seeding rather than after them.
+                if let Err(taken) = db.ensure_absent(name).await {
+                    db.drop_database().await?;
+                    return Err(taken);
+                }
+            }
             seed::seed(&db.url, seed::History { days, rate }).await?;
-            println!("{}", json!({"seeded_database": db.url}));
+            let url = match keep_as {
+                Some(name) => db.keep_as(&name).await?,
+                None => db.url,
+            };
+            println!("{}", json!({"seeded_database": url}));
         }
         Figure::Enqueue => {
             for (connections, workers) in [(32, 0), (128, 0), (32, 2)] {

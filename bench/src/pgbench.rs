@@ -9,8 +9,9 @@ use std::process::Command;
 use uuid::Uuid;
 
 /// One pgbench run of `script` with `clients` clients for `seconds`, on a fresh
-/// database holding the data of populate.sql; `rows_written` counts what the
-/// transactions wrote, one row each.
+/// database (a copy of `--template`'s history, if given) holding the data of
+/// populate.sql; `rows_written` counts the rows of a table the transactions write, one
+/// row each.
 pub async fn run(
     setup: &Setup,
     scripts: &Path,
@@ -24,6 +25,10 @@ pub async fn run(
     // Our own file, read from the repo: safe to run as written.
     sqlx::raw_sql(sqlx::AssertSqlSafe(populate))
         .execute(&db.pool)
+        .await?;
+    // What is there before pgbench: populate.sql's rows and a template's history.
+    let before: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(rows_written))
+        .fetch_one(&db.pool)
         .await?;
     let prefix = setup
         .log_dir
@@ -55,9 +60,10 @@ pub async fn run(
     let mut latencies = transaction_latencies_ms(&prefix)?;
     // Each transaction must have written its row: a script that silently did nothing
     // (a conflict, a missed id) would measure nothing.
-    let written: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(rows_written))
+    let after: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(rows_written))
         .fetch_one(&db.pool)
         .await?;
+    let written = after - before;
     if written != latencies.len() as i64 {
         bail!(
             "{script}: {} transactions but {written} rows written",

@@ -62,7 +62,9 @@ pub async fn seed(url: &str, history: History) -> anyhow::Result<()> {
     let recent = history.with_messages();
     let seconds = history.days * 86_400.0;
     // Ids from numbers, so that every table agrees on them without a lookup: an
-    // operation's, its job's, its message's and its session's.
+    // operation's, its job's, its message's and its session's. Named apart from
+    // scripts/bench/pgbench/populate.sql's (md5 of 'op', 's' or 'user' and a number) so
+    // that its rows fit beside these in a copy of a seeded database (`--template`).
     sqlx::raw_sql(
         "CREATE TEMPORARY TABLE seed_params (total bigint, recent bigint, seconds float8, started timestamptz);
          CREATE FUNCTION pg_temp.seed_uuid(kind text, n bigint) RETURNS uuid
@@ -157,7 +159,7 @@ async fn insert_range(conn: &mut PgConnection, from: i64, to: i64) -> anyhow::Re
     sqlx::query(
         "INSERT INTO operations (id, user_id, session_id, operation_type, status, result,
                                  error_message, attempts, model_calls, created_at, started_at, updated_at)
-         SELECT pg_temp.seed_uuid('op', n),
+         SELECT pg_temp.seed_uuid('operation', n),
                 pg_temp.seed_uuid('user', CASE WHEN r >= 0 THEN (r / $4) % $3 ELSE n % $3 END),
                 CASE WHEN r >= 0 THEN pg_temp.seed_uuid('session', r / $4) END,
                 'question_generation',
@@ -195,7 +197,7 @@ async fn insert_range(conn: &mut PgConnection, from: i64, to: i64) -> anyhow::Re
                 'seed-' || floor(extract(epoch FROM o.created_at - p.started) / 21600)::bigint || '-question_generation-0',
                 o.updated_at, 0, o.id::text
          FROM seed_params p, generate_series($1, $2 - 1) AS n
-         JOIN operations o ON o.id = pg_temp.seed_uuid('op', n)",
+         JOIN operations o ON o.id = pg_temp.seed_uuid('operation', n)",
     )
     .bind(from)
     .bind(to)
@@ -213,7 +215,7 @@ async fn insert_range(conn: &mut PgConnection, from: i64, to: i64) -> anyhow::Re
                                        'completion_tokens', 30, 'total_tokens', 330)),
                 o.id, o.updated_at
          FROM generate_series($1, $2 - 1) AS n
-         JOIN operations o ON o.id = pg_temp.seed_uuid('op', n)
+         JOIN operations o ON o.id = pg_temp.seed_uuid('operation', n)
          WHERE o.session_id IS NOT NULL",
     )
     .bind(from)

@@ -51,6 +51,7 @@ pub const COLUMNS: &[&str] = &[
     "t_s",
     "completed",
     "failed",
+    "retried",
     "throughput_per_s",
     "overhead_p50_ms",
     "overhead_p99_ms",
@@ -106,7 +107,10 @@ pub async fn soak(setup: &Setup, args: &Soak) -> anyhow::Result<Figures> {
     std::fs::create_dir_all(&args.out)?;
     let db = Database::create(setup).await?;
     let explain_log = check_server(&db).await?;
-    seed::seed(&db.url, args.history).await?;
+    // A copy of a seeded template (`--template`) has its history already.
+    if setup.template.is_none() {
+        seed::seed(&db.url, args.history).await?;
+    }
     let model = FakeProvider::start(Behaviour {
         capacity: None,
         retry_after: None,
@@ -198,6 +202,7 @@ pub async fn soak(setup: &Setup, args: &Soak) -> anyhow::Result<Figures> {
     figures.insert("minutes".into(), json!(args.minutes));
     figures.insert("accepted".into(), json!(arrived.accepted));
     figures.insert("refused".into(), json!(arrived.refused));
+    figures.insert("refused_by_kind".into(), json!(arrived.refused_by_kind));
     figures.insert("failed".into(), json!(sampler.failed + failed_late as u64));
     figures.insert("csv".into(), json!(csv_path.display().to_string()));
     figures.insert(
@@ -275,7 +280,7 @@ async fn capacity(user: &User, http: &reqwest::Client) -> anyhow::Result<f64> {
         clients.push(tokio::spawn(async move {
             let mut done = 0u64;
             while Instant::now() < until {
-                let answered = ask(&user, &http, client).await;
+                let answered = user.ask(&http, client, DRAIN).await;
                 if answered.is_ok() && Instant::now() >= measured_from && Instant::now() < until {
                     done += 1;
                 }
@@ -291,11 +296,13 @@ async fn capacity(user: &User, http: &reqwest::Client) -> anyhow::Result<f64> {
 }
 
 /// How the arrivals went.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 struct Arrived {
     accepted: i64,
     /// Requests the api refused, or that failed in transport.
     refused: u64,
+    /// Those by what went wrong ([`error_kind`]): a soak's errors are a finding too.
+    refused_by_kind: std::collections::BTreeMap<String, u64>,
 }
 
 /// Open loop: one arrival every `1 / rate` s for `length`, never skipped when late, each
@@ -311,24 +318,23 @@ async fn arrive(
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut asked = Vec::new();
-    let (mut accepted, mut refused) = (0i64, 0u64);
+    let mut arrived = Arrived::default();
     let mut n = 0usize;
     while started.elapsed() < length {
         ticker.tick().await;
         let (user, http, inbox) = (user.clone(), http.clone(), Arc::clone(&inbox));
         asked.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let outcome = ask(&user, &http, n).await;
-            let accepted = outcome.is_ok();
-            if let Ok((completed, message)) = outcome {
+            let outcome = user.ask(&http, n, DRAIN).await;
+            let accepted = outcome.as_ref().map(|_| ()).map_err(error_kind);
+            if let Ok(answer) = outcome {
                 inbox
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(Answered {
                         at: started.elapsed().as_secs_f64(),
-                        answered_ms: sent.elapsed().as_secs_f64() * 1000.0,
-                        completed,
-                        message,
+                        answered_ms: answer.answered.as_secs_f64() * 1000.0,
+                        completed: answer.completed,
+                        message: answer.message,
                     });
             }
             accepted
@@ -340,53 +346,40 @@ async fn arrive(
                 asked.into_iter().partition(|task| task.is_finished());
             asked = running;
             for task in done {
-                tally(task.await?, &mut accepted, &mut refused);
+                arrived.tally(task.await?);
             }
         }
     }
     for task in asked {
-        tally(task.await?, &mut accepted, &mut refused);
+        arrived.tally(task.await?);
     }
-    Ok(Arrived { accepted, refused })
+    Ok(arrived)
 }
 
-fn tally(accepted: bool, accepted_count: &mut i64, refused: &mut u64) {
-    if accepted {
-        *accepted_count += 1;
-    } else {
-        *refused += 1;
-    }
-}
-
-/// POSTs a question for session `n` and long-polls it until it ends: whether it
-/// completed, and its message.
-async fn ask(
-    user: &User,
-    http: &reqwest::Client,
-    n: usize,
-) -> anyhow::Result<(bool, Option<Uuid>)> {
-    let id = user.generate(http, n).await?;
-    let sent = Instant::now();
-    loop {
-        let operation: Value = http
-            .get(format!("{}/operations/{id}?wait=30", user.base))
-            .bearer_auth(&user.token)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        match operation["status"].as_str() {
-            Some("completed") => {
-                let message = operation["result"]["message_id"]
-                    .as_str()
-                    .and_then(|m| m.parse().ok());
-                return Ok((true, message));
+impl Arrived {
+    fn tally(&mut self, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => self.accepted += 1,
+            Err(kind) => {
+                self.refused += 1;
+                *self.refused_by_kind.entry(kind).or_default() += 1;
             }
-            Some("failed") => return Ok((false, None)),
-            _ if sent.elapsed() > DRAIN => bail!("operation {id} never finished"),
-            _ => {}
         }
+    }
+}
+
+/// What went wrong with an arrival, in a few words: the HTTP status the api answered,
+/// or the transport's failure.
+fn error_kind(err: &anyhow::Error) -> String {
+    match err.downcast_ref::<reqwest::Error>() {
+        Some(err) if err.status().is_some() => {
+            format!("http {}", err.status().map_or(0, |s| s.as_u16()))
+        }
+        Some(err) if err.is_timeout() => "timeout".to_owned(),
+        Some(err) if err.is_connect() => "connect".to_owned(),
+        Some(err) if err.is_body() || err.is_decode() => "body".to_owned(),
+        Some(err) => format!("transport: {err}"),
+        None => err.to_string(),
     }
 }
 
@@ -500,19 +493,30 @@ impl Sampler {
         let failed = answered.len() as u64 - completed;
         self.failed += failed;
         // The overhead: the answer's time minus the model's, the call that wrote the
-        // question (the worker keeps it in the message's metadata).
+        // question (the worker keeps it in the message's metadata), for the questions
+        // written at the first call of the first run. A retried one also waited out a
+        // backoff (the model's 1 % of failures), which is the retry policy's time, not
+        // the service's; those are counted apart (`retried`).
         let ids: Vec<Uuid> = answered.iter().filter_map(|a| a.message).collect();
-        let model_ms: HashMap<Uuid, f64> = sqlx::query_as(
-            "SELECT id, (metadata->>'latency_ms')::float8 FROM session_messages WHERE id = ANY($1)",
+        let model_ms: HashMap<Uuid, (f64, bool)> = sqlx::query_as(
+            "SELECT m.id, (m.metadata->>'latency_ms')::float8,
+                    (m.metadata->>'attempts')::int = 1 AND coalesce(o.attempts, 1) <= 1
+             FROM session_messages m LEFT JOIN operations o ON o.id = m.operation_id
+             WHERE m.id = ANY($1)",
         )
         .bind(&ids)
         .fetch_all(&self.pool)
         .await?
         .into_iter()
+        .map(|(id, ms, first_try)| (id, (ms, first_try)))
         .collect();
+        let retried = model_ms.values().filter(|(_, first)| !first).count();
         let mut window: Vec<f64> = answered
             .iter()
-            .filter_map(|a| Some((a.at, a.answered_ms - model_ms.get(&a.message?)?)))
+            .filter_map(|a| {
+                let (model, first_try) = model_ms.get(&a.message?)?;
+                first_try.then(|| (a.at, a.answered_ms - model))
+            })
             .map(|(at, overhead)| {
                 self.overheads.push((at, overhead));
                 overhead
@@ -539,6 +543,7 @@ impl Sampler {
             Some(t),
             Some(completed as f64),
             Some(failed as f64),
+            Some(retried as f64),
             Some(completed as f64 / SAMPLE.as_secs_f64()),
             p50,
             p99,
@@ -813,7 +818,8 @@ fn verdicts(
     verdicts.push(json!({"verdict": "zero stuck operations", "pass": stuck == 0.0, "gate": true, "max_overdue": stuck}));
     verdicts.push(json!({"verdict": "zero lost or duplicated questions (every operation ended; assert_consistent)",
         "pass": drained && consistent.is_ok(), "gate": true, "all_ended": drained,
-        "inconsistent": consistent.as_ref().err(), "accepted": arrived.accepted, "refused": arrived.refused}));
+        "inconsistent": consistent.as_ref().err(), "accepted": arrived.accepted, "refused": arrived.refused,
+        "refused_by_kind": arrived.refused_by_kind}));
     // Retention: every sample in which it deleted, against the samples in which it did not.
     let mut quiet: Vec<f64> = rows
         .iter()

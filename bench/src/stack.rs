@@ -5,6 +5,7 @@ use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
+use sqlx::types::chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,6 +23,9 @@ pub struct Setup {
     /// Where the binaries export their traces (`--traces`), every span sampled; `None`:
     /// tracing off, as by default.
     pub otlp_endpoint: Option<String>,
+    /// A database on the server that each run's database is a copy of (`--template`),
+    /// checked by [`database_name`]; `None`: each starts empty.
+    pub template: Option<String>,
 }
 
 impl Setup {
@@ -37,17 +41,49 @@ impl Setup {
     }
 }
 
+/// `name` if it is a database name that may go into SQL as written: lowercase ASCII
+/// letters, digits and `_`, at most PostgreSQL's 63 bytes. Names come from the command
+/// line (`--template`, `--keep-as`) and no statement takes a database name as a
+/// parameter.
+pub fn database_name(name: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    if name.is_empty() || name.len() > 63 || !name.chars().all(allowed) {
+        return Err(format!(
+            "{name:?} is not a database name the bench accepts: 1 to 63 characters of \
+             a-z, 0-9 and _"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// What a question asked through the api ([`User::ask`]) came to.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    /// From the POST's start to its `202`.
+    pub posted: Duration,
+    /// From the POST's start to the poll that saw the end.
+    pub answered: Duration,
+    pub completed: bool,
+    /// The question's message, when it completed.
+    pub message: Option<Uuid>,
+}
+
 /// A database created for one run and dropped after it.
 #[derive(Debug)]
 pub struct Database {
     pub url: String,
     pub pool: PgPool,
+    /// PostgreSQL's `now()` when the database was created. A copy of a seeded template
+    /// holds days of history, all of it older: the figures count only rows from this
+    /// instant on, so that they count this run's.
+    pub created_at: DateTime<Utc>,
     name: String,
     admin_url: String,
 }
 
 impl Database {
-    /// Creates an empty database and applies the schema (ours and apalis').
+    /// Creates a database, empty or a copy of `setup.template`, and applies the schema
+    /// (ours and apalis'; nothing to do on a copy of a migrated database).
     pub async fn create(setup: &Setup) -> anyhow::Result<Self> {
         let (base, _) = setup
             .database_url
@@ -58,9 +94,29 @@ impl Database {
         let mut admin = PgConnection::connect(&admin_url)
             .await
             .context("connecting to PostgreSQL (is it running? scripts/ensure-postgres.sh)")?;
-        // The name is ours (a UUID in hex), never input.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        // The name is ours (a UUID in hex), never input; the template's is checked.
+        let create = match &setup.template {
+            None => format!("CREATE DATABASE {name}"),
+            // FILE_COPY: the seeded template is gigabytes, which the default strategy
+            // (WAL_LOG) would write to the WAL block by block. Quoted, so that a name
+            // such as `user` or `8days` is read as a name.
+            Some(template) => format!(
+                "CREATE DATABASE {name} TEMPLATE \"{}\" STRATEGY = FILE_COPY",
+                database_name(template).map_err(anyhow::Error::msg)?
+            ),
+        };
+        sqlx::query(sqlx::AssertSqlSafe(create))
             .execute(&mut admin)
+            .await
+            .with_context(|| match &setup.template {
+                None => format!("creating database {name}"),
+                Some(template) => format!(
+                    "creating database {name} as a copy of {template} (made by `seed \
+                     --keep-as {template}` on this server? nothing may be connected to it)"
+                ),
+            })?;
+        let created_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&mut admin)
             .await?;
         let url = format!("{base}/{name}");
         let pool = PgPoolOptions::new()
@@ -71,35 +127,55 @@ impl Database {
         Ok(Self {
             url,
             pool,
+            created_at,
             name,
             admin_url,
         })
     }
 
-    /// Counts of operations by whether they are finished.
+    /// Counts of this run's operations by whether they are finished.
     pub async fn finished(&self) -> anyhow::Result<(i64, i64)> {
         Ok(sqlx::query_as(
             "SELECT count(*) FILTER (WHERE status IN ('completed', 'failed')),
                     count(*) FILTER (WHERE status = 'failed')
-             FROM operations",
+             FROM operations
+             WHERE created_at >= $1",
         )
+        .bind(self.created_at)
         .fetch_one(&self.pool)
         .await?)
     }
 
-    /// Waits until `total` operations are finished; the number that failed.
+    /// Waits until `total` operations of this run, all of them queued already, are
+    /// finished; the number that failed.
     pub async fn wait_finished(&self, total: i64, deadline: Duration) -> anyhow::Result<i64> {
         let started = Instant::now();
         loop {
-            let (finished, failed) = self.finished().await?;
-            if finished >= total {
-                return Ok(failed);
-            }
+            // The unfinished ones, on their partial index (operations_unfinished_idx):
+            // a count of the finished would read every operation, millions on a copy
+            // of a seeded template, four times a second on the server being measured.
+            let (unfinished,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM operations
+                 WHERE status IN ('pending', 'processing') AND created_at >= $1",
+            )
+            .bind(self.created_at)
+            .fetch_one(&self.pool)
+            .await?;
+            let finished = match unfinished {
+                0 => {
+                    let (finished, failed) = self.finished().await?;
+                    if finished >= total {
+                        return Ok(failed);
+                    }
+                    finished
+                }
+                _ => total - unfinished,
+            };
             if started.elapsed() > deadline {
                 bail!("only {finished} of {total} operations finished in {deadline:?}");
             }
             // The rate comes from the database's timestamps, not from this loop, and
-            // a count over every operation costs the measured server: poll rarely.
+            // each count costs the measured server: poll rarely.
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -133,6 +209,48 @@ impl Database {
         .await?;
         tx.commit().await?;
         Ok(sessions.iter().copied().zip(ids).collect())
+    }
+
+    /// Fails if the server already has a database named `name`: `seed --keep-as` never
+    /// replaces one (it may be a template others use).
+    pub async fn ensure_absent(&self, name: &str) -> anyhow::Result<()> {
+        // pg_database is the server's, seen from any of its databases.
+        let taken: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?;
+        if taken {
+            bail!(
+                "a database named {name} already exists on this server: drop it \
+                 (DROP DATABASE {name}) or choose another --keep-as"
+            );
+        }
+        Ok(())
+    }
+
+    /// Keeps the database under the name `keep_as` instead of dropping it: a seeded
+    /// database for `--template`. Its URL under that name.
+    pub async fn keep_as(self, keep_as: &str) -> anyhow::Result<String> {
+        let keep_as = database_name(keep_as).map_err(anyhow::Error::msg)?;
+        self.ensure_absent(&keep_as)
+            .await
+            .with_context(|| format!("the seeded database is kept as {}", self.name))?;
+        // A database cannot be renamed while anyone is connected to it.
+        self.pool.close().await;
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {} RENAME TO \"{keep_as}\"",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("renaming {} to {keep_as}", self.name))?;
+        let (base, _) = self
+            .url
+            .rsplit_once('/')
+            .context("the database's URL has no database part")?;
+        Ok(format!("{base}/{keep_as}"))
     }
 
     pub async fn drop_database(self) -> anyhow::Result<()> {
@@ -267,6 +385,45 @@ impl User {
             .parse()?)
     }
 
+    /// POSTs a question for session `n`, then long-polls it until it has ended; an
+    /// error if it has not `deadline` after the POST. The one client of the figures
+    /// that time a question from the candidate's side (the overhead, the soak).
+    pub async fn ask(
+        &self,
+        http: &reqwest::Client,
+        n: usize,
+        deadline: Duration,
+    ) -> anyhow::Result<Answer> {
+        let sent = Instant::now();
+        let id = self.generate(http, n).await?;
+        let posted = sent.elapsed();
+        loop {
+            let operation: Value = http
+                .get(format!("{}/operations/{id}?wait=30", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let completed = match operation["status"].as_str() {
+                Some("completed") => true,
+                Some("failed") => false,
+                // Not the id: the soak tallies its errors by their message.
+                _ if sent.elapsed() > deadline => bail!("never finished within {deadline:?}"),
+                _ => continue,
+            };
+            return Ok(Answer {
+                posted,
+                answered: sent.elapsed(),
+                completed,
+                message: operation["result"]["message_id"]
+                    .as_str()
+                    .and_then(|m| m.parse().ok()),
+            });
+        }
+    }
+
     /// Answers `question` of `session`, then queues feedback on that answer; the
     /// operation id.
     pub async fn answer_and_feedback(
@@ -379,4 +536,19 @@ pub fn rss_mib(pid: u32) -> (f64, f64) {
             .map_or(0.0, |kib| kib / 1024.0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_database_names_are_accepted() {
+        assert_eq!(database_name("seeded_8d").as_deref(), Ok("seeded_8d"));
+        assert!(database_name(&"a".repeat(63)).is_ok());
+        for bad in ["", "Seeded", "a-b", "a b", "x\"; DROP DATABASE y; --", "é"] {
+            assert!(database_name(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(database_name(&"a".repeat(64)).is_err());
+    }
 }

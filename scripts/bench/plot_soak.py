@@ -1,7 +1,7 @@
 """Plot the samples of a benchmark soak run, one PNG per figure.
 
 A soak run writes a CSV (comma-separated, header row) with one row per
-10-second sample: t_s (seconds since the soak began), completed, failed,
+10-second sample: t_s (seconds since the soak began), completed, failed, retried,
 throughput_per_s, overhead_p50_ms, ... retention_deleted. An empty cell means
 "no data in that sample" and is drawn as a gap in the line.
 
@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 SAMPLE_SECONDS = 10.0
 
 COLUMNS = [
-    "t_s", "completed", "failed", "throughput_per_s",
+    "t_s", "completed", "failed", "retried", "throughput_per_s",
     "overhead_p50_ms", "overhead_p99_ms", "pg_ms_per_job",
     "ack_rows_read", "claim_rows_read", "wal_bytes_per_job",
     "jobs_mib", "jobs_index_mib", "operations_mib", "operations_index_mib",
@@ -194,12 +194,14 @@ def plot_throughput(data: Data, outdir: Path) -> None:
     chart(outdir, "soak-throughput.png", "Throughput", "jobs/s", data, [
         ("completed per second", data["throughput_per_s"]),
         ("failed per second", scaled(data["failed"], 1 / SAMPLE_SECONDS)),
+        ("retried per second", scaled(data["retried"], 1 / SAMPLE_SECONDS)),
     ])
 
 
 def plot_overhead(data: Data, outdir: Path) -> None:
     chart(outdir, "soak-overhead.png",
-          "Candidate's overhead (answer minus the model)", "overhead (ms)", data, [
+          "Candidate's overhead (answer minus the model; first-try questions)",
+          "overhead (ms)", data, [
               ("p50", data["overhead_p50_ms"]),
               ("p99", data["overhead_p99_ms"]),
           ])

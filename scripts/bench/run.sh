@@ -4,9 +4,11 @@
 # overhead) or `all`; `soak [--minutes M] [--rate R] [--seed-days D] [--seed-rate S]`
 # for the soak (on a PostgreSQL of its own, scripts/bench/soak-postgres.sh; its CSV,
 # verdicts and plots go to .local/bench/soak-<time>/), and `seed` for a database with
-# the soak's history. Each figure brings up its own stack (a fresh database on the
-# PostgreSQL of DATABASE_URL, started if need be, the real api and worker binaries, a
-# fake LLM of set latency) and prints
+# the soak's history; `seed [--days D] [--rate R] --keep-as NAME` keeps it as NAME, and
+# `--template NAME <figure>` (e.g. end-to-end, pgbench) runs the figure on copies of
+# it instead of empty databases (both on the soak's PostgreSQL). Each figure brings up
+# its own stack (a fresh database on the PostgreSQL of DATABASE_URL, started if need be,
+# the real api and worker binaries, a fake LLM of set latency) and prints
 # one JSON line per run and one with the median of the runs (--runs, default 3). The
 # lines are also appended to .local/bench/results.jsonl.
 #
@@ -21,10 +23,13 @@ pg_dir=$(pg_bin_dir pgbench) || { echo "pgbench not found: install PostgreSQL's 
 PATH="$pg_dir:$PATH"
 # Release code with line tables (Cargo.toml, profile.profiling), so perf can name it.
 soak=""
+soak_postgres=""
 for arg in "$@"; do
-    if [[ $arg == soak || $arg == seed ]]; then soak=$arg; fi
+    if [[ $arg == soak || $arg == seed ]]; then soak=$arg soak_postgres=1; fi
+    # The seeded templates live on the soak's PostgreSQL.
+    if [[ $arg == --template || $arg == --template=* ]]; then soak_postgres=1; fi
 done
-if [[ -n $soak ]]; then
+if [[ -n $soak_postgres ]]; then
     # shellcheck source=scripts/bench/soak-postgres.sh
     . scripts/bench/soak-postgres.sh
 fi
