@@ -27,35 +27,40 @@ macro_rules! operation_of_key {
 }
 
 /// Deletes up to [`PURGE_BATCH`] ended jobs of our queues that ended more than
-/// `older_than_days` ago, and held jobs with no operation to release them: theirs went
-/// with its user, or their key names none (`operation_of_key!`). Nothing will release
-/// them, and their run_at, the end of time, never ages. The operations and messages
-/// they produced are kept: only the queue's rows go. `None` when another replica is
-/// purging now.
+/// `older_than_days` ago, and up to as many held jobs with no operation to release
+/// them: theirs went with its user, or their key names none (`operation_of_key!`).
+/// Nothing will release them, and their run_at, the end of time, never ages. The
+/// operations and messages they produced are kept: only the queue's rows go. `None`
+/// when another replica is purging now.
 pub async fn purge_ended_jobs(
     pool: &PgPool,
     older_than_days: u32,
 ) -> Result<Option<u64>, sqlx::Error> {
-    purge(
-        pool,
-        concat!(
-            "DELETE FROM apalis.jobs WHERE id IN (
-                 SELECT j.id FROM apalis.jobs j
-                 WHERE j.job_type = ANY($1)
-                   AND ((",
-            ended_job!(),
-            " AND coalesce(j.done_at, j.lock_at, j.run_at) < now() - make_interval(days => $2))
-                        OR (j.run_at >= question_job_held_until()
-                            AND NOT EXISTS (SELECT 1 FROM operations o
-                                            WHERE o.id = ",
-            operation_of_key!(),
-            ")))
-                 LIMIT $3)"
-        ),
-        older_than_days,
-    )
-    .await
+    purge(pool, PURGE_ENDED_JOBS, older_than_days).await
 }
+
+/// [`purge_ended_jobs`]' statement (`$1` the queues, `$2` the days, `$3` the batch),
+/// public so that a test can check its plan. Each arm reads an index that holds only
+/// its rows, a range of `jobs_ended_idx` by when the job ended and apalis' index of
+/// waiting jobs (a held job is `Pending`), so a batch costs its own rows, not a scan
+/// of the days kept (and of the dead rows the batches before it left).
+pub const PURGE_ENDED_JOBS: &str = concat!(
+    "DELETE FROM apalis.jobs WHERE id IN (
+         (SELECT j.id FROM apalis.jobs j
+          WHERE j.job_type = ANY($1) AND ",
+    ended_job!(),
+    "       AND coalesce(j.done_at, j.lock_at, j.run_at) < now() - make_interval(days => $2)
+          ORDER BY coalesce(j.done_at, j.lock_at, j.run_at)
+          LIMIT $3)
+         UNION ALL
+         (SELECT j.id FROM apalis.jobs j
+          WHERE j.job_type = ANY($1) AND j.status = 'Pending'
+            AND j.run_at >= question_job_held_until()
+            AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.id = ",
+    operation_of_key!(),
+    ")
+          LIMIT $3))"
+);
 
 /// Deletes up to [`PURGE_BATCH`] rows of workers silent for more than
 /// `older_than_days` that no job refers to any more (`jobs.lock_by` is a foreign key
@@ -96,18 +101,22 @@ pub async fn purge_finished_operations(
     purge_locked(
         pool,
         Purge::Operations,
-        sqlx::query(
-            "DELETE FROM operations WHERE id IN (
-                 SELECT id FROM operations
-                 WHERE status IN ('completed', 'failed')
-                   AND updated_at < now() - make_interval(days => $1)
-                 LIMIT $2)",
-        )
-        .bind(older_than_days as i32)
-        .bind(PURGE_BATCH),
+        sqlx::query(PURGE_FINISHED_OPERATIONS)
+            .bind(older_than_days as i32)
+            .bind(PURGE_BATCH),
     )
     .await
 }
+
+/// [`purge_finished_operations`]' statement (`$1` the days, `$2` the batch), public so
+/// that a test can check its plan: a range of `operations_finished_idx`, the oldest
+/// first.
+pub const PURGE_FINISHED_OPERATIONS: &str = "DELETE FROM operations WHERE id IN (
+     SELECT id FROM operations
+     WHERE status IN ('completed', 'failed')
+       AND updated_at < now() - make_interval(days => $1)
+     ORDER BY updated_at
+     LIMIT $2)";
 
 /// What a purge deletes, and so which lock it takes: one replica purges each at a time,
 /// and the two never wait for each other. (With one lock for both, every worker's

@@ -356,12 +356,24 @@ fn seq_scans(node: &serde_json::Value, relation: &str) -> usize {
     })
 }
 
-async fn plan(pool: &PgPool, sql: &str, queues: bool) -> serde_json::Value {
+/// The parameters a statement of the plan test takes.
+#[derive(Clone, Copy)]
+enum Binds {
+    None,
+    Queues,
+    /// The job purge's: the queues, the days, the batch.
+    QueuesDaysBatch,
+    /// The operations purge's: the days, the batch.
+    DaysBatch,
+}
+
+async fn plan(pool: &PgPool, sql: &str, binds: Binds) -> serde_json::Value {
     let explain = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {sql}")));
-    let explain = if queues {
-        explain.bind(shared::jobs::QUEUES)
-    } else {
-        explain
+    let explain = match binds {
+        Binds::None => explain,
+        Binds::Queues => explain.bind(shared::jobs::QUEUES),
+        Binds::QueuesDaysBatch => explain.bind(shared::jobs::QUEUES).bind(7).bind(1_000_i64),
+        Binds::DaysBatch => explain.bind(30).bind(1_000_i64),
     };
     let plans: serde_json::Value = explain.fetch_one(pool).await.expect("explain");
     plans[0]["Plan"].clone()
@@ -390,37 +402,54 @@ async fn the_gauges_and_the_scaler_read_the_work_in_play_not_the_history(pool: P
     .execute(&pool)
     .await
     .expect("finished operations");
-    sqlx::query("ANALYZE apalis.jobs, operations")
+    // As autovacuum leaves them: statistics, and the visibility map that index-only
+    // scans read.
+    sqlx::query("VACUUM ANALYZE apalis.jobs, operations")
         .execute(&pool)
         .await
-        .expect("analyze");
+        .expect("vacuum");
 
+    use shared::db::{ended_counts, operations, queue, retention};
     let statements = [
-        (
-            "count_in_play",
-            shared::db::queue::COUNT_IN_PLAY,
-            true,
-            "jobs",
-        ),
+        ("count_in_play", queue::COUNT_IN_PLAY, Binds::Queues, "jobs"),
         (
             "oldest_pending_age",
-            shared::db::queue::OLDEST_PENDING_AGE,
-            true,
+            queue::OLDEST_PENDING_AGE,
+            Binds::Queues,
             "jobs",
         ),
         (
             "count_unfinished_by_status",
-            shared::db::operations::COUNT_UNFINISHED_BY_STATUS,
-            false,
+            operations::COUNT_UNFINISHED_BY_STATUS,
+            Binds::None,
+            "operations",
+        ),
+        // These read every ended row, but through the index of ended jobs alone.
+        (
+            "count_ended",
+            ended_counts::COUNT_ENDED,
+            Binds::Queues,
+            "jobs",
+        ),
+        (
+            "purge_ended_jobs",
+            retention::PURGE_ENDED_JOBS,
+            Binds::QueuesDaysBatch,
+            "jobs",
+        ),
+        (
+            "purge_finished_operations",
+            retention::PURGE_FINISHED_OPERATIONS,
+            Binds::DaysBatch,
             "operations",
         ),
     ];
-    for (name, sql, queues, table) in statements {
-        let plan = plan(&pool, sql, queues).await;
+    for (name, sql, binds, table) in statements {
+        let plan = plan(&pool, sql, binds).await;
         assert_eq!(seq_scans(&plan, table), 0, "{name} scans {table}: {plan:#}");
     }
     let keda = Scaler::from_manifest().query;
-    let plan = plan(&pool, &keda, false).await;
+    let plan = plan(&pool, &keda, Binds::None).await;
     assert_eq!(
         seq_scans(&plan, "jobs"),
         0,
