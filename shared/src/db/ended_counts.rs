@@ -106,21 +106,27 @@ pub const COUNT_ENDED: &str = concat!(
                  GROUP BY 1) c)"
 );
 
+/// The row as stored.
+#[derive(sqlx::FromRow)]
+struct Stored {
+    jobs: Json<Vec<EndedJobs>>,
+    operations: Json<Vec<FinishedOperations>>,
+    age_secs: f64,
+}
+
 /// The last count; empty before the first.
 pub async fn read(pool: &PgPool) -> Result<EndedCounts, sqlx::Error> {
-    let row: Option<(Json<Vec<EndedJobs>>, Json<Vec<FinishedOperations>>, f64)> = sqlx::query_as(
-        "SELECT jobs, operations, extract(epoch FROM now() - counted_at)::float8
-             FROM ended_counts WHERE singleton",
+    let stored: Option<Stored> = sqlx::query_as(
+        "SELECT jobs, operations, extract(epoch FROM now() - counted_at)::float8 AS age_secs
+         FROM ended_counts WHERE singleton",
     )
     .fetch_optional(pool)
     .await?;
     Ok(
-        row.map_or_else(EndedCounts::default, |(jobs, operations, age)| {
-            EndedCounts {
-                jobs: jobs.0,
-                operations: operations.0,
-                age_secs: Some(age),
-            }
+        stored.map_or_else(EndedCounts::default, |stored| EndedCounts {
+            jobs: stored.jobs.0,
+            operations: stored.operations.0,
+            age_secs: Some(stored.age_secs),
         }),
     )
 }
