@@ -53,6 +53,12 @@ struct Cli {
     /// written after the copy.
     #[arg(long, global = true, value_name = "NAME", value_parser = stack::database_name)]
     template: Option<String>,
+    /// Only the runs that figure 3's ratio to pgbench compares: end-to-end without a
+    /// cap (1 and 2 workers) and pgbench's completion (10 and 20 clients). On a copy
+    /// of a seeded template each run starts with a copy of gigabytes, so the others
+    /// (the cap, the enqueue) are left for the fresh database's full run.
+    #[arg(long, global = true)]
+    ratio_only: bool,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -242,8 +248,9 @@ async fn run_figure(cli: &Cli, setup: &Setup, figure: Figure) -> anyhow::Result<
             .await?;
         }
         Figure::EndToEnd => {
+            let caps: &[u32] = if cli.ratio_only { &[0] } else { &[0, 1_000] };
             for workers in [1, 2] {
-                for cap in [0, 1_000] {
+                for &cap in caps {
                     repeat(
                         cli,
                         "end_to_end",
@@ -294,7 +301,8 @@ async fn run_figure(cli: &Cli, setup: &Setup, figure: Figure) -> anyhow::Result<
             // 10 is the api's pool (DATABASE_MAX_CONNECTIONS): what PostgreSQL sees from
             // the api at any number of HTTP connections. 128 clients are more than a
             // default server accepts (max_connections 100), hence 64.
-            for clients in [10, 32, 64] {
+            let enqueue_clients: &[usize] = if cli.ratio_only { &[] } else { &[10, 32, 64] };
+            for &clients in enqueue_clients {
                 repeat(cli, "pgbench_enqueue", json!({"clients": clients}), || {
                     pgbench::run(setup, scripts, "enqueue.sql", JOBS, clients, 12)
                 })

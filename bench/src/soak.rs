@@ -36,10 +36,16 @@ const CAPACITY_WARMUP: Duration = Duration::from_secs(10);
 /// job would leave requests queued, fewer would leave slots idle; with the api's and
 /// PostgreSQL's time on top, this keeps the workers busy.
 const CAPACITY_CLIENTS: usize = 1_500;
-/// Sessions the soak's arrivals go round: each gets a question every
+/// Sessions the soak's arrivals go round at any time: each gets a question every
 /// `sessions / rate` seconds, several times the time one takes, so that none waits
 /// behind its own previous question.
 const SESSIONS: usize = 5_000;
+/// Questions a session gets before a fresh one takes its turn: an interview's length.
+/// With the same 5,000 sessions for the hour, each had 130 questions at 185 arrivals a
+/// second, and everything a question reads of its session (the earlier questions for
+/// the prompt, the session's operations) grew with it: a cost of the load's shape,
+/// not of the history the soak measures.
+const QUESTIONS_PER_SESSION: usize = 20;
 const CONCURRENCY: u32 = 1_000;
 /// The window at each end that the verdicts compare.
 const ENDS: Duration = Duration::from_secs(300);
@@ -145,6 +151,11 @@ pub async fn soak(setup: &Setup, args: &Soak) -> anyhow::Result<Figures> {
         stack::worker(setup, &db, &model.base_url, CONCURRENCY, 0).await?,
     ];
     let rate = args.rate.unwrap_or(0.6 * capacity);
+    let length = Duration::from_secs_f64(args.minutes * 60.0);
+    // Enough sessions that none gets more than an interview's questions.
+    let arrivals = (rate * length.as_secs_f64()).ceil() as usize;
+    let generations = arrivals.div_ceil(SESSIONS * QUESTIONS_PER_SESSION).max(1);
+    let candidates = User::create_as(&api, "soak@example.com", SESSIONS * generations).await?;
     println!(
         "{}",
         json!({"soak": "capacity", "jobs_per_sec": round(capacity), "rate": round(rate)})
@@ -155,9 +166,8 @@ pub async fn soak(setup: &Setup, args: &Soak) -> anyhow::Result<Figures> {
 
     let inbox: Inbox = Arc::default();
     let started = Instant::now();
-    let length = Duration::from_secs_f64(args.minutes * 60.0);
     let arrivals = tokio::spawn(arrive(
-        user.clone(),
+        candidates,
         http.clone(),
         rate,
         length,
@@ -295,6 +305,12 @@ async fn capacity(user: &User, http: &reqwest::Client) -> anyhow::Result<f64> {
     Ok(done as f64 / (CAPACITY_RUN - CAPACITY_WARMUP).as_secs_f64())
 }
 
+/// The session of arrival `n`: the `SESSIONS` in turn, each for
+/// `QUESTIONS_PER_SESSION` rounds, then the next `SESSIONS`.
+fn session_of(n: usize) -> usize {
+    (n / (SESSIONS * QUESTIONS_PER_SESSION)) * SESSIONS + n % SESSIONS
+}
+
 /// How the arrivals went.
 #[derive(Debug, Clone, Default)]
 struct Arrived {
@@ -324,7 +340,7 @@ async fn arrive(
         ticker.tick().await;
         let (user, http, inbox) = (user.clone(), http.clone(), Arc::clone(&inbox));
         asked.push(tokio::spawn(async move {
-            let outcome = user.ask(&http, n, DRAIN).await;
+            let outcome = user.ask(&http, session_of(n), DRAIN).await;
             let accepted = outcome.as_ref().map(|_| ()).map_err(error_kind);
             if let Ok(answer) = outcome {
                 inbox

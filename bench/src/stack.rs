@@ -342,7 +342,12 @@ pub struct User {
 impl User {
     /// Registers a user with a resume, a job posting and `sessions` active sessions.
     pub async fn create(api: &Process, sessions: usize) -> anyhow::Result<Self> {
-        let user = SignedIn::register(&api.addr, "bench@example.com").await?;
+        Self::create_as(api, "bench@example.com", sessions).await
+    }
+
+    /// [`User::create`] under `email`, for a second user on the same api.
+    pub async fn create_as(api: &Process, email: &str, sessions: usize) -> anyhow::Result<Self> {
+        let user = SignedIn::register(&api.addr, email).await?;
         user.send(
             reqwest::Method::PUT,
             "/resume",

@@ -6,7 +6,8 @@
 # verdicts and plots go to .local/bench/soak-<time>/), and `seed` for a database with
 # the soak's history; `seed [--days D] [--rate R] --keep-as NAME` keeps it as NAME, and
 # `--template NAME <figure>` (e.g. end-to-end, pgbench) runs the figure on copies of
-# it instead of empty databases (both on the soak's PostgreSQL). Each figure brings up
+# it instead of empty databases (both on the soak's PostgreSQL); `--ratio-only` keeps
+# end-to-end and pgbench to the runs of figure 3's ratio. Each figure brings up
 # its own stack (a fresh database on the PostgreSQL of DATABASE_URL, started if need be,
 # the real api and worker binaries, a fake LLM of set latency) and prints
 # one JSON line per run and one with the median of the runs (--runs, default 3). The
