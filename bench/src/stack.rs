@@ -236,32 +236,33 @@ impl Database {
         self.ensure_absent(&keep_as)
             .await
             .with_context(|| format!("the seeded database is kept as {}", self.name))?;
-        // A database cannot be renamed while anyone is connected to it.
-        self.pool.close().await;
-        let mut admin = PgConnection::connect(&self.admin_url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "ALTER DATABASE {} RENAME TO \"{keep_as}\"",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await
-        .with_context(|| format!("renaming {} to {keep_as}", self.name))?;
         let (base, _) = self
             .url
             .rsplit_once('/')
             .context("the database's URL has no database part")?;
-        Ok(format!("{base}/{keep_as}"))
+        let url = format!("{base}/{keep_as}");
+        let name = self.name.clone();
+        self.close_and_run(format!("ALTER DATABASE {name} RENAME TO \"{keep_as}\""))
+            .await
+            .with_context(|| format!("renaming {name} to {keep_as}"))?;
+        Ok(url)
     }
 
     pub async fn drop_database(self) -> anyhow::Result<()> {
+        let name = self.name.clone();
+        self.close_and_run(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+    }
+
+    /// Closes this database's pool and runs `statement`, about the database itself, on
+    /// the server's admin database: a database cannot be renamed while anyone is
+    /// connected to it, nor dropped from inside.
+    async fn close_and_run(self, statement: String) -> anyhow::Result<()> {
         self.pool.close().await;
         let mut admin = PgConnection::connect(&self.admin_url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await?;
         Ok(())
     }
 }
