@@ -37,8 +37,6 @@ pub struct FinishedOperations {
 pub struct EndedCounts {
     pub jobs: Vec<EndedJobs>,
     pub operations: Vec<FinishedOperations>,
-    /// Seconds since it was counted; `None` before the first count.
-    pub age_secs: Option<f64>,
 }
 
 /// Recounts unless another replica is counting now or the last count is recent
@@ -111,22 +109,18 @@ pub const COUNT_ENDED: &str = concat!(
 struct Stored {
     jobs: Json<Vec<EndedJobs>>,
     operations: Json<Vec<FinishedOperations>>,
-    age_secs: f64,
 }
 
 /// The last count; empty before the first.
 pub async fn read(pool: &PgPool) -> Result<EndedCounts, sqlx::Error> {
-    let stored: Option<Stored> = sqlx::query_as(
-        "SELECT jobs, operations, extract(epoch FROM now() - counted_at)::float8 AS age_secs
-         FROM ended_counts WHERE singleton",
-    )
-    .fetch_optional(pool)
-    .await?;
+    let stored: Option<Stored> =
+        sqlx::query_as("SELECT jobs, operations FROM ended_counts WHERE singleton")
+            .fetch_optional(pool)
+            .await?;
     Ok(
         stored.map_or_else(EndedCounts::default, |stored| EndedCounts {
             jobs: stored.jobs.0,
             operations: stored.operations.0,
-            age_secs: Some(stored.age_secs),
         }),
     )
 }
