@@ -151,9 +151,10 @@ impl Database {
     pub async fn wait_finished(&self, total: i64, deadline: Duration) -> anyhow::Result<i64> {
         let started = Instant::now();
         loop {
-            // The unfinished ones, on their partial index (operations_unfinished_idx):
-            // a count of the finished would read every operation, millions on a copy
-            // of a seeded template, four times a second on the server being measured.
+            // The unfinished ones, on their partial index read whole
+            // (operations_session_unfinished_idx): a count of the finished would read
+            // every operation, millions on a copy of a seeded template, four times a
+            // second on the server being measured.
             let (unfinished,): (i64,) = sqlx::query_as(
                 "SELECT count(*) FROM operations
                  WHERE status IN ('pending', 'processing') AND created_at >= $1",

@@ -403,8 +403,9 @@ pub async fn count_of_session(
 }
 
 /// How many operations are unfinished, in each of `pending` and `processing` (absent
-/// statuses have none): through `operations_unfinished_idx`, which holds only those, so
-/// the cost follows the work in play, not the days of finished operations kept.
+/// statuses have none): through `operations_session_unfinished_idx` read whole, which
+/// holds only those, so the cost follows the work in play, not the days of finished
+/// operations kept.
 /// Finished ones are counted apart, rarely ([`super::ended_counts`]).
 pub async fn count_unfinished_by_status(
     pool: &PgPool,

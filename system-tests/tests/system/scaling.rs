@@ -572,3 +572,131 @@ async fn ended_jobs_are_counted_by_one_replica_at_a_time_and_rarely(pool: PgPool
         "a count that took 4 s waits 80 s"
     );
 }
+
+/// Rows of `operations` the transaction on `conn` has read so far (scanned whole or
+/// fetched through an index, kept or filtered out).
+async fn operations_read(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+         FROM pg_stat_xact_user_tables WHERE relid = 'operations'::regclass",
+    )
+    .fetch_one(conn)
+    .await
+    .expect("reads")
+}
+
+/// What one session does reads that session's operations, not every operation in
+/// flight: after a quiet night, the statistics say nothing is unfinished,
+/// and a partial index of every unfinished operation then looks as cheap as the
+/// session's own. Here the statistics are gathered on history alone, then 2,000
+/// questions of other sessions arrive, as a morning would bring them.
+#[sqlx::test(migrations = false)]
+async fn a_sessions_statements_read_its_operations_not_all_in_flight(pool: PgPool) {
+    migrated(&pool).await;
+    let (user, mine) = session(&pool, 0).await;
+    let (other, theirs) = session(&pool, 1).await;
+    sqlx::query("UPDATE interview_sessions SET question_limit = 20 WHERE id = $1")
+        .bind(mine)
+        .execute(&pool)
+        .await
+        .expect("limit");
+    // 2,000 sessions of someone else, with 20 finished questions each.
+    sqlx::query(
+        "INSERT INTO interview_sessions (user_id, job_posting_id)
+         SELECT user_id, job_posting_id FROM interview_sessions, generate_series(1, 2000)
+         WHERE id = $1",
+    )
+    .bind(theirs)
+    .execute(&pool)
+    .await
+    .expect("sessions");
+    let finished = "INSERT INTO operations (user_id, session_id, operation_type, status, result,
+                                            created_at, updated_at)
+         SELECT user_id, id, 'question_generation', 'completed', '{}',
+                now() - interval '2 days', now() - interval '2 days'
+         FROM interview_sessions, generate_series(1, $2) WHERE user_id = $1";
+    for (owner, n) in [(other, 20), (user, 3)] {
+        sqlx::query(finished)
+            .bind(owner)
+            .bind(n)
+            .execute(&pool)
+            .await
+            .expect("history");
+    }
+    sqlx::query("VACUUM ANALYZE operations")
+        .execute(&pool)
+        .await
+        .expect("vacuum");
+    // The morning: a question in flight in each of their sessions, three in mine.
+    let unfinished = "INSERT INTO operations (user_id, session_id, operation_type, status)
+         SELECT user_id, id, 'question_generation', unnest($2::text[])
+         FROM interview_sessions WHERE user_id = $1";
+    for (owner, statuses) in [
+        (other, &["pending"][..]),
+        (user, &["processing", "pending", "pending"][..]),
+    ] {
+        sqlx::query(unfinished)
+            .bind(owner)
+            .bind(statuses)
+            .execute(&pool)
+            .await
+            .expect("in flight");
+    }
+    let mine_total = 6;
+
+    use shared::db::{operations, sessions};
+    let mut tx = pool.begin().await.expect("begin");
+    let mut checked = Vec::new();
+    macro_rules! reads {
+        ($name:literal, $call:expr) => {{
+            let before = operations_read(&mut tx).await;
+            let out = $call.await.expect($name);
+            checked.push(($name, operations_read(&mut tx).await - before));
+            out
+        }};
+    }
+    let counted = reads!(
+        "count_unfinished",
+        operations::count_unfinished(&mut tx, mine)
+    );
+    assert_eq!((counted.all, counted.questions), (3, 3));
+    let remaining = reads!(
+        "questions_remaining",
+        sessions::questions_remaining(&mut tx, mine)
+    );
+    assert_eq!(remaining, Some(20 - 3));
+    reads!(
+        "release_next_question",
+        sqlx::query("SELECT release_next_question($1)")
+            .bind(mine)
+            .execute(&mut *tx)
+    );
+    let page = reads!(
+        "page_of_session",
+        operations::page_of_session(&mut tx, mine, &["pending", "processing"], 20, 0)
+    );
+    assert_eq!(page.len(), 3);
+    reads!(
+        "count_of_session",
+        operations::count_of_session(&mut tx, mine, &["pending", "processing"])
+    );
+    // A user's deletion (rare, and behind login) may read what is in flight, but not
+    // the history: 2,001 other questions in flight, 40,020 finished.
+    let before = operations_read(&mut tx).await;
+    let of_user = operations::unfinished_of_user(&mut tx, user)
+        .await
+        .expect("unfinished_of_user");
+    let read = operations_read(&mut tx).await - before;
+    assert!(read <= 2_001 + mine_total, "unfinished_of_user read {read}");
+    assert_eq!(of_user.len(), 3);
+    let failed = reads!(
+        "fail_unfinished_of_session",
+        operations::fail_unfinished_of_session(&mut tx, mine)
+    );
+    assert_eq!(failed.len(), 3);
+    let too_many: Vec<_> = checked.iter().filter(|(_, n)| *n > mine_total).collect();
+    assert!(
+        too_many.is_empty(),
+        "rows of operations read (the session has {mine_total}): {checked:?}"
+    );
+}
