@@ -20,7 +20,11 @@ DROP INDEX operations_status_idx;
 DROP INDEX operations_operation_type_status_idx;
 
 -- The ended count groups finished operations by status: with the status in this index,
--- it reads the index alone (an index-only scan), not the table.
+-- it reads the index alone (an index-only scan), not the table. Built without
+-- CONCURRENTLY (a migration runs in a transaction): writes to operations wait for the
+-- build, 3.4-3.9 s on 5.5 M operations here. To avoid even that, create it by hand
+-- CONCURRENTLY first under another name, and this migration's DROP and CREATE become a
+-- rename away (DROP INDEX CONCURRENTLY the old one, ALTER INDEX ... RENAME).
 DROP INDEX operations_finished_idx;
 CREATE INDEX operations_finished_idx ON operations (updated_at, status)
     WHERE status IN ('completed', 'failed');
