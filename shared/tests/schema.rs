@@ -549,6 +549,16 @@ async fn the_indexes_of_the_design_exist(pool: PgPool) {
             "no index {wanted:?} in {indexes:#?}"
         );
     }
+    // Vacuumed after 1 % of the rows changed, indexes included (migration
+    // 20261205000008): the partial indexes read whole keep dead entries until then.
+    let vacuumed_often: bool = sqlx::query_scalar(
+        "SELECT reloptions @> '{autovacuum_vacuum_scale_factor=0.01,vacuum_index_cleanup=on}'
+         FROM pg_class WHERE oid = 'operations'::regclass",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("reloptions");
+    assert!(vacuumed_often);
     // An index of the unfinished status that a session's statement could take instead
     // of the session's own, when the statistics last saw nothing in flight (migration
     // 20261205000008): none may exist.
