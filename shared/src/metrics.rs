@@ -151,7 +151,8 @@ pub async fn refresh_gauges_every(pool: PgPool, period: Duration, own: Option<Ow
 /// replica is at it, so they lag by up to [`ended_counts::MIN_PERIOD`] (more on a
 /// database where counting them is slow).
 pub async fn refresh_queue_gauges(pool: &PgPool) -> Result<(), sqlx::Error> {
-    if let Err(err) = ended_counts::recount_if_due(pool).await {
+    let recount = async { ended_counts::recount_if_due(&mut *pool.acquire().await?).await };
+    if let Err(err) = recount.await {
         tracing::warn!(error = %err, "could not count the ended jobs for the metrics");
     }
     let ended = ended_counts::read(pool).await?;

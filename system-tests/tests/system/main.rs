@@ -5,6 +5,7 @@ mod support;
 
 mod cancel;
 mod e2e;
+mod ended_counts;
 mod faults;
 mod intake;
 mod lifecycle;

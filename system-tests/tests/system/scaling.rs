@@ -100,7 +100,7 @@ impl Scaler {
 
 /// When a job row is due.
 #[derive(Debug, Clone, Copy)]
-enum Due {
+pub(crate) enum Due {
     /// A minute ago: a worker could take it now.
     Now,
     /// In five minutes: a retry's backoff, or a job scheduled for later.
@@ -112,7 +112,14 @@ enum Due {
 /// Inserts `n` rows of `queue` straight into apalis' table, as apalis leaves them in
 /// `status`, with `attempts` of 5 spent; those a worker holds (`Queued`, `Running`,
 /// and the ended ones) are locked by the worker `scaling-worker`.
-async fn jobs(pool: &PgPool, queue: &str, n: i64, status: &str, attempts: i32, due: Due) {
+pub(crate) async fn jobs(
+    pool: &PgPool,
+    queue: &str,
+    n: i64,
+    status: &str,
+    attempts: i32,
+    due: Due,
+) {
     sqlx::query(
         "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
          VALUES ('scaling-worker', $1, 'PostgresStorage', '', now())
@@ -148,7 +155,7 @@ async fn jobs(pool: &PgPool, queue: &str, n: i64, status: &str, attempts: i32, d
         .unwrap_or_else(|e| panic!("{n} {status} jobs: {e}"));
 }
 
-async fn question_jobs(pool: &PgPool, n: i64, status: &str, attempts: i32, due: Due) {
+pub(crate) async fn question_jobs(pool: &PgPool, n: i64, status: &str, attempts: i32, due: Due) {
     jobs(pool, QUESTION_GENERATION_QUEUE, n, status, attempts, due).await;
 }
 
@@ -365,6 +372,15 @@ enum Binds {
     QueuesDaysBatch,
     /// The operations purge's: the days, the batch.
     DaysBatch,
+    /// The ended jobs' recount: the queues, the span, the recent spans' range.
+    QueuesSpanRecent,
+    /// The finished operations' recount: the span, the recent spans' range.
+    SpanRecent,
+}
+
+/// Where a pass of the ended count starts its recent spans, about.
+fn recent_from() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() - chrono::TimeDelta::minutes(10)
 }
 
 async fn plan(pool: &PgPool, sql: &str, binds: Binds) -> serde_json::Value {
@@ -374,6 +390,15 @@ async fn plan(pool: &PgPool, sql: &str, binds: Binds) -> serde_json::Value {
         Binds::Queues => explain.bind(shared::jobs::QUEUES),
         Binds::QueuesDaysBatch => explain.bind(shared::jobs::QUEUES).bind(7).bind(1_000_i64),
         Binds::DaysBatch => explain.bind(30).bind(1_000_i64),
+        Binds::QueuesSpanRecent => explain
+            .bind(shared::jobs::QUEUES)
+            .bind(600.0)
+            .bind(Some(recent_from()))
+            .bind(None::<chrono::DateTime<chrono::Utc>>),
+        Binds::SpanRecent => explain
+            .bind(600.0)
+            .bind(Some(recent_from()))
+            .bind(None::<chrono::DateTime<chrono::Utc>>),
     };
     let plans: serde_json::Value = explain.fetch_one(pool).await.expect("explain");
     plans[0]["Plan"].clone()
@@ -424,12 +449,18 @@ async fn the_gauges_and_the_scaler_read_the_work_in_play_not_the_history(pool: P
             Binds::None,
             "operations",
         ),
-        // These read every ended row, but through the index of ended jobs alone.
+        // These read ranges of the indexes of ended rows.
         (
-            "count_ended",
-            ended_counts::COUNT_ENDED,
-            Binds::Queues,
+            "count_ended_jobs",
+            ended_counts::COUNT_ENDED_JOBS,
+            Binds::QueuesSpanRecent,
             "jobs",
+        ),
+        (
+            "count_finished_operations",
+            ended_counts::COUNT_FINISHED_OPERATIONS,
+            Binds::SpanRecent,
+            "operations",
         ),
         (
             "purge_ended_jobs",
@@ -478,99 +509,6 @@ async fn the_gauges_and_the_scaler_read_the_work_in_play_not_the_history(pool: P
         "{in_play:?}"
     );
     assert_eq!(count("Done"), 0, "ended jobs are counted apart");
-}
-
-/// The ended work is counted by one replica at a time, at most every MIN_PERIOD, and
-/// every process reads that count.
-#[sqlx::test(migrations = false)]
-async fn ended_jobs_are_counted_by_one_replica_at_a_time_and_rarely(pool: PgPool) {
-    use shared::db::ended_counts;
-    migrated(&pool).await;
-    question_jobs(&pool, 500, "Done", 1, Due::Now).await;
-    question_jobs(&pool, 50, "Failed", 5, Due::Now).await; // attempts spent
-    question_jobs(&pool, 10, "Killed", 2, Due::Now).await;
-    question_jobs(&pool, 7, "Failed", 1, Due::Now).await; // attempts left: in play
-    jobs(&pool, FEEDBACK_ANALYSIS_QUEUE, 4, "Done", 1, Due::Now).await;
-    jobs(&pool, "some_other_queue", 20, "Done", 1, Due::Now).await;
-
-    assert_eq!(
-        ended_counts::read(&pool).await.expect("read"),
-        ended_counts::EndedCounts::default(),
-        "nothing before the first count"
-    );
-    // Another replica is counting: this one does not.
-    let mut other = pool.begin().await.expect("tx");
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('interviewer.ended_counts'))")
-        .execute(&mut *other)
-        .await
-        .expect("lock");
-    assert!(!ended_counts::recount_if_due(&pool).await.expect("recount"));
-    other.rollback().await.expect("rollback");
-
-    assert!(ended_counts::recount_if_due(&pool).await.expect("recount"));
-    let counted = ended_counts::read(&pool).await.expect("read");
-    let jobs_of = |queue: &str, status: &str| {
-        counted
-            .jobs
-            .iter()
-            .find(|c| c.job_type == queue && c.status == status)
-            .map_or(0, |c| c.count)
-    };
-    assert_eq!(
-        jobs_of(QUESTION_GENERATION_QUEUE, "Done"),
-        500,
-        "{counted:?}"
-    );
-    assert_eq!(
-        jobs_of(QUESTION_GENERATION_QUEUE, "Failed"),
-        50,
-        "{counted:?}"
-    );
-    assert_eq!(
-        jobs_of(QUESTION_GENERATION_QUEUE, "Killed"),
-        10,
-        "{counted:?}"
-    );
-    assert_eq!(jobs_of(FEEDBACK_ANALYSIS_QUEUE, "Done"), 4, "{counted:?}");
-    assert_eq!(
-        counted.jobs.len(),
-        4,
-        "only our queues' ended jobs: {counted:?}"
-    );
-
-    // Within the period, a second call reads what is there.
-    question_jobs(&pool, 100, "Done", 1, Due::Now).await;
-    assert!(!ended_counts::recount_if_due(&pool).await.expect("recount"));
-    assert_eq!(
-        ended_counts::read(&pool).await.expect("read").jobs,
-        counted.jobs
-    );
-
-    // Once it is due, the next counts again.
-    sqlx::query("UPDATE ended_counts SET counted_at = now() - interval '1 minute'")
-        .execute(&pool)
-        .await
-        .expect("age the count");
-    assert!(ended_counts::recount_if_due(&pool).await.expect("recount"));
-    let recounted = ended_counts::read(&pool).await.expect("read");
-    assert!(
-        recounted
-            .jobs
-            .iter()
-            .any(|c| c.job_type == QUESTION_GENERATION_QUEUE
-                && c.status == "Done"
-                && c.count == 600),
-        "{recounted:?}"
-    );
-    // A slow count pushes the next one back: 20 times its duration.
-    sqlx::query("UPDATE ended_counts SET counted_at = now() - interval '1 minute', took_ms = 4000")
-        .execute(&pool)
-        .await
-        .expect("a slow count");
-    assert!(
-        !ended_counts::recount_if_due(&pool).await.expect("recount"),
-        "a count that took 4 s waits 80 s"
-    );
 }
 
 /// Rows of `operations` the transaction on `conn` has read so far (scanned whole or
