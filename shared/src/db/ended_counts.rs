@@ -156,7 +156,7 @@ impl Subject {
 
 /// Spans that a pass may find emptied by retention and forget, beyond the one it
 /// recounts at every pass: a retention shortened by a week empties a thousand at once,
-/// each then an index probe of a pass.
+/// each costing the pass one index probe.
 pub const EMPTIED_PER_PASS: usize = 1_000;
 
 /// One subject's pass after the first: recounts the recent spans; the oldest span, where
