@@ -49,6 +49,7 @@ pub fn install_recorder() -> PrometheusHandle {
                 Ok(handle) => {
                     describe();
                     crate::build::register_build_info();
+                    spawn_upkeep(handle.clone());
                     handle
                 }
                 // Another recorder is installed (only possible in tests): render an empty one.
@@ -56,6 +57,28 @@ pub fn install_recorder() -> PrometheusHandle {
             }
         })
         .clone()
+}
+
+/// How often the installed recorder's histograms are drained ([`spawn_upkeep`]).
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Drains the histograms every [`UPKEEP_EVERY`], on a thread of its own. The exporter
+/// keeps each observation of a histogram until a scrape or an upkeep folds it into the
+/// buckets, and `install_recorder` leaves the upkeep to its caller: a process that
+/// nobody scraped grew by every observation (the soak's worker 2, whose metrics no one
+/// read, 35 → 59 MiB in an hour, while worker 1, read every 10 s, stayed flat).
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::error!(error = %err, "could not start the metrics' upkeep: histograms grow until scraped");
+    }
 }
 
 /// The content type of Prometheus' text exposition format, version 0.0.4.
