@@ -67,6 +67,8 @@ pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// buckets, and `install_recorder` leaves the upkeep to its caller: a process that
 /// nobody scraped grew by every observation (the soak's worker 2, whose metrics no one
 /// read, 35 → 59 MiB in an hour, while worker 1, read every 10 s, stayed flat).
+/// The crate's own upkeep task comes only with its `build`/`install`, which need its
+/// HTTP listener feature; `/metrics` is served by our own servers instead.
 fn spawn_upkeep(handle: PrometheusHandle) {
     let spawned = std::thread::Builder::new()
         .name("metrics-upkeep".to_owned())
