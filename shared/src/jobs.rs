@@ -9,6 +9,7 @@
 //! executor-generic `push_tasks` with the caller's connection instead. The rest of
 //! the SQL on apalis' tables is in [`crate::db::queue`], `retention` and `board`.
 
+use crate::db::wake::{self, Wake};
 use crate::domain::{MessageId, OperationId, OperationType, SessionId};
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::metadata::{Metadata as _, MetadataStore, TracingContext};
@@ -152,13 +153,17 @@ pub const MAX_ATTEMPTS_CEILING: u32 = 100;
 ///
 /// The job's metadata carries where it came from ([`Origin`]), for the worker's log
 /// lines and its spans.
+///
+/// The insert does not notify the workers inside the transaction: the caller sends the
+/// returned [`Wake`] after its commit ([`crate::db::wake`] says why).
 pub async fn enqueue<J: Job>(
     conn: &mut PgConnection,
     job: &J,
     max_attempts: u32,
     held: bool,
     origin: &Origin,
-) -> Result<(), EnqueueError> {
+) -> Result<Wake, EnqueueError> {
+    wake::after_commit(conn).await?;
     let bytes = serde_json::to_vec(job).map_err(EnqueueError::JsonError)?;
     let mut task = TaskBuilder::new(bytes)
         .task_id(job.task_id())
@@ -169,7 +174,12 @@ pub async fn enqueue<J: Job>(
         task = task.run_at_timestamp(HELD_UNTIL);
     }
     let task = task.build();
-    apalis_postgres::queries::push_tasks(conn, J::TYPE.as_str(), vec![task]).await
+    apalis_postgres::queries::push_tasks(conn, J::TYPE.as_str(), vec![task]).await?;
+    Ok(Wake::job(
+        J::TYPE.as_str(),
+        &job.task_id().to_string(),
+        !held,
+    ))
 }
 
 /// The metadata key of the id of the request that queued a job.

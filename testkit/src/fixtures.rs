@@ -71,7 +71,7 @@ pub async fn enqueue(
         .await
         .expect("insert")
         .expect("inserted");
-    jobs::enqueue(
+    let wake = jobs::enqueue(
         &mut tx,
         &QuestionGenerationJob::new(id, session),
         max_attempts,
@@ -81,6 +81,7 @@ pub async fn enqueue(
     .await
     .expect("push");
     tx.commit().await.expect("commit");
+    wake.send(pool).await;
     id
 }
 
@@ -135,7 +136,7 @@ pub async fn enqueue_feedback(
     .await
     .expect("insert")
     .expect("inserted");
-    jobs::enqueue(
+    let wake = jobs::enqueue(
         &mut tx,
         &FeedbackAnalysisJob::new(id, session, answer.id),
         max_attempts,
@@ -145,6 +146,7 @@ pub async fn enqueue_feedback(
     .await
     .expect("push");
     tx.commit().await.expect("commit");
+    wake.send(pool).await;
     (answer.id, id)
 }
 

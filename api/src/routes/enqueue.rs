@@ -150,7 +150,7 @@ impl<'k> Enqueue<'k> {
                 });
         };
         let origin = jobs::Origin::request(self.request_id);
-        jobs::enqueue(
+        let wake = jobs::enqueue(
             &mut self.tx,
             &job(id),
             state.limits.llm_max_attempts,
@@ -164,6 +164,7 @@ impl<'k> Enqueue<'k> {
             .commit()
             .await
             .context("committing the operation and its job")?;
+        wake.send(&state.pool).await;
         tracing::info!(operation_id = %id, session_id = %self.session.id,
             operation_type = J::TYPE.as_str(), "operation queued");
         Ok(accepted(operation, state))

@@ -8,8 +8,9 @@
 //! same for a feedback), `reconcile` (which
 //! operations can no longer end), `retention` (deleting old rows of every table),
 //! `board` (the queue board's read-only views), `ended_counts` (the gauges' rare
-//! count of ended work) and `heartbeat` (a worker's beat, its
-//! provider state and its count of live peers).
+//! count of ended work), `heartbeat` (a worker's beat, its
+//! provider state and its count of live peers) and `wake` (notifications sent after a
+//! commit rather than inside it).
 //!
 //! Query functions take `&mut PgConnection` (or a pool where one statement is the
 //! whole story), so the caller owns the transaction and decides what commits together.
@@ -30,6 +31,7 @@ pub mod resumes;
 pub mod retention;
 pub mod sessions;
 pub mod users;
+pub mod wake;
 
 use crate::config::DatabaseConfig;
 use sqlx::PgPool;

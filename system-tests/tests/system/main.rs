@@ -17,3 +17,4 @@ mod scaling;
 mod security;
 mod traces;
 mod upgrades;
+mod wakes;

@@ -16,6 +16,7 @@ use serde_json::json;
 use shared::db::attempt::Started;
 use shared::db::feedback::{self, Completion, FeedbackInputs, NewFeedback};
 use shared::db::operations;
+use shared::db::wake::{self, Wake};
 use shared::domain::SessionId;
 use shared::jobs::FeedbackAnalysisJob;
 use sqlx::PgConnection;
@@ -82,12 +83,19 @@ impl Work for FeedbackAnalysisJob {
             result: &result,
         };
         let mut tx = (state.pool.begin().await).context("beginning the commit's transaction")?;
+        // Whichever way it commits, the operation finishes: its long polls are woken
+        // after the commit, which then waits for no other (`shared::db::wake`).
+        wake::after_commit(&mut tx)
+            .await
+            .context("keeping the commit's notification for after it")?;
+        let finished = Wake::operation_finished(self.operation_id);
         let completion = feedback::complete(&mut tx, &new)
             .await
             .context("storing the feedback and the operation's result")?;
         match completion {
             Completion::Completed { message_id } => {
                 tx.commit().await.context("committing the feedback")?;
+                finished.send(&state.pool).await;
                 tracing::info!(message_id = %message_id, score = review.score, "feedback committed");
                 Ok(Ending::Done)
             }
@@ -101,6 +109,7 @@ impl Work for FeedbackAnalysisJob {
                 tx.commit()
                     .await
                     .context("committing the operation's failure")?;
+                finished.send(&state.pool).await;
                 Ok(ending)
             }
             Completion::AlreadyStored => {

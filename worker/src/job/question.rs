@@ -9,6 +9,7 @@ use crate::prompt::{PROMPT_VERSION, QuestionContext};
 use anyhow::Context;
 use metrics::histogram;
 use shared::db::attempt::{self, Completion, QuestionInputs, Started};
+use shared::db::wake::{self, Wake};
 use shared::db::{operations, sessions};
 use shared::domain::{QuestionType, SessionId, SessionStatus};
 use shared::jobs::QuestionGenerationJob;
@@ -76,6 +77,12 @@ impl Work for QuestionGenerationJob {
             metadata: &metadata,
         };
         let mut tx = (state.pool.begin().await).context("beginning the commit's transaction")?;
+        // Whichever way it commits, the operation finishes: its long polls are woken
+        // after the commit, which then waits for no other (`shared::db::wake`).
+        wake::after_commit(&mut tx)
+            .await
+            .context("keeping the commit's notification for after it")?;
+        let finished = Wake::operation_finished(self.operation_id);
         // An ending that wrote what must not stand (`AlreadyStored`, `OperationFinished`)
         // returns without committing: the dropped transaction rolls it back.
         let completion = attempt::complete(&mut tx, &question)
@@ -87,6 +94,7 @@ impl Work for QuestionGenerationJob {
                 message_id,
             } => {
                 tx.commit().await.context("committing the question")?;
+                finished.send(&state.pool).await;
                 if let Some(tokens) = tokens {
                     histogram!("llm_tokens_per_question").record(f64::from(tokens));
                 }
@@ -106,6 +114,7 @@ impl Work for QuestionGenerationJob {
                 tx.commit()
                     .await
                     .context("committing the operation's failure")?;
+                finished.send(&state.pool).await;
                 Ok(ending)
             }
             Completion::AlreadyStored => {
