@@ -81,7 +81,7 @@ pub async fn enqueue(
     .await
     .expect("push");
     tx.commit().await.expect("commit");
-    wake.send(pool).await;
+    wake.send(&mut pool.acquire().await.expect("conn")).await;
     id
 }
 
@@ -146,7 +146,7 @@ pub async fn enqueue_feedback(
     .await
     .expect("push");
     tx.commit().await.expect("commit");
-    wake.send(pool).await;
+    wake.send(&mut pool.acquire().await.expect("conn")).await;
     (answer.id, id)
 }
 

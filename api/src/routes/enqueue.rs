@@ -16,9 +16,10 @@ use axum::response::{IntoResponse, Response};
 use shared::db::operations::{self, Keyed, Operation, Target, Unfinished};
 use shared::db::rate_limits;
 use shared::db::sessions::{self, Session};
+use shared::db::wake::Wake;
 use shared::domain::{OperationId, OperationType, SessionId, UserId};
 use shared::jobs::{self, Job};
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tracing::Instrument;
 
 /// The header that makes a retried request return the first one's operation.
@@ -38,9 +39,10 @@ const GENERATE_BUCKET: &str = "generate_question";
 /// A request for model work on a session, between its session's lock and its commit.
 #[derive(Debug)]
 pub struct Enqueue<'k> {
-    /// The request's transaction, holding the session's row lock: the endpoint's own
-    /// checks read through it, so they see what the commit will.
-    pub tx: Transaction<'static, Postgres>,
+    /// The request's transaction, on the handler's connection, holding the session's
+    /// row lock: the endpoint's own checks read through it, so they see what the
+    /// commit will.
+    pub tx: Transaction<'k, Postgres>,
     /// The session, as locked.
     pub session: Session,
     user: UserId,
@@ -60,18 +62,22 @@ pub enum Begun<'k> {
 }
 
 impl<'k> Enqueue<'k> {
-    /// Checks the `Idempotency-Key` header (`422`), then, in a new transaction, locks
-    /// the user's session (`404 SESSION_NOT_FOUND`) and replays the key: the earlier
-    /// operation when it was made for this same `target`, `422 IDEMPOTENCY_KEY_REUSED`
-    /// when for anything else.
+    /// Checks the `Idempotency-Key` header (`422`), then, in a new transaction on
+    /// `conn`, locks the user's session (`404 SESSION_NOT_FOUND`) and replays the key:
+    /// the earlier operation when it was made for this same `target`,
+    /// `422 IDEMPOTENCY_KEY_REUSED` when for anything else.
+    ///
+    /// The handler owns `conn` so that it can send the [`Wake`] that [`Enqueue::commit`]
+    /// returns on the connection that committed, without going back to the pool.
     pub async fn begin(
         state: &AppState,
+        conn: &'k mut PgConnection,
         user: UserId,
         target: Target,
         headers: &'k HeaderMap,
     ) -> Result<Begun<'k>, ApiError> {
         let key = idempotency_key(headers)?;
-        let mut tx = state.begin().await?;
+        let mut tx = conn.begin().await.context("beginning a transaction")?;
         let session = sessions::lock_owned(&mut tx, session_of(target), user)
             .await
             .context("locking the session")?
@@ -121,27 +127,28 @@ impl<'k> Enqueue<'k> {
     }
 
     /// Inserts the operation and pushes its job (`held`: it waits for the session's
-    /// earlier question to end), commits both, and answers `202`. When a concurrent
-    /// request with the same key committed first, answers with its operation instead.
+    /// earlier question to end), commits both, and answers `202`, with the workers'
+    /// wake-up for the handler to send on its connection ([`shared::db::wake`]). When a
+    /// concurrent request with the same key committed first, answers with its operation
+    /// instead, and nothing to wake.
     pub async fn commit<J: Job>(
         mut self,
         state: &AppState,
         job: impl FnOnce(OperationId) -> J,
         held: bool,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<(Response, Wake), ApiError> {
         let id = OperationId::new();
         let inserted = operations::insert(&mut self.tx, id, self.user, self.target, self.key)
             .await
             .context("inserting the operation")?;
         let Some(operation) = inserted else {
             // ON CONFLICT waited for the other request's commit, so its operation is
-            // there to read; this transaction has nothing to keep.
-            drop(self.tx);
-            let mut conn = state.conn().await?;
+            // there for the next statement to read (a new snapshot, at READ COMMITTED);
+            // this transaction has nothing to keep, and rolls back when dropped.
             let key = self.key.unwrap_or_default();
-            return replay(&mut conn, self.user, self.target, key)
+            return replay(&mut self.tx, self.user, self.target, key)
                 .await?
-                .map(|operation| accepted(operation, state))
+                .map(|operation| (accepted(operation, state), Wake::default()))
                 .ok_or_else(|| {
                     ApiError::internal(
                         "replaying the operation of a concurrent request",
@@ -164,10 +171,9 @@ impl<'k> Enqueue<'k> {
             .commit()
             .await
             .context("committing the operation and its job")?;
-        wake.send(&state.pool).await;
         tracing::info!(operation_id = %id, session_id = %self.session.id,
             operation_type = J::TYPE.as_str(), "operation queued");
-        Ok(accepted(operation, state))
+        Ok((accepted(operation, state), wake))
     }
 }
 

@@ -51,7 +51,8 @@ pub async fn request_feedback(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let target = Target::Feedback(session_id, answer_id);
-    let mut request = match Enqueue::begin(&state, user, target, &headers).await? {
+    let mut conn = state.conn().await?;
+    let mut request = match Enqueue::begin(&state, &mut conn, user, target, &headers).await? {
         Begun::Replayed(earlier) => return Ok(earlier),
         Begun::New(request) => request,
     };
@@ -75,11 +76,14 @@ pub async fn request_feedback(
         return Err(ApiError::FeedbackExists(existing.id));
     }
     request.admit(&state).await?;
-    request
+    let (response, wake) = request
         .commit(
             &state,
             |id| FeedbackAnalysisJob::new(id, session_id, answer_id),
             false,
         )
-        .await
+        .await?;
+    // After the commit, on its connection: the workers' wake-up (`shared::db::wake`).
+    wake.send(&mut conn).await;
+    Ok(response)
 }

@@ -49,7 +49,8 @@ pub async fn generate_question(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let target = Target::Question(session_id);
-    let mut request = match Enqueue::begin(&state, user, target, &headers).await? {
+    let mut conn = state.conn().await?;
+    let mut request = match Enqueue::begin(&state, &mut conn, user, target, &headers).await? {
         Begun::Replayed(earlier) => return Ok(earlier),
         Begun::New(request) => request,
     };
@@ -70,11 +71,14 @@ pub async fn generate_question(
     // Held while an earlier question of the session is unfinished: its end lets this
     // one run.
     let held = unfinished.questions > 0;
-    request
+    let (response, wake) = request
         .commit(
             &state,
             |id| QuestionGenerationJob::new(id, session_id),
             held,
         )
-        .await
+        .await?;
+    // After the commit, on its connection: the workers' wake-up (`shared::db::wake`).
+    wake.send(&mut conn).await;
+    Ok(response)
 }

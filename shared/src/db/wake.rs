@@ -9,15 +9,15 @@
 //! (`operations_notify_finished`).
 //!
 //! So those two transactions call [`after_commit`], which keeps both triggers quiet
-//! (migrations/20261206000002_wake_after_commit.sql), and send the [`Wake`] it returns
-//! once they have committed: a `pg_notify` alone, which writes nothing and so waits for
-//! no flush. A wake lost to a crash between the two costs time, not work: a worker
+//! (migrations/20261206000002_wake_after_commit.sql), and once they have committed,
+//! send a [`Wake`] on the same connection: a `pg_notify` alone, which writes nothing and
+//! so waits for no flush. A wake lost to a crash between the two costs time, not work: a worker
 //! polls every second, and a long poll re-reads its operation when its wait runs out.
 //! Rarer commits (a cancel, the reconciler, a session's deletion) leave the triggers
 //! as they are.
 
 use crate::domain::OperationId;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 /// apalis' channel for a job that is due (`apalis::job::insert`), which wakes a worker's
 /// fetch.
@@ -36,8 +36,8 @@ pub async fn after_commit(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 }
 
 /// A notification to send once the transaction that kept its trigger quiet has
-/// committed; not sent if that transaction rolled back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// committed; not sent if that transaction rolled back. The default sends nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[must_use = "the transaction's triggers stayed quiet: send this after its commit"]
 pub struct Wake {
     notice: Option<(&'static str, String)>,
@@ -60,16 +60,18 @@ impl Wake {
         }
     }
 
-    /// Sends it. A failure is logged, not returned: what it announces is committed, and
-    /// its listeners find it without the wake, later.
-    pub async fn send(self, pool: &PgPool) {
+    /// Sends it on `conn`: the connection that committed, so that a wake never waits
+    /// for the pool (under overload, a wake that went back for a connection timed out).
+    /// A failure is logged, not returned: what it announces is committed, and its
+    /// listeners find it without the wake, later.
+    pub async fn send(self, conn: &mut PgConnection) {
         let Some((channel, payload)) = self.notice else {
             return;
         };
         let sent = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(channel)
             .bind(&payload)
-            .execute(pool)
+            .execute(conn)
             .await;
         if let Err(err) = sent {
             tracing::warn!(channel, payload, error = %err,

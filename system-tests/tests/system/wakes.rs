@@ -86,7 +86,7 @@ async fn a_jobs_commits_notify_nobody_and_their_wakes_say_what_the_triggers_woul
     // The enqueue's commit is quiet; its wake is apalis' insert notification.
     let (id, job, wake) = enqueued(&pool).await;
     nothing_pending(&pool, &mut listener).await;
-    wake.send(&pool).await;
+    wake.send(&mut pool.acquire().await.expect("conn")).await;
     let woken = next(&mut listener).await;
     assert_eq!(woken.channel(), JOB_INSERTED);
     let ours: Value = serde_json::from_str(woken.payload()).expect("JSON");
@@ -116,7 +116,9 @@ async fn a_jobs_commits_notify_nobody_and_their_wakes_say_what_the_triggers_woul
         .expect("fail");
     tx.commit().await.expect("commit");
     nothing_pending(&pool, &mut listener).await;
-    Wake::operation_finished(id).send(&pool).await;
+    Wake::operation_finished(id)
+        .send(&mut pool.acquire().await.expect("conn"))
+        .await;
     let finished = next(&mut listener).await;
     assert_eq!(
         (finished.channel(), finished.payload()),
@@ -125,7 +127,9 @@ async fn a_jobs_commits_notify_nobody_and_their_wakes_say_what_the_triggers_woul
 
     // Any other finish notifies in its commit, as before.
     let (other_id, _, other_wake) = enqueued(&pool).await;
-    other_wake.send(&pool).await;
+    other_wake
+        .send(&mut pool.acquire().await.expect("conn"))
+        .await;
     assert_eq!(next(&mut listener).await.channel(), JOB_INSERTED);
     operations::fail(&mut pool.acquire().await.expect("conn"), other_id, "failed")
         .await
@@ -135,7 +139,7 @@ async fn a_jobs_commits_notify_nobody_and_their_wakes_say_what_the_triggers_woul
 
     // A job that waits wakes nobody.
     Wake::job(QuestionGenerationJob::TYPE.as_str(), &task_id, false)
-        .send(&pool)
+        .send(&mut pool.acquire().await.expect("conn"))
         .await;
     nothing_pending(&pool, &mut listener).await;
 }
@@ -204,4 +208,38 @@ async fn the_binaries_wake_the_workers_and_the_long_polls_once_a_job(pool: PgPoo
         1,
         "{seen:?}"
     );
+}
+
+#[sqlx::test(migrations = false)]
+async fn apalis_trigger_is_kept_quiet_only_while_it_is_the_body_apalis_ships(pool: PgPool) {
+    migrated(&pool).await;
+    let body = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT prosrc FROM pg_proc WHERE oid = 'apalis.notify_new_jobs()'::regprocedure",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("the trigger function")
+    };
+    let ours = body().await;
+    assert!(ours.contains("interviewer.wake_after_commit"), "{ours}");
+    // Every start runs the tuning again: nothing changes.
+    migrated(&pool).await;
+    assert_eq!(body().await, ours);
+
+    // A later apalis' body is its own: left as it is (its enqueues notify in their
+    // commit, as the first test would then show).
+    let later = " BEGIN PERFORM pg_notify('apalis::job::insert', NEW.id); RETURN NEW; END; ";
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE OR REPLACE FUNCTION apalis.notify_new_jobs() RETURNS trigger
+         LANGUAGE plpgsql AS $${later}$$"
+    )))
+    .execute(&pool)
+    .await
+    .expect("a later body");
+    sqlx::query("SELECT queue_tuning()")
+        .execute(&pool)
+        .await
+        .expect("tuning");
+    assert_eq!(body().await, later);
 }

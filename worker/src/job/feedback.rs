@@ -19,7 +19,7 @@ use shared::db::operations;
 use shared::db::wake::{self, Wake};
 use shared::domain::SessionId;
 use shared::jobs::FeedbackAnalysisJob;
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 
 impl Work for FeedbackAnalysisJob {
     type Inputs = FeedbackInputs;
@@ -82,9 +82,11 @@ impl Work for FeedbackAnalysisJob {
             metadata: &metadata,
             result: &result,
         };
-        let mut tx = (state.pool.begin().await).context("beginning the commit's transaction")?;
+        let mut conn = (state.pool.acquire().await).context("acquiring the commit's connection")?;
+        let mut tx = (conn.begin().await).context("beginning the commit's transaction")?;
         // Whichever way it commits, the operation finishes: its long polls are woken
-        // after the commit, which then waits for no other (`shared::db::wake`).
+        // after the commit, on the same connection, so that the commit waits for no
+        // other notifying one (`shared::db::wake`).
         wake::after_commit(&mut tx)
             .await
             .context("keeping the commit's notification for after it")?;
@@ -95,7 +97,7 @@ impl Work for FeedbackAnalysisJob {
         match completion {
             Completion::Completed { message_id } => {
                 tx.commit().await.context("committing the feedback")?;
-                finished.send(&state.pool).await;
+                finished.send(&mut conn).await;
                 tracing::info!(message_id = %message_id, score = review.score, "feedback committed");
                 Ok(Ending::Done)
             }
@@ -109,7 +111,7 @@ impl Work for FeedbackAnalysisJob {
                 tx.commit()
                     .await
                     .context("committing the operation's failure")?;
-                finished.send(&state.pool).await;
+                finished.send(&mut conn).await;
                 Ok(ending)
             }
             Completion::AlreadyStored => {

@@ -13,7 +13,7 @@ use shared::db::wake::{self, Wake};
 use shared::db::{operations, sessions};
 use shared::domain::{QuestionType, SessionId, SessionStatus};
 use shared::jobs::QuestionGenerationJob;
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 
 impl Work for QuestionGenerationJob {
     type Inputs = QuestionInputs;
@@ -76,9 +76,11 @@ impl Work for QuestionGenerationJob {
             question_type: generated.output.question_type,
             metadata: &metadata,
         };
-        let mut tx = (state.pool.begin().await).context("beginning the commit's transaction")?;
+        let mut conn = (state.pool.acquire().await).context("acquiring the commit's connection")?;
+        let mut tx = (conn.begin().await).context("beginning the commit's transaction")?;
         // Whichever way it commits, the operation finishes: its long polls are woken
-        // after the commit, which then waits for no other (`shared::db::wake`).
+        // after the commit, on the same connection, so that the commit waits for no
+        // other notifying one (`shared::db::wake`).
         wake::after_commit(&mut tx)
             .await
             .context("keeping the commit's notification for after it")?;
@@ -94,7 +96,7 @@ impl Work for QuestionGenerationJob {
                 message_id,
             } => {
                 tx.commit().await.context("committing the question")?;
-                finished.send(&state.pool).await;
+                finished.send(&mut conn).await;
                 if let Some(tokens) = tokens {
                     histogram!("llm_tokens_per_question").record(f64::from(tokens));
                 }
@@ -114,7 +116,7 @@ impl Work for QuestionGenerationJob {
                 tx.commit()
                     .await
                     .context("committing the operation's failure")?;
-                finished.send(&state.pool).await;
+                finished.send(&mut conn).await;
                 Ok(ending)
             }
             Completion::AlreadyStored => {
