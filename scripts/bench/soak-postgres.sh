@@ -7,6 +7,9 @@
 #   auto_explain        the plans, with the rows each node read, of 2 % of the
 #                       statements (log_nested_statements: the claim inside get_jobs
 #                       too), as JSON lines in the server's jsonlog;
+#   lock waits          every wait for a lock over 200 ms (deadlock_timeout), and every
+#                       autovacuum and autoanalyze, in the same log: what a stall in
+#                       the samples waited for;
 # with shared_buffers 1 GB, so the seeded tables (about 5 GB) are partly in memory, as
 # on a database server. Exports DATABASE_URL pointing at it.
 
@@ -56,6 +59,9 @@ logging_collector = on
 log_destination = 'jsonlog'
 log_directory = 'log'
 log_rotation_size = 0
+log_lock_waits = on
+deadlock_timeout = 200ms
+log_autovacuum_min_duration = 0
 CONF
     fi
     echo "soak-postgres: starting it on 127.0.0.1:$port (log: $dir/postgres.log)"

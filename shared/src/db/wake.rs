@@ -3,8 +3,9 @@
 //! PostgreSQL lets one committing transaction that sent a NOTIFY in at a time, across
 //! the server, and holds it there until its commit record is on disk: such commits
 //! never share a WAL flush, and one slow flush stops them all. Sixteen clients that
-//! insert a row commit 11,340 times a second here; with a NOTIFY in the same
-//! transaction, 2,626 (BENCHMARKS.md, "Soak"). Every job makes two such commits: the
+//! insert a row commit 10,896 times a second here; with a NOTIFY in the same
+//! transaction, 2,702; with the NOTIFY sent alone after the commit, 7,048
+//! (`scripts/bench/notify-commits.sh`; BENCHMARKS.md, "Soak"). Every job makes two such commits: the
 //! api's enqueue (apalis' insert trigger) and the worker's result
 //! (`operations_notify_finished`).
 //!
