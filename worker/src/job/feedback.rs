@@ -16,10 +16,10 @@ use serde_json::json;
 use shared::db::attempt::Started;
 use shared::db::feedback::{self, Completion, FeedbackInputs, NewFeedback};
 use shared::db::operations;
-use shared::db::wake::{self, Wake};
+use shared::db::wake::Wake;
 use shared::domain::SessionId;
 use shared::jobs::FeedbackAnalysisJob;
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
 impl Work for FeedbackAnalysisJob {
     type Inputs = FeedbackInputs;
@@ -83,13 +83,7 @@ impl Work for FeedbackAnalysisJob {
             result: &result,
         };
         let mut conn = (state.pool.acquire().await).context("acquiring the commit's connection")?;
-        let mut tx = (conn.begin().await).context("beginning the commit's transaction")?;
-        // Whichever way it commits, the operation finishes: its long polls are woken
-        // after the commit, on the same connection, so that the commit waits for no
-        // other notifying one (`shared::db::wake`).
-        wake::after_commit(&mut tx)
-            .await
-            .context("keeping the commit's notification for after it")?;
+        let mut tx = super::ending_transaction(&mut conn).await?;
         let finished = Wake::operation_finished(self.operation_id);
         let completion = feedback::complete(&mut tx, &new)
             .await

@@ -45,7 +45,7 @@ use shared::db::attempt::Started;
 use shared::db::{operations, queue};
 use shared::domain::{OperationId, OperationType, SessionId};
 use shared::jobs::{Job, MAX_ATTEMPTS_CEILING, Origin, PAYLOAD_VERSION};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -493,6 +493,20 @@ async fn llm_failure<J: Work>(
             .context("acquiring a connection to record the model's failure")?;
         fail(&mut conn, id, &err.outcome.sentence(J::TYPE)).await
     }
+}
+
+/// The transaction that ends an operation, on `conn`: whichever way it commits, the
+/// operation finishes, and its long polls are woken after the commit, on `conn`, so that
+/// the commit waits for no other notifying one (`shared::db::wake`). The caller sends
+/// `Wake::operation_finished` on `conn` once the transaction committed.
+pub async fn ending_transaction(
+    conn: &mut PgConnection,
+) -> anyhow::Result<sqlx::Transaction<'_, sqlx::Postgres>> {
+    let mut tx = (conn.begin().await).context("beginning the commit's transaction")?;
+    shared::db::wake::after_commit(&mut tx)
+        .await
+        .context("keeping the commit's notification for after it")?;
+    Ok(tx)
 }
 
 /// Sets the operation `failed` (only if it has not finished) and ends the job.

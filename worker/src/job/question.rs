@@ -9,11 +9,11 @@ use crate::prompt::{PROMPT_VERSION, QuestionContext};
 use anyhow::Context;
 use metrics::histogram;
 use shared::db::attempt::{self, Completion, QuestionInputs, Started};
-use shared::db::wake::{self, Wake};
+use shared::db::wake::Wake;
 use shared::db::{operations, sessions};
 use shared::domain::{QuestionType, SessionId, SessionStatus};
 use shared::jobs::QuestionGenerationJob;
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
 impl Work for QuestionGenerationJob {
     type Inputs = QuestionInputs;
@@ -77,13 +77,7 @@ impl Work for QuestionGenerationJob {
             metadata: &metadata,
         };
         let mut conn = (state.pool.acquire().await).context("acquiring the commit's connection")?;
-        let mut tx = (conn.begin().await).context("beginning the commit's transaction")?;
-        // Whichever way it commits, the operation finishes: its long polls are woken
-        // after the commit, on the same connection, so that the commit waits for no
-        // other notifying one (`shared::db::wake`).
-        wake::after_commit(&mut tx)
-            .await
-            .context("keeping the commit's notification for after it")?;
+        let mut tx = super::ending_transaction(&mut conn).await?;
         let finished = Wake::operation_finished(self.operation_id);
         // An ending that wrote what must not stand (`AlreadyStored`, `OperationFinished`)
         // returns without committing: the dropped transaction rolls it back.
