@@ -1,6 +1,7 @@
 //! Fixtures written with the service's own SQL (as the api writes them), and reads of
 //! what the worker wrote: for tests that run a worker in-process or as a binary.
 
+use shared::db::wake::Wake;
 use shared::db::{job_postings, messages, operations, sessions, users};
 use shared::domain::{MessageId, OperationId, OperationStatus, SessionId, UserId};
 use shared::jobs::{self, FeedbackAnalysisJob, QuestionGenerationJob};
@@ -51,13 +52,25 @@ pub async fn session(pool: &PgPool, n: usize) -> (UserId, SessionId) {
 
 /// Inserts an operation and its job in one transaction, exactly as the api does: under
 /// the session's row lock, the job held when an earlier operation of the session is
-/// unfinished.
+/// unfinished; then wakes the workers.
 pub async fn enqueue(
     pool: &PgPool,
     user: UserId,
     session: SessionId,
     max_attempts: u32,
 ) -> OperationId {
+    let (id, wake) = enqueue_unwoken(pool, user, session, max_attempts).await;
+    wake.send(&mut pool.acquire().await.expect("conn")).await;
+    id
+}
+
+/// [`enqueue`] without its wake: the caller sends it, or tests that the commit sent none.
+pub async fn enqueue_unwoken(
+    pool: &PgPool,
+    user: UserId,
+    session: SessionId,
+    max_attempts: u32,
+) -> (OperationId, Wake) {
     let mut tx = pool.begin().await.expect("tx");
     sessions::lock_owned(&mut tx, session, user)
         .await
@@ -81,8 +94,7 @@ pub async fn enqueue(
     .await
     .expect("push");
     tx.commit().await.expect("commit");
-    wake.send(&mut pool.acquire().await.expect("conn")).await;
-    id
+    (id, wake)
 }
 
 /// A question message on `session`, numbered and counted as the worker's commit does,

@@ -9,10 +9,10 @@
 
 use crate::support::worker_env;
 use serde_json::Value;
+use shared::db::operations;
 use shared::db::wake::{self, JOB_INSERTED, OPERATION_FINISHED, Wake};
-use shared::db::{operations, sessions};
 use shared::domain::{OperationId, SessionId};
-use shared::jobs::{self, Job, QuestionGenerationJob};
+use shared::jobs::{Job, QuestionGenerationJob};
 use sqlx::PgPool;
 use sqlx::postgres::{PgListener, PgNotification};
 use std::time::Duration;
@@ -60,22 +60,8 @@ async fn nothing_pending(pool: &PgPool, listener: &mut PgListener) {
 /// A question's operation and job, written as the api writes them; its wake unsent.
 async fn enqueued(pool: &PgPool) -> (OperationId, QuestionGenerationJob, Wake) {
     let (user, session) = session(pool, 0).await;
-    let mut tx = pool.begin().await.expect("tx");
-    sessions::lock_owned(&mut tx, session, user)
-        .await
-        .expect("lock")
-        .expect("owned");
-    let id = OperationId::new();
-    operations::insert_question_generation(&mut tx, id, user, session, None)
-        .await
-        .expect("insert")
-        .expect("inserted");
-    let job = QuestionGenerationJob::new(id, session);
-    let wake = jobs::enqueue(&mut tx, &job, 3, false, &jobs::Origin::default())
-        .await
-        .expect("push");
-    tx.commit().await.expect("commit");
-    (id, job, wake)
+    let (id, wake) = enqueue_unwoken(pool, user, session, 3).await;
+    (id, QuestionGenerationJob::new(id, session), wake)
 }
 
 #[sqlx::test(migrations = false)]
