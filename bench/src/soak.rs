@@ -146,6 +146,7 @@ pub async fn soak(setup: &Setup, args: &Soak) -> anyhow::Result<Figures> {
         }
         capacity
     };
+    let (capacity, capacity_retries) = capacity;
     let workers = [
         stack::worker(setup, &db, &model.base_url, CONCURRENCY, 0).await?,
         stack::worker(setup, &db, &model.base_url, CONCURRENCY, 0).await?,
@@ -158,7 +159,8 @@ pub async fn soak(setup: &Setup, args: &Soak) -> anyhow::Result<Figures> {
     let candidates = User::create_as(&api, "soak@example.com", SESSIONS * generations).await?;
     println!(
         "{}",
-        json!({"soak": "capacity", "jobs_per_sec": round(capacity), "rate": round(rate)})
+        json!({"soak": "capacity", "jobs_per_sec": round(capacity), "rate": round(rate),
+               "client_retries": capacity_retries})
     );
     sqlx::query("SELECT pg_stat_statements_reset()")
         .execute(&db.pool)
@@ -213,6 +215,8 @@ pub async fn soak(setup: &Setup, args: &Soak) -> anyhow::Result<Figures> {
     figures.insert("accepted".into(), json!(arrived.accepted));
     figures.insert("refused".into(), json!(arrived.refused));
     figures.insert("refused_by_kind".into(), json!(arrived.refused_by_kind));
+    figures.insert("client_retries".into(), json!(arrived.client_retries));
+    figures.insert("capacity_client_retries".into(), json!(capacity_retries));
     figures.insert("failed".into(), json!(sampler.failed + failed_late as u64));
     figures.insert("csv".into(), json!(csv_path.display().to_string()));
     figures.insert(
@@ -279,8 +283,8 @@ async fn check_server(db: &Database) -> anyhow::Result<PathBuf> {
 }
 
 /// The capacity: completions a second of closed-loop clients through the api, after a
-/// warm-up.
-async fn capacity(user: &User, http: &reqwest::Client) -> anyhow::Result<f64> {
+/// warm-up; and how many requests its clients sent again after a `503` or `429`.
+async fn capacity(user: &User, http: &reqwest::Client) -> anyhow::Result<(f64, u64)> {
     let start = Instant::now();
     let measured_from = start + CAPACITY_WARMUP;
     let until = start + CAPACITY_RUN;
@@ -288,21 +292,29 @@ async fn capacity(user: &User, http: &reqwest::Client) -> anyhow::Result<f64> {
     for client in 0..CAPACITY_CLIENTS {
         let (user, http) = (user.clone(), http.clone());
         clients.push(tokio::spawn(async move {
-            let mut done = 0u64;
+            let (mut done, mut retries) = (0u64, 0u64);
             while Instant::now() < until {
                 let answered = user.ask(&http, client, DRAIN).await;
+                if let Ok(answer) = &answered {
+                    retries += u64::from(answer.retries);
+                }
                 if answered.is_ok() && Instant::now() >= measured_from && Instant::now() < until {
                     done += 1;
                 }
             }
-            done
+            (done, retries)
         }));
     }
-    let mut done = 0;
+    let (mut done, mut retries) = (0, 0);
     for client in clients {
-        done += client.await?;
+        let (client_done, client_retries) = client.await?;
+        done += client_done;
+        retries += client_retries;
     }
-    Ok(done as f64 / (CAPACITY_RUN - CAPACITY_WARMUP).as_secs_f64())
+    Ok((
+        done as f64 / (CAPACITY_RUN - CAPACITY_WARMUP).as_secs_f64(),
+        retries,
+    ))
 }
 
 /// The session of arrival `n`: the `SESSIONS` in turn, each for
@@ -319,6 +331,8 @@ struct Arrived {
     refused: u64,
     /// Those by what went wrong ([`error_kind`]): a soak's errors are a finding too.
     refused_by_kind: std::collections::BTreeMap<String, u64>,
+    /// Requests of accepted arrivals sent again after a `503` or `429` ([`User::ask`]).
+    client_retries: u64,
 }
 
 /// Open loop: one arrival every `1 / rate` s for `length`, never skipped when late, each
@@ -341,7 +355,7 @@ async fn arrive(
         let (user, http, inbox) = (user.clone(), http.clone(), Arc::clone(&inbox));
         asked.push(tokio::spawn(async move {
             let outcome = user.ask(&http, session_of(n), DRAIN).await;
-            let accepted = outcome.as_ref().map(|_| ()).map_err(error_kind);
+            let accepted = outcome.as_ref().map(|a| a.retries).map_err(error_kind);
             if let Ok(answer) = outcome {
                 inbox
                     .lock()
@@ -373,9 +387,12 @@ async fn arrive(
 }
 
 impl Arrived {
-    fn tally(&mut self, outcome: Result<(), String>) {
+    fn tally(&mut self, outcome: Result<u32, String>) {
         match outcome {
-            Ok(()) => self.accepted += 1,
+            Ok(retries) => {
+                self.accepted += 1;
+                self.client_retries += u64::from(retries);
+            }
             Err(kind) => {
                 self.refused += 1;
                 *self.refused_by_kind.entry(kind).or_default() += 1;

@@ -66,6 +66,8 @@ pub struct Answer {
     pub completed: bool,
     /// The question's message, when it completed.
     pub message: Option<Uuid>,
+    /// Requests sent again after a `503` or `429` (`User::ask`).
+    pub retries: u32,
 }
 
 /// A database created for one run and dropped after it.
@@ -333,6 +335,35 @@ pub async fn worker_with(
     .await
 }
 
+/// Sends the request `build` makes until it is answered neither `503` nor `429`, waiting
+/// each such answer's `Retry-After` (1 s without one), and fails on any other error
+/// status, a transport error, or a wait that would end after `until`.
+async fn send_retrying(
+    until: Instant,
+    retries: &mut u32,
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> anyhow::Result<reqwest::Response> {
+    loop {
+        let response = build().send().await?;
+        let status = response.status();
+        if status != reqwest::StatusCode::SERVICE_UNAVAILABLE
+            && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+        {
+            return Ok(response.error_for_status()?);
+        }
+        let wait = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .map_or(Duration::from_secs(1), Duration::from_secs);
+        if Instant::now() + wait > until {
+            return Ok(response.error_for_status()?);
+        }
+        *retries += 1;
+        tokio::time::sleep(wait).await;
+    }
+}
+
 fn log_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}-{}.log", Uuid::new_v4().simple()))
 }
@@ -399,6 +430,15 @@ impl User {
     /// POSTs a question for session `n`, then long-polls it until it has ended; an
     /// error if it has not `deadline` after the POST. The one client of the figures
     /// that time a question from the candidate's side (the overhead, the soak).
+    ///
+    /// It behaves as docs/API.md asks of a client: a `503` or `429` is waited out for
+    /// its `Retry-After` and sent again. A client that gave up its operation on such an
+    /// answer and asked anew turned a moment's overload into a collapse: the abandoned
+    /// question still ran, and held the session's next one behind it. The POST is sent
+    /// again without an `Idempotency-Key`, which would add two statements to every
+    /// request and so to the figures' cost per job: these `503`s are the pool's wait
+    /// for a connection, answered before anything is written. (A real client cannot
+    /// know that, and sends a key.)
     pub async fn ask(
         &self,
         http: &reqwest::Client,
@@ -406,17 +446,32 @@ impl User {
         deadline: Duration,
     ) -> anyhow::Result<Answer> {
         let sent = Instant::now();
-        let id = self.generate(http, n).await?;
+        let until = sent + deadline;
+        let mut retries = 0;
+        let session = self.sessions[n % self.sessions.len()];
+        let operation: Value = send_retrying(until, &mut retries, || {
+            http.post(format!(
+                "{}/sessions/{session}/generate-question",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+        })
+        .await?
+        .json()
+        .await?;
+        let id: Uuid = operation["id"]
+            .as_str()
+            .context("no operation id")?
+            .parse()?;
         let posted = sent.elapsed();
         loop {
-            let operation: Value = http
-                .get(format!("{}/operations/{id}?wait=30", self.base))
-                .bearer_auth(&self.token)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
+            let operation: Value = send_retrying(until, &mut retries, || {
+                http.get(format!("{}/operations/{id}?wait=30", self.base))
+                    .bearer_auth(&self.token)
+            })
+            .await?
+            .json()
+            .await?;
             let completed = match operation["status"].as_str() {
                 Some("completed") => true,
                 Some("failed") => false,
@@ -431,6 +486,7 @@ impl User {
                 message: operation["result"]["message_id"]
                     .as_str()
                     .and_then(|m| m.parse().ok()),
+                retries,
             });
         }
     }
